@@ -1,0 +1,230 @@
+//! The event: what producers send about one keyed entity.
+//!
+//! This module holds the checked, normalized form every other part of
+//! cepheus works with. Decoding request bodies (JSON, NDJSON, CloudEvents)
+//! into it lives in `crate::ingest`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::Timestamp;
+
+/// One accepted event about one entity.
+///
+/// # Invariants
+/// `key` and `type` are non-empty and within [`EventLimits`]; `data` is a
+/// JSON object (empty when the producer sent none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Producer-chosen id, used to drop retried duplicates per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The entity the event belongs to (an account, a device, a patient).
+    pub key: String,
+    /// What happened, e.g. `login_failed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Event time; the receive time when the producer sent none.
+    pub time: Timestamp,
+    /// The payload: any JSON object.
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// A short reference to an event, as alerts list the events that explain them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    /// The producer's id, if it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The event's type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The event's time.
+    pub time: Timestamp,
+    /// Position of the event in its entity's stream (1 for the first event
+    /// the entity accepted). Stable across restarts; used to build
+    /// deterministic alert ids.
+    pub ordinal: u64,
+}
+
+impl EventRef {
+    /// A reference to `event`, the `ordinal`-th event of its entity.
+    pub fn of(event: &Event, ordinal: u64) -> EventRef {
+        EventRef {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            time: event.time,
+            ordinal,
+        }
+    }
+}
+
+/// Limits on a single event. Each is named in `docs/limits.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLimits {
+    /// Longest `key`, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest `type`, in bytes.
+    pub max_type_bytes: usize,
+    /// Longest `id`, in bytes.
+    pub max_id_bytes: usize,
+    /// Largest `data` object, serialized, in bytes.
+    pub max_data_bytes: usize,
+    /// Deepest nesting of objects and arrays inside `data`.
+    pub max_data_depth: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits {
+            max_key_bytes: 256,
+            max_type_bytes: 128,
+            max_id_bytes: 256,
+            max_data_bytes: 64 * 1024,
+            max_data_depth: 32,
+        }
+    }
+}
+
+/// Why an event was rejected. Each message is a sentence the producer can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// `key` missing or empty.
+    #[error("`key` is required and must be a non-empty string")]
+    MissingKey,
+    /// `type` missing or empty.
+    #[error("`type` is required and must be a non-empty string")]
+    MissingType,
+    /// A string field is longer than its limit.
+    #[error("`{field}` is {actual} bytes long; the limit is {limit}")]
+    TooLong {
+        /// The field.
+        field: &'static str,
+        /// Its length in bytes.
+        actual: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// `data` is larger than its limit.
+    #[error("`data` is {actual} bytes serialized; the limit is {limit}")]
+    DataTooLarge {
+        /// Serialized size in bytes.
+        actual: usize,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// `data` nests deeper than its limit.
+    #[error("`data` nests deeper than {limit} levels")]
+    DataTooDeep {
+        /// The limit in levels.
+        limit: usize,
+    },
+    /// Anything else wrong with the shape of the event.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Event {
+    /// Checks `self` against `limits`. `data_bytes` is the serialized size of
+    /// `data` when the caller already knows it (from the request body), to
+    /// avoid serializing it again.
+    pub fn check(&self, limits: &EventLimits, data_bytes: Option<usize>) -> Result<(), EventError> {
+        if self.key.is_empty() {
+            return Err(EventError::MissingKey);
+        }
+        if self.event_type.is_empty() {
+            return Err(EventError::MissingType);
+        }
+        check_len("key", &self.key, limits.max_key_bytes)?;
+        check_len("type", &self.event_type, limits.max_type_bytes)?;
+        if let Some(id) = &self.id {
+            check_len("id", id, limits.max_id_bytes)?;
+        }
+        if depth_exceeds(&self.data, limits.max_data_depth) {
+            return Err(EventError::DataTooDeep {
+                limit: limits.max_data_depth,
+            });
+        }
+        let size = match data_bytes {
+            Some(n) => n,
+            None => serde_json::to_vec(&self.data).map(|v| v.len()).unwrap_or(usize::MAX),
+        };
+        if size > limits.max_data_bytes {
+            return Err(EventError::DataTooLarge {
+                actual: size,
+                limit: limits.max_data_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), EventError> {
+    if value.len() > limit {
+        return Err(EventError::TooLong {
+            field,
+            actual: value.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
+/// True when `data` (itself level 1) nests deeper than `limit` levels.
+fn depth_exceeds(data: &Map<String, Value>, limit: usize) -> bool {
+    fn deeper(value: &Value, level: usize, limit: usize) -> bool {
+        if level > limit {
+            return true;
+        }
+        match value {
+            Value::Object(map) => map.values().any(|v| deeper(v, level + 1, limit)),
+            Value::Array(items) => items.iter().any(|v| deeper(v, level + 1, limit)),
+            _ => false,
+        }
+    }
+    if limit == 0 {
+        return true;
+    }
+    data.values().any(|v| deeper(v, 2, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(data: Value) -> Event {
+        Event {
+            id: None,
+            key: "acct-1".into(),
+            event_type: "login".into(),
+            time: Timestamp(0),
+            data: data.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn depth_counts_data_itself_as_level_one() {
+        let limits = EventLimits {
+            max_data_depth: 2,
+            ..EventLimits::default()
+        };
+        assert!(event(json!({"a": {"b": 1}})).check(&limits, None).is_ok());
+        assert_eq!(
+            event(json!({"a": {"b": {"c": 1}}})).check(&limits, None),
+            Err(EventError::DataTooDeep { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn empty_key_and_long_type_are_rejected() {
+        let limits = EventLimits::default();
+        let mut e = event(json!({}));
+        e.key.clear();
+        assert_eq!(e.check(&limits, None), Err(EventError::MissingKey));
+        let mut e = event(json!({}));
+        e.event_type = "x".repeat(129);
+        assert!(matches!(e.check(&limits, None), Err(EventError::TooLong { field: "type", .. })));
+    }
+}

@@ -1,0 +1,13 @@
+//! cepheus: a complex event processing service.
+//!
+//! Producers POST events about keyed entities; operators register declarative
+//! temporal pattern rules; cepheus evaluates every rule against each entity's
+//! stream and publishes alerts the moment a pattern completes.
+//!
+//! The pattern engine ([`engine`]) is a pure library: it is fed events and
+//! time and returns alerts. Everything else is a thin shell around it.
+#![deny(missing_docs)]
+
+pub mod event;
+pub mod rules;
+pub mod time;

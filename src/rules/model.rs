@@ -1,0 +1,315 @@
+//! The checked, compiled rule: what the engine runs.
+//!
+//! Kept apart from the document users write (`schema.rs`): a [`Rule`] is only
+//! ever built by `compile`, so every value in it has been validated — windows
+//! are positive, quantifier bounds ordered, expressions compiled with their
+//! names resolved.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::expr::Expr;
+use crate::rules::schema::RuleDocument;
+use crate::rules::template::Template;
+use crate::time::Duration;
+
+/// How urgent an alert is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// For the record.
+    Info,
+    /// Worth a look.
+    Low,
+    /// The default.
+    #[default]
+    Medium,
+    /// Act soon.
+    High,
+    /// Act now.
+    Critical,
+}
+
+impl Severity {
+    /// The lowercase name used in documents and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whether a rule's alerts page people or are only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Alerts are stored and sent to subscribers.
+    #[default]
+    Live,
+    /// Alerts are stored (marked `shadow`) but sent only to subscribers that ask.
+    Shadow,
+}
+
+/// A compiled rule, ready to evaluate.
+#[derive(Debug)]
+pub struct Rule {
+    /// Unique id, `[a-z0-9._-]+`.
+    pub id: Arc<str>,
+    /// 1 for a new rule, +1 on each replacement.
+    pub version: u64,
+    /// Severity copied into every alert.
+    pub severity: Severity,
+    /// Disabled rules keep no state and fire nothing.
+    pub enabled: bool,
+    /// Live or shadow.
+    pub mode: Mode,
+    /// The filter applied before the pattern; events it rejects are invisible
+    /// to the rule (they do not break `strict` contiguity).
+    pub when: Option<Expr>,
+    /// When set, the rule runs per value of this expression instead of per
+    /// event key: an event feeds the entity named by the value.
+    pub partition_by: Option<Expr>,
+    /// The pattern to detect.
+    pub pattern: Pattern,
+    /// The alert message; `None` uses a generated description.
+    pub message: Option<Template>,
+    /// Event types this rule can accept at all (from static analysis of
+    /// `when` and the pattern's predicates); `None` when any type may match.
+    /// The engine skips the rule for other types without evaluating anything.
+    pub event_types: Option<BTreeSet<String>>,
+    /// The document the rule was compiled from, as the user wrote it.
+    pub document: RuleDocument,
+}
+
+/// Exactly one pattern kind per rule (DESIGN §3).
+#[derive(Debug)]
+pub enum Pattern {
+    /// Ordered (or any-order) steps.
+    Sequence(SequencePattern),
+    /// An expected event that fails to arrive.
+    Absence(AbsencePattern),
+    /// An aggregate over a window crossing a limit.
+    Threshold(ThresholdPattern),
+}
+
+/// How events between steps are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Contiguity {
+    /// Unrelated events in between are skipped; a run takes the first event
+    /// that matches its next step (Flink `followedBy`).
+    #[default]
+    Relaxed,
+    /// Every event seen by the rule must continue the run, or the run ends
+    /// (Flink `next`).
+    Strict,
+    /// Like relaxed, but every matching event also branches a new run that
+    /// skips it (Flink `followedByAny`).
+    Any,
+}
+
+/// What happens to other partial matches after a match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipStrategy {
+    /// Discard every partial match that started at or before the match's last
+    /// event (SQL `AFTER MATCH SKIP PAST LAST ROW`).
+    #[default]
+    PastLastEvent,
+    /// Keep every other partial match: every match is emitted.
+    All,
+}
+
+/// An ordered list of steps.
+#[derive(Debug)]
+pub struct SequencePattern {
+    /// The steps, in order. At least one is positive; the first is positive.
+    pub steps: Vec<Step>,
+    /// Strict bound on `last.time - first.time` of a match.
+    pub within: Option<Duration>,
+    /// Treatment of events between steps.
+    pub contiguity: Contiguity,
+    /// All steps, in any order (a conjunction); no negated steps.
+    pub any_order: bool,
+    /// Treatment of other partial matches after a match.
+    pub skip: SkipStrategy,
+}
+
+/// One step of a sequence.
+#[derive(Debug)]
+pub struct Step {
+    /// Name by which later predicates and the message refer to the events
+    /// this step bound.
+    pub name: Arc<str>,
+    /// Which events this step takes.
+    pub predicate: Expr,
+    /// Fewest events the step takes (0 for an optional step).
+    pub min: u32,
+    /// Most events the step takes; `None` is unbounded.
+    pub max: Option<u32>,
+    /// A negated step: no event matching it may occur between its neighbours.
+    /// A trailing negated step turns into a timer at `first.time + within`.
+    pub negated: bool,
+}
+
+/// An expected event that does not come.
+#[derive(Debug)]
+pub struct AbsencePattern {
+    /// With a trigger: each trigger event at t expects an event in (t, t + within).
+    /// Without: the entity's expected events must keep coming, at most `within` apart.
+    pub after: Option<Expr>,
+    /// The expected event.
+    pub expect: Expr,
+    /// How long to wait.
+    pub within: Duration,
+}
+
+/// An aggregate over a window compared with a limit.
+#[derive(Debug)]
+pub struct ThresholdPattern {
+    /// Which events feed the aggregate.
+    pub predicate: Expr,
+    /// Which events are aggregated together.
+    pub window: WindowSpec,
+    /// What is computed over them.
+    pub aggregate: Aggregate,
+    /// The condition that fires.
+    pub comparison: Comparison,
+}
+
+/// Window kinds (DESIGN §3). Tumbling and hopping windows are aligned to the
+/// Unix epoch and are `[start, start + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WindowSpec {
+    /// The `size` up to each moment: `(t - size, t]`. Edge-triggered.
+    Sliding {
+        /// Window length.
+        size: Duration,
+    },
+    /// Back-to-back windows, starting at multiples of `size`.
+    Tumbling {
+        /// Window length.
+        size: Duration,
+    },
+    /// Overlapping windows of `size`, starting at multiples of `advance`.
+    Hopping {
+        /// Window length.
+        size: Duration,
+        /// Distance between window starts.
+        advance: Duration,
+    },
+    /// Runs of events at most `gap` apart.
+    Session {
+        /// Largest gap inside a session (inclusive).
+        gap: Duration,
+    },
+}
+
+/// What a threshold computes over the window's events.
+#[derive(Debug)]
+pub enum Aggregate {
+    /// Number of events.
+    Count,
+    /// Sum of a numeric expression.
+    Sum(Expr),
+    /// Mean of a numeric expression.
+    Avg(Expr),
+    /// Smallest value of a numeric expression.
+    Min(Expr),
+    /// Largest value of a numeric expression.
+    Max(Expr),
+    /// Number of distinct values of an expression.
+    Distinct(Expr),
+}
+
+impl Aggregate {
+    /// The expression aggregated, if any.
+    pub fn expr(&self) -> Option<&Expr> {
+        match self {
+            Aggregate::Count => None,
+            Aggregate::Sum(e) | Aggregate::Avg(e) | Aggregate::Min(e) | Aggregate::Max(e) | Aggregate::Distinct(e) => {
+                Some(e)
+            }
+        }
+    }
+
+    /// The aggregate's name as written in rules: `count`, `sum`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            Aggregate::Count => "count",
+            Aggregate::Sum(_) => "sum",
+            Aggregate::Avg(_) => "avg",
+            Aggregate::Min(_) => "min",
+            Aggregate::Max(_) => "max",
+            Aggregate::Distinct(_) => "distinct",
+        }
+    }
+}
+
+/// The comparison of a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Which comparison.
+    pub op: CompareOp,
+    /// The limit.
+    pub limit: f64,
+}
+
+/// `above` and `below` are strict, `at_least` and `at_most` inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOp {
+    /// value > limit
+    Above,
+    /// value >= limit
+    AtLeast,
+    /// value < limit
+    Below,
+    /// value <= limit
+    AtMost,
+}
+
+impl Comparison {
+    /// Whether `value` satisfies the comparison.
+    pub fn holds(&self, value: f64) -> bool {
+        match self.op {
+            CompareOp::Above => value > self.limit,
+            CompareOp::AtLeast => value >= self.limit,
+            CompareOp::Below => value < self.limit,
+            CompareOp::AtMost => value <= self.limit,
+        }
+    }
+}
+
+/// The names a message template can use, per pattern kind, besides `key`,
+/// `entity.*` and the current event (`type`, `time`, `id`, `data`: the
+/// match's last event, absent for alerts fired by a timer).
+///
+/// The index of a name is its slot in `EvalContext::bindings` or
+/// `EvalContext::variables`; the engine fills the slots in this order.
+pub mod template_scope {
+    /// Variables every template can use: the rule id and the severity.
+    pub const COMMON_VARIABLES: [&str; 2] = ["rule", "severity"];
+    /// Absence bindings: `trigger` (the `after` event; empty without `after`)
+    /// and `last` (the last expected event seen; empty with `after`).
+    pub const ABSENCE_BINDINGS: [&str; 2] = ["trigger", "last"];
+    /// Absence variables: the common ones, then `deadline` (RFC 3339) and
+    /// `within` (as written, e.g. `30s`).
+    pub const ABSENCE_VARIABLES: [&str; 4] = ["rule", "severity", "deadline", "within"];
+    /// Threshold bindings: `last`, the window's most recent matching event.
+    pub const THRESHOLD_BINDINGS: [&str; 1] = ["last"];
+    /// Threshold variables: the common ones, then the aggregate `value`, the
+    /// event `count`, the window bounds (RFC 3339) and the `limit`.
+    pub const THRESHOLD_VARIABLES: [&str; 7] =
+        ["rule", "severity", "value", "count", "window_start", "window_end", "limit"];
+    // Sequence templates bind every step by its name (slot = step index) and
+    // use COMMON_VARIABLES.
+}

@@ -1,0 +1,224 @@
+//! The rule document: what users write, in YAML or JSON (one schema).
+//!
+//! These types describe the document only; they hold text, not compiled
+//! expressions. `parse.rs` reads them (collecting every problem with its
+//! path and line), `compile.rs` turns them into a [`crate::rules::Rule`].
+//! `docs/rules.md` is the user-facing reference of every field here.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::rules::model::{Contiguity, Mode, Severity, SkipStrategy};
+
+/// A rule as written by its author.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "id": "brute-force-login",
+    "description": "Three or more failed logins, then a success, within 5 minutes",
+    "severity": "high",
+    "sequence": {"within": "5m", "steps": [
+        {"name": "failures", "match": "type == \"login_failed\"", "times": {"min": 3}},
+        {"name": "success", "match": "type == \"login_success\""}
+    ]},
+    "alert": {"message": "{{key}}: {{failures.count}} failed logins, then a success from {{success.data.ip}}"}
+}))]
+pub struct RuleDocument {
+    /// Unique id: lowercase letters, digits, `.`, `_` and `-`.
+    pub id: String,
+    /// What the rule detects, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Severity of its alerts (default `medium`).
+    #[serde(default)]
+    pub severity: Severity,
+    /// A disabled rule keeps no state and fires nothing (default `true`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    /// `live` (default) or `shadow`: shadow alerts are stored but sent only to
+    /// subscribers that ask for them.
+    #[serde(default, skip_serializing_if = "is_live")]
+    pub mode: Mode,
+    /// CEL filter applied before the pattern: events it rejects are invisible
+    /// to the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// CEL expression giving the key the rule runs under instead of the
+    /// event's own key, e.g. `data.merchant`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_by: Option<String>,
+    /// An ordered (or any-order) list of steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<SequenceDoc>,
+    /// An expected event that fails to arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absence: Option<AbsenceDoc>,
+    /// An aggregate over a window crossing a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<ThresholdDoc>,
+    /// How alerts read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertDoc>,
+}
+
+/// `sequence:` — steps in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceDoc {
+    /// Strict bound on the time from the first to the last event of a match,
+    /// e.g. `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
+    /// `relaxed` (default), `strict` or `any`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub contiguity: Contiguity,
+    /// All steps in any order within the window (a conjunction).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub any_order: bool,
+    /// `past_last_event` (default) or `all`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub skip: SkipStrategy,
+    /// The steps.
+    pub steps: Vec<StepDoc>,
+}
+
+/// One step of a sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepDoc {
+    /// Name used by later steps and the message (default `step1`, `step2`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// CEL predicate selecting the step's events.
+    #[serde(rename = "match")]
+    pub match_: String,
+    /// How many events: a number, or `{min, max}` (max omitted: unbounded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<TimesDoc>,
+    /// The step may be skipped (its minimum becomes 0).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
+    /// A negated step: no such event between its neighbours.
+    #[serde(default, rename = "not", skip_serializing_if = "is_false")]
+    pub negated: bool,
+}
+
+/// A quantifier: exactly `n`, or a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum TimesDoc {
+    /// Exactly this many.
+    Exactly(u32),
+    /// Between `min` and `max` (inclusive).
+    Range {
+        /// Fewest (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<u32>,
+        /// Most (default unbounded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u32>,
+    },
+}
+
+/// `absence:` — an expected event that does not come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AbsenceDoc {
+    /// CEL predicate of the trigger event; omitted for heartbeat loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// CEL predicate of the expected event.
+    pub expect: String,
+    /// How long to wait, e.g. `30s`.
+    pub within: String,
+}
+
+/// `threshold:` — an aggregate over a window against a limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdDoc {
+    /// CEL predicate of the events that feed the aggregate (default: all the
+    /// rule sees).
+    #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
+    pub match_: Option<String>,
+    /// The window.
+    pub window: WindowDoc,
+    /// `count`, `sum(expr)`, `avg(expr)`, `min(expr)`, `max(expr)` or
+    /// `distinct(expr)` (default `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    /// Fires when the aggregate is strictly greater.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// Fires when the aggregate is greater or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_least: Option<f64>,
+    /// Fires when the aggregate is strictly smaller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// Fires when the aggregate is smaller or equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_most: Option<f64>,
+}
+
+/// Exactly one window kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowDoc {
+    /// `(t - size, t]` at every moment; fires when the condition becomes true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding: Option<String>,
+    /// Back-to-back epoch-aligned windows; fires at window close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tumbling: Option<String>,
+    /// Overlapping windows of `size` every `advance`; fires at window close.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hopping: Option<HoppingDoc>,
+    /// Runs of events at most `gap` apart; fires when the session closes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionDoc>,
+}
+
+/// `hopping: {size, advance}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoppingDoc {
+    /// Window length.
+    pub size: String,
+    /// Distance between window starts; must divide into `size`'s range sensibly.
+    pub advance: String,
+}
+
+/// `session: {gap}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionDoc {
+    /// Largest gap between events of one session (inclusive).
+    pub gap: String,
+}
+
+/// `alert:` — how alerts read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertDoc {
+    /// Message template; `{{ expr }}` placeholders are CEL expressions over
+    /// the match (see `docs/rules.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_live(m: &Mode) -> bool {
+    *m == Mode::Live
+}
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
