@@ -32,7 +32,7 @@ pub struct Event {
 }
 
 /// A short reference to an event, as alerts list the events that explain them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventRef {
     /// The producer's id, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

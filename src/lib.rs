@@ -8,6 +8,8 @@
 //! time and returns alerts. Everything else is a thin shell around it.
 #![deny(missing_docs)]
 
+pub mod engine;
 pub mod event;
 pub mod rules;
+pub mod store;
 pub mod time;

@@ -1,0 +1,526 @@
+//! The pattern engine: pure, deterministic, per-key matching.
+//!
+//! The engine is fed one key's events and time, and returns alerts. It never
+//! reads a clock, touches a disk or knows about actors:
+//!
+//! ```text
+//! Engine::on_event(&mut KeyState, &Arc<Event>)   -> EventOutcome (alerts, late?)
+//! Engine::advance_to(&mut KeyState, clock)       -> alerts fired by timers
+//! KeyState::next_deadline()                      -> when to call advance_to next
+//! ```
+//!
+//! # Time (DESIGN §4)
+//! Each entity has its own clock: the greatest event time it accepted, or a
+//! later time the service advanced it to. Its watermark is the clock minus
+//! `allowed_lateness`. An event older than the watermark is late: reported,
+//! not evaluated. Before an event is evaluated the clock moves to its time,
+//! so every timer due at or before that watermark fires first; a deadline
+//! `d` fires when the watermark reaches `d`.
+//!
+//! The semantics of each pattern kind live in one file: `sequence.rs`,
+//! `absence.rs`, `threshold.rs` (with `window.rs` and `aggregate.rs`).
+
+mod absence;
+mod aggregate;
+pub mod alert;
+mod env;
+mod sequence;
+pub mod state;
+mod threshold;
+mod window;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::event::Event;
+use crate::rules::expr::{EvalContext, Expr};
+use crate::rules::{Pattern, Rule};
+use crate::time::{Duration, Timestamp};
+
+pub use alert::Alert;
+pub use state::{DropCounters, KeyState, PatternState, RuleState, STATE_FORMAT};
+
+use env::RuleEnv;
+use sequence::SequencePlan;
+
+/// Engine settings. Every limit here is per rule per key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// How far behind its clock an entity still accepts events (default 0 s).
+    pub allowed_lateness: Duration,
+    /// Most partial matches (sequence runs, pending absence deadlines) one
+    /// rule keeps for one key (default 1,000). More are dropped and counted.
+    pub max_partial_matches: usize,
+    /// Most sliding-window entries, open windows, sessions or distinct values
+    /// one rule keeps for one key (default 10,000). More are dropped and counted.
+    pub max_window_entries: usize,
+    /// Most events an alert lists in its explanation (default 20).
+    pub max_explained_events: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            allowed_lateness: Duration::ZERO,
+            max_partial_matches: 1_000,
+            max_window_entries: 10_000,
+            max_explained_events: 20,
+        }
+    }
+}
+
+/// What evaluating one event produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventOutcome {
+    /// Alerts, in the order they fired: timers due before the event first.
+    pub alerts: Vec<Alert>,
+    /// The event was older than the entity's watermark and was not evaluated.
+    pub late: bool,
+    /// The event's position in its entity's stream (absent when late).
+    pub ordinal: Option<u64>,
+    /// Drops caused by this call (also added to `KeyState::dropped`).
+    pub dropped: DropCounters,
+}
+
+/// A compiled rule plus what the engine precomputes about it.
+struct RuleEntry {
+    rule: Arc<Rule>,
+    sequence_plan: Option<SequencePlan>,
+}
+
+/// The enabled rules, indexed for fast dispatch by event type.
+pub struct RuleSet {
+    entries: Vec<RuleEntry>,
+    /// For each event type some rule names, every rule that may act on it
+    /// (typed rules for that type plus untyped rules), ascending.
+    by_type: HashMap<String, Vec<u32>>,
+    /// Rules that may act on any event type, ascending.
+    any_type: Vec<u32>,
+    /// Rules with `partition_by`, ascending.
+    partitioned: Vec<u32>,
+    by_id: HashMap<Arc<str>, u32>,
+    fingerprint: u64,
+}
+
+impl RuleSet {
+    /// Indexes `rules`; disabled rules are left out (they keep no state).
+    pub fn new(rules: impl IntoIterator<Item = Arc<Rule>>) -> RuleSet {
+        let entries: Vec<RuleEntry> = rules
+            .into_iter()
+            .filter(|r| r.enabled)
+            .map(|rule| RuleEntry {
+                sequence_plan: match &rule.pattern {
+                    Pattern::Sequence(p) => Some(SequencePlan::new(p, rule.message.as_ref())),
+                    _ => None,
+                },
+                rule,
+            })
+            .collect();
+        let mut any_type = Vec::new();
+        let mut typed: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut partitioned = Vec::new();
+        let mut by_id = HashMap::new();
+        let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let i = i as u32;
+            match &entry.rule.event_types {
+                None => any_type.push(i),
+                Some(types) => {
+                    for t in types {
+                        typed.entry(t.clone()).or_default().push(i);
+                    }
+                }
+            }
+            if entry.rule.partition_by.is_some() {
+                partitioned.push(i);
+            }
+            by_id.insert(entry.rule.id.clone(), i);
+            fingerprint.update(&(entry.rule.id.len() as u64).to_le_bytes());
+            fingerprint.update(entry.rule.id.as_bytes());
+            fingerprint.update(&entry.rule.version.to_le_bytes());
+        }
+        let by_type = typed
+            .into_iter()
+            .map(|(t, mut rules)| {
+                rules.extend_from_slice(&any_type);
+                rules.sort_unstable();
+                rules.dedup();
+                (t, rules)
+            })
+            .collect();
+        RuleSet {
+            entries,
+            by_type,
+            any_type,
+            partitioned,
+            by_id,
+            // NB: never 0, which a fresh KeyState carries, so a fresh state
+            // is always aligned before use.
+            fingerprint: fingerprint.digest() | 1,
+        }
+    }
+
+    /// An empty rule set.
+    pub fn empty() -> RuleSet {
+        RuleSet::new(Vec::new())
+    }
+
+    /// The rules, in index order.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.entries.iter().map(|e| &e.rule)
+    }
+
+    /// The rule with `id`, if enabled.
+    pub fn get(&self, id: &str) -> Option<&Arc<Rule>> {
+        self.by_id.get(id).map(|&i| &self.entries[i as usize].rule)
+    }
+
+    /// Number of enabled rules.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no rule is enabled.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Identifies the set of (rule id, version) pairs.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn candidates(&self, event_type: &str) -> &[u32] {
+        self.by_type.get(event_type).map(Vec::as_slice).unwrap_or(&self.any_type)
+    }
+}
+
+/// The pattern engine for one rule set.
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine evaluating `rules` with `config`.
+    pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Engine {
+        Engine { rules, config }
+    }
+
+    /// The rule set.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The keys whose entities must see `event`: its own key first, then the
+    /// distinct keys that `partition_by` rules give it. `partition_by` sees
+    /// the event only (`entity.*` is empty there): routing happens before
+    /// any entity is consulted.
+    pub fn routes(&self, event: &Event) -> Vec<String> {
+        let mut keys = vec![event.key.clone()];
+        if self.rules.partitioned.is_empty() {
+            return keys;
+        }
+        let candidates = self.rules.candidates(&event.event_type);
+        for &i in &self.rules.partitioned {
+            if candidates.binary_search(&i).is_err() {
+                continue;
+            }
+            if let Some(k) = partition_key(&self.rules.entries[i as usize].rule, event) {
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
+    }
+
+    /// Evaluates one event of the entity `state` belongs to (or of another
+    /// entity, for rules whose `partition_by` names this one).
+    pub fn on_event(&self, state: &mut KeyState, event: &Arc<Event>) -> EventOutcome {
+        self.align(state);
+        let mut outcome = EventOutcome::default();
+        if let Some(clock) = state.clock {
+            if event.time < clock.minus(self.config.allowed_lateness) {
+                outcome.late = true;
+                return outcome;
+            }
+        }
+        let clock = state.clock.map_or(event.time, |c| c.max(event.time));
+        let before = state.dropped;
+        self.fire_timers(state, clock, &mut outcome.alerts);
+
+        state.events_seen += 1;
+        let ordinal = state.events_seen;
+        outcome.ordinal = Some(ordinal);
+        let wm = clock.minus(self.config.allowed_lateness);
+        let KeyState {
+            key,
+            attributes,
+            rules: states,
+            dropped,
+            ..
+        } = state;
+        for &i in self.rules.candidates(&event.event_type) {
+            let entry = &self.rules.entries[i as usize];
+            let rule = &entry.rule;
+            if !rule_applies_to_key(rule, event, key) {
+                continue;
+            }
+            if let Some(when) = &rule.when {
+                let ctx = EvalContext {
+                    key,
+                    event: Some(event),
+                    entity: attributes,
+                    bindings: &[],
+                    variables: &[],
+                };
+                if !when.matches(&ctx) {
+                    continue;
+                }
+            }
+            let env = RuleEnv::new(rule, key, attributes, &self.config);
+            let slot = state_slot(states, i, rule);
+            match (&rule.pattern, &mut states[slot].pattern) {
+                (Pattern::Sequence(p), PatternState::Sequence(s)) => {
+                    let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
+                    s.on_event(&env, p, plan, event, ordinal, wm, &mut outcome.alerts, dropped);
+                }
+                (Pattern::Absence(p), PatternState::Absence(s)) => {
+                    s.on_event(&env, p, event, ordinal, dropped);
+                }
+                (Pattern::Threshold(p), PatternState::Threshold(s)) => {
+                    s.on_event(&env, p, event, ordinal, &mut outcome.alerts, dropped);
+                }
+                _ => unreachable!("state_slot creates the state of the rule's kind"),
+            }
+            if states[slot].pattern.is_empty() {
+                states.remove(slot);
+            }
+        }
+        outcome.dropped = diff(state.dropped, before);
+        self.update_next_due(state);
+        outcome
+    }
+
+    /// Moves the entity's clock to at least `clock`, firing every timer whose
+    /// deadline the watermark reaches, in time order.
+    pub fn advance_to(&self, state: &mut KeyState, clock: Timestamp) -> Vec<Alert> {
+        self.align(state);
+        let mut alerts = Vec::new();
+        if state.clock.is_some_and(|c| c >= clock) {
+            return alerts;
+        }
+        self.fire_timers(state, clock, &mut alerts);
+        self.update_next_due(state);
+        alerts
+    }
+
+    /// Sets the clock to `clock` (not earlier than it is) and fires what the
+    /// new watermark makes due. Rules are independent, so each runs its own
+    /// timers in order; the alerts are then merged by time (ties keep rule
+    /// order), which makes one big advance equal to many small ones.
+    fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
+        let clock = state.clock.map_or(clock, |c| c.max(clock));
+        state.clock = Some(clock);
+        if state.rules.is_empty() {
+            return;
+        }
+        let wm = clock.minus(self.config.allowed_lateness);
+        let first_new = alerts.len();
+        let KeyState {
+            key,
+            attributes,
+            rules: states,
+            dropped,
+            ..
+        } = state;
+        for rule_state in states.iter_mut() {
+            let entry = &self.rules.entries[rule_state.index as usize];
+            let rule = &entry.rule;
+            let env = RuleEnv::new(rule, key, attributes, &self.config);
+            match (&rule.pattern, &mut rule_state.pattern) {
+                (Pattern::Sequence(p), PatternState::Sequence(s)) => {
+                    let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
+                    s.advance(&env, p, plan, wm, alerts, dropped);
+                }
+                (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, wm, alerts),
+                (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, wm, alerts),
+                _ => unreachable!("aligned states match their rule's kind"),
+            }
+        }
+        states.retain(|s| !s.pattern.is_empty());
+        alerts[first_new..].sort_by_key(|a| a.time);
+    }
+
+    fn update_next_due(&self, state: &mut KeyState) {
+        let lateness = self.config.allowed_lateness;
+        state.next_due = state
+            .rules
+            .iter()
+            .filter_map(|s| {
+                let rule = &self.rules.entries[s.index as usize].rule;
+                let deadline = match (&rule.pattern, &s.pattern) {
+                    (Pattern::Sequence(p), PatternState::Sequence(s)) => s.next_deadline(p),
+                    (Pattern::Absence(_), PatternState::Absence(s)) => s.next_deadline(),
+                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.next_deadline(p),
+                    _ => None,
+                };
+                // NB: a deadline is in watermark terms; the clock must run
+                // `lateness` further before the watermark reaches it.
+                deadline.map(|d| d.plus(lateness))
+            })
+            .min();
+    }
+
+    /// Re-aligns `state` to this rule set: keeps the state of rules present
+    /// with the same version, drops the rest (a replaced rule starts empty).
+    fn align(&self, state: &mut KeyState) {
+        if state.ruleset == self.rules.fingerprint {
+            return;
+        }
+        state.rules.retain_mut(|s| match self.rules.by_id.get(&s.rule) {
+            Some(&i) if self.rules.entries[i as usize].rule.version == s.version => {
+                s.index = i;
+                true
+            }
+            _ => false,
+        });
+        state.rules.sort_by_key(|s| s.index);
+        state.ruleset = self.rules.fingerprint;
+        self.update_next_due(state);
+    }
+
+    /// A JSON view of the entity's live state per rule (partial matches,
+    /// window aggregates, pending deadlines), for the entities API.
+    pub fn describe(&self, state: &KeyState) -> EntityView {
+        let aligned = state.ruleset == self.rules.fingerprint;
+        let rules = state
+            .rules
+            .iter()
+            .filter(|s| {
+                // A state from another rule set is shown only if its rule is
+                // still here in the same version (it would survive alignment).
+                aligned
+                    || self
+                        .rules
+                        .get(&s.rule)
+                        .is_some_and(|r| r.version == s.version)
+            })
+            .map(|s| RuleView {
+                rule: s.rule.to_string(),
+                version: s.version,
+                state: match &s.pattern {
+                    PatternState::Sequence(x) => x.view(),
+                    PatternState::Absence(x) => x.view(),
+                    PatternState::Threshold(x) => x.view(),
+                },
+            })
+            .collect();
+        EntityView {
+            key: state.key.clone(),
+            attributes: state.attributes.clone(),
+            clock: state.clock,
+            watermark: state.clock.map(|c| c.minus(self.config.allowed_lateness)),
+            events_seen: state.events_seen,
+            next_deadline: state.next_due,
+            rules,
+            dropped: state.dropped,
+        }
+    }
+}
+
+/// What the entities API shows of one entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EntityView {
+    /// The key.
+    pub key: String,
+    /// Static attributes (`entity.*`).
+    pub attributes: Map<String, Value>,
+    /// The entity's clock.
+    pub clock: Option<Timestamp>,
+    /// Clock minus allowed lateness: older events are late.
+    pub watermark: Option<Timestamp>,
+    /// Events evaluated so far.
+    pub events_seen: u64,
+    /// When the entity's next timer is due (clock time).
+    pub next_deadline: Option<Timestamp>,
+    /// Live state per rule.
+    pub rules: Vec<RuleView>,
+    /// Work dropped because of per-key limits.
+    pub dropped: DropCounters,
+}
+
+/// One rule's live state for one entity.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleView {
+    /// Rule id.
+    pub rule: String,
+    /// Rule version.
+    pub version: u64,
+    /// Kind-specific details: partial matches, windows, deadlines.
+    pub state: Value,
+}
+
+/// Whether `rule` runs under `key` for `event`: unpartitioned rules run under
+/// the event's own key, partitioned ones under their `partition_by` value.
+fn rule_applies_to_key(rule: &Rule, event: &Event, key: &str) -> bool {
+    match &rule.partition_by {
+        None => event.key == key,
+        Some(_) => partition_key(rule, event).is_some_and(|k| k == key),
+    }
+}
+
+fn partition_key(rule: &Rule, event: &Event) -> Option<String> {
+    let expr: &Expr = rule.partition_by.as_ref()?;
+    let empty = Map::new();
+    let ctx = EvalContext {
+        key: &event.key,
+        event: Some(event),
+        entity: &empty,
+        bindings: &[],
+        variables: &[],
+    };
+    expr.text(&ctx).filter(|k| !k.is_empty())
+}
+
+/// The position of rule `index`'s state in `states`, creating an empty one.
+fn state_slot(states: &mut Vec<RuleState>, index: u32, rule: &Rule) -> usize {
+    match states.binary_search_by_key(&index, |s| s.index) {
+        Ok(slot) => slot,
+        Err(slot) => {
+            let pattern = match &rule.pattern {
+                Pattern::Sequence(_) => PatternState::Sequence(Default::default()),
+                Pattern::Absence(_) => PatternState::Absence(Default::default()),
+                Pattern::Threshold(p) => PatternState::Threshold(threshold::ThresholdState::for_window(&p.window)),
+            };
+            states.insert(
+                slot,
+                RuleState {
+                    rule: rule.id.clone(),
+                    version: rule.version,
+                    index,
+                    pattern,
+                },
+            );
+            slot
+        }
+    }
+}
+
+fn diff(after: DropCounters, before: DropCounters) -> DropCounters {
+    DropCounters {
+        partial_matches: after.partial_matches - before.partial_matches,
+        window_entries: after.window_entries - before.window_entries,
+        pending_deadlines: after.pending_deadlines - before.pending_deadlines,
+    }
+}

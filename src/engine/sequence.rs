@@ -1,0 +1,541 @@
+//! Sequences: ordered steps with quantifiers, negation, contiguity, `within`
+//! and skip strategies; and `any_order` conjunctions.
+//!
+//! # Semantics (DESIGN §3, made exact)
+//!
+//! A *run* is one partial match. Every event the rule sees (after `when`) is
+//! offered to every run, oldest run first, then may start a new run.
+//!
+//! For an ordered sequence, a run sits at its *current* step `c` (the last
+//! positive step that took an event) having taken `n` events there. An event:
+//! 1. is taken by `c` again if `n < max(c)` and it matches `c` (quantifiers
+//!    are greedy: staying wins over moving on);
+//! 2. else, if `n >= min(c)`, is taken by the first later positive step it
+//!    matches, passing over negated steps and over optional steps (min 0)
+//!    that it does not match;
+//! 3. else, if `n >= min(c)` and it matches a negated step that directly
+//!    follows `c`, ends the run (a negated step guards the gap between its
+//!    neighbours);
+//! 4. else ends the run under `strict` contiguity, and is ignored under
+//!    `relaxed` and `any`.
+//!
+//! With `within`, a run can take an event only if the span of its event
+//! times stays strictly below `within`, and a negated event ends a run only
+//! if it comes before `first + within`. A run whose `first + within` the
+//! watermark reaches is over: dropped, or — if it already reached a trailing
+//! negated step — completed at that deadline (the alert's time).
+//!
+//! Under `any` contiguity every take also leaves the untaken run in place
+//! (Flink `followedByAny`), so one run branches into several.
+//!
+//! A run completes when its last positive step reaches its minimum (a
+//! trailing quantifier completes at its minimum; alerts are never held back
+//! to see if more would come). If the sequence ends with a negated step it
+//! instead becomes *pending*: it still takes more events for its last
+//! positive step, is ended by a matching negated event, and completes at
+//! `first + within`; while pending, unrelated events are ignored whatever
+//! the contiguity.
+//!
+//! After a match, `past_last_event` emits the earliest-started completed run
+//! only and discards every other run (all started at or before the match's
+//! last event; for a timer-completed match, the deadline counts as its end),
+//! and the completing event starts no new run. `all` emits every completed
+//! run and keeps the others.
+//!
+//! An event starts a new run if it matches the first positive step — or a
+//! later one when every positive step before it is optional. Runs beyond
+//! `max_partial_matches` are not started and are counted as dropped.
+//!
+//! `any_order` sequences are conjunctions: a run has a count per step; an
+//! event goes to the first step (in declaration order) still below its
+//! minimum that it matches, else the first below its maximum; the run
+//! completes when every step reaches its minimum.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::engine::alert::{Alert, Explanation, MatchFingerprint};
+use crate::engine::env::{Fired, RuleEnv};
+use crate::engine::state::DropCounters;
+use crate::event::{Event, EventRef};
+use crate::rules::expr::Binding;
+use crate::rules::template::Template;
+use crate::rules::{Contiguity, SequencePattern, SkipStrategy};
+use crate::time::Timestamp;
+
+/// What the engine precomputes about a sequence rule.
+#[derive(Debug)]
+pub(crate) struct SequencePlan {
+    /// Per step: its predicate reads bindings, so it is evaluated per run.
+    uses_bindings: Vec<bool>,
+    /// Per step: some predicate or the message reads this step's events,
+    /// so runs keep them (otherwise runs keep only references).
+    keep_events: Vec<bool>,
+    /// Index of the last positive step.
+    last_positive: usize,
+    /// The sequence ends with a negated step (a timer).
+    trailing_negation: bool,
+}
+
+impl SequencePlan {
+    pub fn new(pattern: &SequencePattern, message: Option<&Template>) -> SequencePlan {
+        let n = pattern.steps.len();
+        let uses_bindings: Vec<bool> = pattern
+            .steps
+            .iter()
+            .map(|s| !s.predicate.binding_slots().is_empty())
+            .collect();
+        let mut keep_events = vec![false; n];
+        for step in &pattern.steps {
+            for &slot in step.predicate.binding_slots() {
+                if slot < n {
+                    keep_events[slot] = true;
+                }
+            }
+        }
+        if message.is_some() {
+            // NB: templates do not (yet) say which steps they read; keeping
+            // every step's first and last event is the safe choice.
+            keep_events.iter_mut().for_each(|k| *k = true);
+        }
+        let last_positive = pattern.steps.iter().rposition(|s| !s.negated).unwrap_or(0);
+        SequencePlan {
+            uses_bindings,
+            keep_events,
+            last_positive,
+            trailing_negation: last_positive + 1 < n,
+        }
+    }
+}
+
+/// Partial matches of one sequence rule for one key.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SequenceState {
+    runs: Vec<Run>,
+}
+
+/// One partial match.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Run {
+    /// The current step (ordered sequences).
+    step: u32,
+    /// What each step has taken.
+    steps: Vec<StepMatch>,
+    /// Earliest and latest event time taken.
+    min_time: Timestamp,
+    max_time: Timestamp,
+    /// Ordinal of the run's first event.
+    first_ordinal: u64,
+    /// Fingerprint of every event taken, for the alert id.
+    fingerprint: MatchFingerprint,
+    /// The events taken, bounded.
+    explanation: Explanation,
+    /// Reached the trailing negated step: waits for its deadline.
+    #[serde(default)]
+    pending: bool,
+}
+
+/// What one step of a run has taken.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+struct StepMatch {
+    count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first: Option<Arc<Event>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last: Option<Arc<Event>>,
+}
+
+/// What a run does with an event.
+enum Decision {
+    Take(usize),
+    Ignore,
+    End,
+}
+
+/// Predicate results that do not depend on the run, computed once per event.
+struct PredicateCache {
+    known: u64,
+    value: u64,
+}
+
+impl PredicateCache {
+    fn new() -> Self {
+        PredicateCache { known: 0, value: 0 }
+    }
+}
+
+/// Everything needed to evaluate step predicates against one event.
+struct Probe<'a> {
+    env: &'a RuleEnv<'a>,
+    pattern: &'a SequencePattern,
+    plan: &'a SequencePlan,
+    event: &'a Arc<Event>,
+    cache: PredicateCache,
+}
+
+impl Probe<'_> {
+    /// Whether step `j`'s predicate accepts the event in the context of `run`
+    /// (`None`: a run that has bound nothing yet).
+    fn matches(&mut self, j: usize, run: Option<&Run>) -> bool {
+        let predicate = &self.pattern.steps[j].predicate;
+        if !self.plan.uses_bindings[j] {
+            if j < 64 {
+                let bit = 1u64 << j;
+                if self.cache.known & bit == 0 {
+                    let ctx = self.env.ctx(Some(self.event), &[]);
+                    if predicate.matches(&ctx) {
+                        self.cache.value |= bit;
+                    }
+                    self.cache.known |= bit;
+                }
+                return self.cache.value & bit != 0;
+            }
+            return predicate.matches(&self.env.ctx(Some(self.event), &[]));
+        }
+        let bindings: Vec<Binding<'_>> = match run {
+            Some(run) => run.bindings(),
+            None => vec![Binding::default(); self.pattern.steps.len()],
+        };
+        predicate.matches(&self.env.ctx(Some(self.event), &bindings))
+    }
+}
+
+impl Run {
+    fn bindings(&self) -> Vec<Binding<'_>> {
+        self.steps
+            .iter()
+            .map(|s| Binding {
+                count: u64::from(s.count),
+                first: s.first.as_deref(),
+                last: s.last.as_deref(),
+            })
+            .collect()
+    }
+
+    /// Span of event times if the run also took an event at `time`.
+    fn span_with(&self, time: Timestamp) -> i64 {
+        self.max_time.max(time).0.saturating_sub(self.min_time.min(time).0)
+    }
+
+    fn take(&mut self, j: usize, event: &Arc<Event>, ordinal: u64, plan: &SequencePlan, explain_limit: usize) {
+        let step = &mut self.steps[j];
+        step.count += 1;
+        if plan.keep_events[j] {
+            if step.first.is_none() {
+                step.first = Some(Arc::clone(event));
+            }
+            step.last = Some(Arc::clone(event));
+        }
+        self.step = j as u32;
+        self.min_time = self.min_time.min(event.time);
+        self.max_time = self.max_time.max(event.time);
+        self.fingerprint = self.fingerprint.with(ordinal);
+        self.explanation.push(EventRef::of(event, ordinal), explain_limit);
+    }
+
+    fn start(steps: usize, event: &Event, ordinal: u64) -> Run {
+        Run {
+            step: 0,
+            steps: vec![StepMatch::default(); steps],
+            min_time: event.time,
+            max_time: event.time,
+            first_ordinal: ordinal,
+            fingerprint: MatchFingerprint::default(),
+            explanation: Explanation::default(),
+            pending: false,
+        }
+    }
+}
+
+impl SequenceState {
+    /// True when no partial match is held.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Number of partial matches held.
+    pub fn len(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// The watermark at which the oldest run's window ends.
+    pub fn next_deadline(&self, pattern: &SequencePattern) -> Option<Timestamp> {
+        let within = pattern.within?;
+        self.runs.iter().map(|r| r.min_time.plus(within)).min()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_event(
+        &mut self,
+        env: &RuleEnv<'_>,
+        pattern: &SequencePattern,
+        plan: &SequencePlan,
+        event: &Arc<Event>,
+        ordinal: u64,
+        _watermark: Timestamp,
+        alerts: &mut Vec<Alert>,
+        dropped: &mut DropCounters,
+    ) {
+        let mut probe = Probe {
+            env,
+            pattern,
+            plan,
+            event,
+            cache: PredicateCache::new(),
+        };
+        let cap = env.config.max_partial_matches.max(1);
+        let explain = env.config.max_explained_events;
+        let mut completed: Vec<Run> = Vec::new();
+        let mut kept: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
+
+        for mut run in std::mem::take(&mut self.runs) {
+            let decision = if pattern.any_order {
+                decide_any_order(&mut probe, &run)
+            } else {
+                decide_ordered(&mut probe, &run)
+            };
+            match decision {
+                Decision::Ignore => kept.push(run),
+                Decision::End => {}
+                Decision::Take(j) => {
+                    if pattern.contiguity == Contiguity::Any {
+                        // The untaken run stays; the taken one is a new branch.
+                        let mut branch = run.clone();
+                        kept.push(run);
+                        if kept.len() + completed.len() >= cap {
+                            dropped.partial_matches += 1;
+                            continue;
+                        }
+                        branch.take(j, event, ordinal, plan, explain);
+                        settle(branch, pattern, plan, &mut kept, &mut completed);
+                    } else {
+                        run.take(j, event, ordinal, plan, explain);
+                        settle(run, pattern, plan, &mut kept, &mut completed);
+                    }
+                }
+            }
+        }
+
+        let skip_all = pattern.skip == SkipStrategy::All;
+        if !completed.is_empty() {
+            if skip_all {
+                for run in &completed {
+                    alerts.push(self_alert(env, pattern, run, Some(event), event.time));
+                }
+            } else {
+                alerts.push(self_alert(env, pattern, &completed[0], Some(event), event.time));
+                // Every other run started at or before this event.
+                kept.clear();
+                self.runs = kept;
+                return;
+            }
+        }
+
+        if let Some(j) = start_step(&mut probe) {
+            if kept.len() >= cap {
+                dropped.partial_matches += 1;
+            } else {
+                let mut run = Run::start(pattern.steps.len(), event, ordinal);
+                run.take(j, event, ordinal, plan, explain);
+                let mut done = Vec::new();
+                settle(run, pattern, plan, &mut kept, &mut done);
+                if let Some(run) = done.first() {
+                    alerts.push(self_alert(env, pattern, run, Some(event), event.time));
+                    if !skip_all {
+                        kept.clear();
+                    }
+                }
+            }
+        }
+        self.runs = kept;
+    }
+
+    /// Expires runs and completes pending ones as the watermark reaches
+    /// `first + within`, deadline by deadline.
+    pub(crate) fn advance(
+        &mut self,
+        env: &RuleEnv<'_>,
+        pattern: &SequencePattern,
+        _plan: &SequencePlan,
+        watermark: Timestamp,
+        alerts: &mut Vec<Alert>,
+        _dropped: &mut DropCounters,
+    ) {
+        let Some(within) = pattern.within else { return };
+        while let Some(deadline) = self.next_deadline(pattern).filter(|d| *d <= watermark) {
+            let mut completed = Vec::new();
+            self.runs.retain(|run| {
+                if run.min_time.plus(within) != deadline {
+                    return true;
+                }
+                if run.pending {
+                    completed.push(run.clone());
+                }
+                false
+            });
+            if completed.is_empty() {
+                continue;
+            }
+            if pattern.skip == SkipStrategy::All {
+                for run in &completed {
+                    alerts.push(self_alert(env, pattern, run, None, deadline));
+                }
+            } else {
+                alerts.push(self_alert(env, pattern, &completed[0], None, deadline));
+                self.runs.retain(|run| run.min_time > deadline);
+            }
+        }
+    }
+
+    /// A JSON view of the partial matches.
+    pub fn view(&self) -> Value {
+        json!({
+            "kind": "sequence",
+            "partial_matches": self.runs.iter().map(|r| json!({
+                "started": r.min_time,
+                "latest": r.max_time,
+                "step": r.step,
+                "counts": r.steps.iter().map(|s| s.count).collect::<Vec<_>>(),
+                "pending_negation": r.pending,
+                "events": r.explanation.events,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Files a run that just took an event: completed, pending or still open.
+fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &mut Vec<Run>, done: &mut Vec<Run>) {
+    let complete = if pattern.any_order {
+        pattern.steps.iter().zip(&run.steps).all(|(s, m)| m.count >= s.min)
+    } else {
+        let j = run.step as usize;
+        j == plan.last_positive && run.steps[j].count >= pattern.steps[j].min
+    };
+    if !complete {
+        kept.push(run);
+    } else if plan.trailing_negation {
+        run.pending = true;
+        kept.push(run);
+    } else {
+        done.push(run);
+    }
+}
+
+fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
+    let pattern = probe.pattern;
+    let steps = &pattern.steps;
+    let event_time = probe.event.time;
+    let c = run.step as usize;
+    let taken = run.steps[c].count;
+    let in_window = pattern.within.is_none_or(|w| run.span_with(event_time) < w.millis());
+    let can_leave = taken >= steps[c].min;
+
+    if in_window {
+        if steps[c].max.is_none_or(|max| taken < max) && probe.matches(c, Some(run)) {
+            return Decision::Take(c);
+        }
+        if can_leave {
+            for j in c + 1..steps.len() {
+                if steps[j].negated {
+                    continue;
+                }
+                if probe.matches(j, Some(run)) {
+                    return Decision::Take(j);
+                }
+                if steps[j].min > 0 {
+                    break;
+                }
+            }
+        }
+    }
+    if can_leave {
+        let before_deadline = pattern.within.is_none_or(|w| event_time < run.min_time.plus(w));
+        let mut j = c + 1;
+        while j < steps.len() && steps[j].negated {
+            if before_deadline && probe.matches(j, Some(run)) {
+                return Decision::End;
+            }
+            j += 1;
+        }
+    }
+    if run.pending || pattern.contiguity != Contiguity::Strict {
+        Decision::Ignore
+    } else {
+        Decision::End
+    }
+}
+
+fn decide_any_order(probe: &mut Probe<'_>, run: &Run) -> Decision {
+    let pattern = probe.pattern;
+    if pattern.within.is_some_and(|w| run.span_with(probe.event.time) >= w.millis()) {
+        return Decision::Ignore;
+    }
+    let mut open = None;
+    for (j, step) in pattern.steps.iter().enumerate() {
+        let count = run.steps[j].count;
+        if step.max.is_some_and(|max| count >= max) || !probe.matches(j, Some(run)) {
+            continue;
+        }
+        if count < step.min {
+            return Decision::Take(j);
+        }
+        open.get_or_insert(j);
+    }
+    open.map_or(Decision::Ignore, Decision::Take)
+}
+
+/// The step a new run would start at, if the event can start one.
+fn start_step(probe: &mut Probe<'_>) -> Option<usize> {
+    let steps = &probe.pattern.steps;
+    if probe.pattern.any_order {
+        let j = (0..steps.len()).find(|&j| probe.matches(j, None))?;
+        // Prefer a step that needs the event over one already satisfied
+        // (every step of a fresh run is at zero, so the first match wins).
+        return Some(j);
+    }
+    for j in 0..steps.len() {
+        if steps[j].negated {
+            continue;
+        }
+        if probe.matches(j, None) {
+            return Some(j);
+        }
+        if steps[j].min > 0 {
+            return None;
+        }
+    }
+    None
+}
+
+fn self_alert(
+    env: &RuleEnv<'_>,
+    pattern: &SequencePattern,
+    run: &Run,
+    event: Option<&Arc<Event>>,
+    time: Timestamp,
+) -> Alert {
+    let mut values = Map::new();
+    for (step, taken) in pattern.steps.iter().zip(&run.steps) {
+        if !step.negated {
+            values.insert(format!("{}.count", step.name), json!(taken.count));
+        }
+    }
+    if run.explanation.omitted > 0 {
+        values.insert("events_omitted".into(), json!(run.explanation.omitted));
+    }
+    let mut id = env.alert_id(if event.is_some() { "sequence" } else { "sequence-deadline" });
+    id.add_u64(run.first_ordinal).add_u64(run.fingerprint.0).add_u64(run.fingerprint.1);
+    let bindings = run.bindings();
+    let variables = env.common_variables();
+    env.alert(Fired {
+        id,
+        time,
+        events: run.explanation.events.clone(),
+        values,
+        bindings: &bindings,
+        variables: &variables,
+        event: event.map(|e| &**e),
+    })
+}

@@ -1,0 +1,227 @@
+//! Entity snapshots and the timers of passivated entities.
+//!
+//! A snapshot holds an entity's engine state plus what the service needs to
+//! resume it: the last log seq applied (replay skips older records) and the
+//! anchor of its wall-clock-driven clock. Timers are a second index, keyed
+//! by due wall time, so the timer service finds due passivated entities
+//! with one range scan.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::KeyState;
+use crate::store::codec::{decode, encode};
+use crate::store::{record, StoreResult};
+use crate::time::Timestamp;
+
+/// Where an entity's clock was last set by an event: between events the
+/// clock runs on from `clock` at wall-clock speed since `wall`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockAnchor {
+    /// The entity's clock at the anchor.
+    pub clock: Timestamp,
+    /// Wall time at the anchor.
+    pub wall: Timestamp,
+}
+
+impl ClockAnchor {
+    /// The entity's clock at wall time `now`.
+    pub fn clock_at(&self, now: Timestamp) -> Timestamp {
+        self.clock.plus(now.since(self.wall).max(crate::time::Duration::ZERO))
+    }
+
+    /// The wall time at which the clock reaches `clock`.
+    pub fn wall_at(&self, clock: Timestamp) -> Timestamp {
+        self.wall.plus(clock.since(self.clock).max(crate::time::Duration::ZERO))
+    }
+}
+
+/// What is stored for one entity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntitySnapshot {
+    /// The engine state.
+    pub state: KeyState,
+    /// Seq of the last log record applied to this entity.
+    pub applied_seq: u64,
+    /// The clock's wall anchor.
+    pub anchor: Option<ClockAnchor>,
+    /// Wall time of the timer entry written with this snapshot, if any.
+    pub timer_due: Option<Timestamp>,
+}
+record!(EntitySnapshot, "entity snapshot", 1);
+
+/// The `snapshots` and `timers` trees.
+pub struct EntityStore {
+    snapshots: sled::Tree,
+    timers: sled::Tree,
+    partitions: u16,
+}
+
+/// One snapshot write: the new snapshot (or `None` to delete the entity)
+/// and the timer entry the previous snapshot wrote (to remove).
+pub struct SnapshotWrite {
+    /// Entity key.
+    pub key: String,
+    /// New snapshot; `None` deletes.
+    pub snapshot: Option<EntitySnapshot>,
+    /// The previous snapshot's timer entry.
+    pub old_timer: Option<Timestamp>,
+}
+
+impl EntityStore {
+    pub(crate) fn open(db: &sled::Db, partitions: u16) -> StoreResult<EntityStore> {
+        Ok(EntityStore {
+            snapshots: db.open_tree("snapshots")?,
+            timers: db.open_tree("timers")?,
+            partitions: partitions.max(1),
+        })
+    }
+
+    /// The partition of `key`: `hash(key) mod P` (DESIGN §1).
+    pub fn partition_of(&self, key: &str) -> u16 {
+        partition_of(key, self.partitions)
+    }
+
+    fn snapshot_key(&self, key: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(2 + key.len());
+        k.extend_from_slice(&self.partition_of(key).to_be_bytes());
+        k.extend_from_slice(key.as_bytes());
+        k
+    }
+
+    /// The stored snapshot of `key`.
+    pub fn get(&self, key: &str) -> StoreResult<Option<EntitySnapshot>> {
+        match self.snapshots.get(self.snapshot_key(key))? {
+            Some(bytes) => Ok(Some(decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a batch of snapshots.
+    ///
+    /// NB: new timer entries are written before the snapshots and stale ones
+    /// removed after, so a crash in between leaves at worst an extra timer
+    /// (a harmless early wake), never a snapshot whose timer is missing.
+    pub fn write(&self, writes: &[SnapshotWrite]) -> StoreResult<()> {
+        let mut new_timers = sled::Batch::default();
+        let mut snapshots = sled::Batch::default();
+        let mut stale_timers = sled::Batch::default();
+        for w in writes {
+            let key = self.snapshot_key(&w.key);
+            let new_due = w.snapshot.as_ref().and_then(|s| s.timer_due);
+            match &w.snapshot {
+                Some(s) => snapshots.insert(key, encode(s)?),
+                None => snapshots.remove(key),
+            }
+            if let Some(due) = new_due {
+                new_timers.insert(timer_key(due, &w.key), &[]);
+            }
+            if let Some(old) = w.old_timer.filter(|old| Some(*old) != new_due) {
+                stale_timers.remove(timer_key(old, &w.key));
+            }
+        }
+        self.timers.apply_batch(new_timers)?;
+        self.snapshots.apply_batch(snapshots)?;
+        self.timers.apply_batch(stale_timers)?;
+        Ok(())
+    }
+
+    /// Timer entries due at or before `until`, earliest first, at most `limit`.
+    pub fn due_timers(&self, until: Timestamp, limit: usize) -> StoreResult<Vec<(Timestamp, String)>> {
+        let mut due = Vec::new();
+        for item in self.timers.range(..=timer_key_bound(until)) {
+            let (k, _) = item?;
+            if let Some(entry) = parse_timer_key(&k) {
+                if entry.0 <= until {
+                    due.push(entry);
+                }
+            }
+            if due.len() >= limit {
+                break;
+            }
+        }
+        Ok(due)
+    }
+
+    /// Removes one timer entry.
+    pub fn remove_timer(&self, due: Timestamp, key: &str) -> StoreResult<()> {
+        self.timers.remove(timer_key(due, key))?;
+        Ok(())
+    }
+
+    /// Number of stored snapshots.
+    pub fn len(&self) -> usize {
+        self.snapshots.len()
+    }
+
+    /// True when no snapshot is stored.
+    pub fn is_empty(&self) -> bool {
+        self.snapshots.is_empty()
+    }
+
+    /// Every stored entity key (for tests and administration; O(n)).
+    pub fn keys(&self) -> impl Iterator<Item = StoreResult<String>> {
+        self.snapshots.iter().map(|item| {
+            let (k, _) = item?;
+            Ok(String::from_utf8_lossy(k.get(2..).unwrap_or_default()).into_owned())
+        })
+    }
+}
+
+/// `hash(key) mod partitions`, stable across releases (xxh3-64).
+pub fn partition_of(key: &str, partitions: u16) -> u16 {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions.max(1))) as u16
+}
+
+/// Sortable bytes of a time: i64 with the sign bit flipped, big-endian.
+fn time_bytes(t: Timestamp) -> [u8; 8] {
+    ((t.millis() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn timer_key(due: Timestamp, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&time_bytes(due));
+    k.extend_from_slice(key.as_bytes());
+    k
+}
+
+/// A bound above every timer key with due time `until`: keys are UTF-8,
+/// which never contains the byte 0xff.
+fn timer_key_bound(until: Timestamp) -> Vec<u8> {
+    let mut k = time_bytes(until).to_vec();
+    k.push(0xff);
+    k
+}
+
+fn parse_timer_key(k: &[u8]) -> Option<(Timestamp, String)> {
+    let time: [u8; 8] = k.get(..8)?.try_into().ok()?;
+    let millis = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+    let key = String::from_utf8(k.get(8..)?.to_vec()).ok()?;
+    Some((Timestamp(millis), key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_keys_sort_by_time_including_before_the_epoch() {
+        let a = timer_key(Timestamp(-5), "z");
+        let b = timer_key(Timestamp(3), "a");
+        let c = timer_key(Timestamp(3), "b");
+        assert!(a < b && b < c);
+        assert_eq!(parse_timer_key(&c), Some((Timestamp(3), "b".into())));
+        assert!(c < timer_key_bound(Timestamp(3)));
+        assert!(timer_key(Timestamp(4), "") > timer_key_bound(Timestamp(3)));
+    }
+
+    #[test]
+    fn the_clock_runs_from_its_anchor_at_wall_speed() {
+        let anchor = ClockAnchor {
+            clock: Timestamp(1_000),
+            wall: Timestamp(50_000),
+        };
+        assert_eq!(anchor.clock_at(Timestamp(50_500)), Timestamp(1_500));
+        assert_eq!(anchor.clock_at(Timestamp(40_000)), Timestamp(1_000));
+        assert_eq!(anchor.wall_at(Timestamp(3_000)), Timestamp(52_000));
+    }
+}

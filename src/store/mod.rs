@@ -1,0 +1,334 @@
+//! The store: sled trees, and the only code in cepheus that touches disk.
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `meta` | name | store-wide facts (format, checkpoint, clock floor) |
+//! | `log` | log seq (u64 BE) | one accepted batch of events |
+//! | `snapshots` | partition (u16 BE) ++ entity key | entity state |
+//! | `timers` | due wall time ++ entity key | (empty): passivated entities to wake |
+//! | `rules` | rule id | the current version of a rule |
+//! | `rule_versions` | rule id ++ 0x00 ++ version (u64 BE) | every version |
+//! | `alerts` | alert seq (u64 BE) | an alert |
+//! | `alert_ids` | alert id | alert seq |
+//! | `deadletters` | seq (u64 BE) | a rejected or late event and why |
+//! | `dedup` | entity key ++ 0x00 ++ event id | time accepted |
+//!
+//! Every value carries a format version (`codec.rs`). Entity snapshots are
+//! grouped by partition (`hash(key) mod P`) so a partition's state can be
+//! moved on its own when cepheus scales out.
+//!
+//! # Durability
+//! A write is durable once a flush that started after it completes.
+//! [`Store::sync`] waits for that, and concurrent callers share one flush
+//! (group commit). NB: sled recovers a prefix of its log, so a record
+//! written after another (by the same thread) never survives a crash
+//! without it; the service relies on this to order log, alerts and
+//! snapshots.
+
+pub mod alerts;
+pub mod codec;
+pub mod deadletters;
+pub mod entities;
+pub mod log;
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+
+use crate::store::codec::read_be;
+
+/// Version of the store's layout as a whole (the set of trees and their keys).
+pub const STORE_FORMAT: u64 = 1;
+
+/// Something went wrong with the store. Each message says what and where.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an I/O or corruption error.
+    #[error("storage error: {0}")]
+    Sled(String),
+    /// A record could not be encoded.
+    #[error("could not encode a {0} record: {1}")]
+    Encode(&'static str, String),
+    /// A record could not be decoded.
+    #[error("a stored {0} record is corrupt: {1}")]
+    Corrupt(&'static str, String),
+    /// A record was written by another version of cepheus.
+    #[error("a stored {kind} record has format {found}, this build reads format {expected}; upgrade cepheus or restore a matching data directory")]
+    UnknownFormat {
+        /// Record kind.
+        kind: &'static str,
+        /// Version found.
+        found: u8,
+        /// Version this build writes.
+        expected: u8,
+    },
+    /// The data directory could not be opened.
+    #[error("cannot open the data directory {path}: {reason}")]
+    Open {
+        /// The directory.
+        path: PathBuf,
+        /// What sled said.
+        reason: String,
+    },
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Sled(e.to_string())
+    }
+}
+
+/// Result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How the store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The data directory.
+    pub path: PathBuf,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    /// Number of partitions (fixed per deployment; see DESIGN §1).
+    pub partitions: u16,
+}
+
+/// The open store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    path: PathBuf,
+    meta: sled::Tree,
+    /// The event log.
+    pub log: log::EventLog,
+    /// Entity snapshots and passivated timers.
+    pub entities: entities::EntityStore,
+    /// Rules and their versions.
+    pub rules: rules::RuleStore,
+    /// The alert log.
+    pub alerts: alerts::AlertLog,
+    /// Dead letters.
+    pub deadletters: deadletters::DeadLetters,
+    dedup: sled::Tree,
+    commit: GroupCommit,
+    partitions: u16,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.path`.
+    pub fn open(config: &StoreConfig) -> StoreResult<Store> {
+        std::fs::create_dir_all(&config.path).map_err(|e| StoreError::Open {
+            path: config.path.clone(),
+            reason: e.to_string(),
+        })?;
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_bytes)
+            // NB: we flush ourselves (group commit); sled's background flush
+            // would only add writes we do not wait for.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| StoreError::Open {
+                path: config.path.clone(),
+                reason: describe_open_error(&config.path, &e),
+            })?;
+        let meta = db.open_tree("meta")?;
+        check_format(&meta, config)?;
+        let partitions = match meta.get("partitions")?.as_deref().and_then(read_be) {
+            Some(p) => p as u16,
+            None => {
+                meta.insert("partitions", &codec::be(u64::from(config.partitions)))?;
+                config.partitions
+            }
+        };
+        let inner = Inner {
+            log: log::EventLog::open(&db)?,
+            entities: entities::EntityStore::open(&db, partitions)?,
+            rules: rules::RuleStore::open(&db)?,
+            alerts: alerts::AlertLog::open(&db)?,
+            deadletters: deadletters::DeadLetters::open(&db)?,
+            dedup: db.open_tree("dedup")?,
+            commit: GroupCommit::new(),
+            path: config.path.clone(),
+            meta,
+            db,
+            partitions,
+        };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    /// The event log.
+    pub fn log(&self) -> &log::EventLog {
+        &self.inner.log
+    }
+
+    /// Entity snapshots and timers.
+    pub fn entities(&self) -> &entities::EntityStore {
+        &self.inner.entities
+    }
+
+    /// Rules.
+    pub fn rules(&self) -> &rules::RuleStore {
+        &self.inner.rules
+    }
+
+    /// The alert log.
+    pub fn alerts(&self) -> &alerts::AlertLog {
+        &self.inner.alerts
+    }
+
+    /// Dead letters.
+    pub fn deadletters(&self) -> &deadletters::DeadLetters {
+        &self.inner.deadletters
+    }
+
+    /// The dedup tree (event ids seen per key).
+    pub fn dedup_tree(&self) -> &sled::Tree {
+        &self.inner.dedup
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Number of partitions.
+    pub fn partitions(&self) -> u16 {
+        self.inner.partitions
+    }
+
+    /// Reads a `u64` from the meta tree.
+    pub fn meta_u64(&self, name: &str) -> StoreResult<Option<u64>> {
+        Ok(self.inner.meta.get(name)?.as_deref().and_then(read_be))
+    }
+
+    /// Writes a `u64` to the meta tree.
+    pub fn set_meta_u64(&self, name: &str, value: u64) -> StoreResult<()> {
+        self.inner.meta.insert(name, &codec::be(value))?;
+        Ok(())
+    }
+
+    /// Waits until every write made before this call is durable. Callers
+    /// that overlap share one flush.
+    pub async fn sync(&self) -> StoreResult<()> {
+        self.inner.commit.sync(&self.inner.db).await
+    }
+
+    /// Flushes synchronously (shutdown, tests).
+    pub fn flush_blocking(&self) -> StoreResult<()> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store occupies on disk.
+    pub fn size_on_disk(&self) -> StoreResult<u64> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+
+    /// The last error the store's background work hit, if any (disk full,
+    /// permissions); `/readyz` reports it.
+    pub fn health(&self) -> Result<(), String> {
+        match self.inner.commit.last_error.lock() {
+            Ok(e) => match &*e {
+                Some(message) => Err(message.clone()),
+                None => Ok(()),
+            },
+            Err(_) => Err("the store's flush state is poisoned".into()),
+        }
+    }
+}
+
+fn check_format(meta: &sled::Tree, config: &StoreConfig) -> StoreResult<()> {
+    match meta.get("format")?.as_deref().and_then(read_be) {
+        None => {
+            meta.insert("format", &codec::be(STORE_FORMAT))?;
+            Ok(())
+        }
+        Some(STORE_FORMAT) => Ok(()),
+        Some(other) => Err(StoreError::Open {
+            path: config.path.clone(),
+            reason: format!(
+                "the data directory has store format {other}, this build uses {STORE_FORMAT}"
+            ),
+        }),
+    }
+}
+
+fn describe_open_error(path: &Path, e: &sled::Error) -> String {
+    match e {
+        sled::Error::Corruption { at, .. } => format!(
+            "sled found corruption{} in {}; restore the directory from a backup or move it aside",
+            at.map(|a| format!(" at {a:?}")).unwrap_or_default(),
+            path.join("db").display()
+        ),
+        sled::Error::Io(io) => format!("{io} (check that the directory exists, is writable and the disk has space)"),
+        other => other.to_string(),
+    }
+}
+
+/// Group commit: one flush serves every caller whose writes came before
+/// it started.
+///
+/// Flushes run one at a time and are numbered as they start. A caller that
+/// arrives while flush `n` runs cannot count on it (its writes may have
+/// missed it) and needs flush `n + 1`, which starts only after it arrived;
+/// every caller arriving during flush `n` shares that one.
+struct GroupCommit {
+    /// Number of flushes started.
+    started: AtomicU64,
+    /// Number of flushes completed successfully, in start order.
+    completed: AtomicU64,
+    /// The turn to flush.
+    turn: tokio::sync::Mutex<()>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl GroupCommit {
+    fn new() -> Self {
+        GroupCommit {
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            turn: tokio::sync::Mutex::new(()),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    async fn sync(&self, db: &sled::Db) -> StoreResult<()> {
+        let needed = self.started.load(Ordering::Acquire) + 1;
+        let _turn = self.turn.lock().await;
+        if self.completed.load(Ordering::Acquire) >= needed {
+            return Ok(());
+        }
+        let number = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        let result = db.flush_async().await;
+        let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                *last_error = None;
+                self.completed.store(number, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("flushing the data directory failed: {e}");
+                *last_error = Some(message.clone());
+                Err(StoreError::Sled(message))
+            }
+        }
+    }
+}
+
+/// Implements [`Record`] for a type with its kind name and format version.
+macro_rules! record {
+    ($t:ty, $kind:literal, $format:literal) => {
+        impl $crate::store::codec::Record for $t {
+            const KIND: &'static str = $kind;
+            const FORMAT: u8 = $format;
+        }
+    };
+}
+pub(crate) use record;
