@@ -171,22 +171,25 @@ fn check_len(field: &'static str, value: &str, limit: usize) -> Result<(), Event
     Ok(())
 }
 
-/// True when `data` (itself level 1) nests deeper than `limit` levels.
+/// True when `data` (itself level 1) nests objects and arrays deeper than
+/// `limit` levels. Iterative, so hostile nesting cannot exhaust the stack.
 fn depth_exceeds(data: &Map<String, Value>, limit: usize) -> bool {
-    fn deeper(value: &Value, level: usize, limit: usize) -> bool {
-        if level > limit {
-            return true;
-        }
-        match value {
-            Value::Object(map) => map.values().any(|v| deeper(v, level + 1, limit)),
-            Value::Array(items) => items.iter().any(|v| deeper(v, level + 1, limit)),
-            _ => false,
-        }
-    }
     if limit == 0 {
         return true;
     }
-    data.values().any(|v| deeper(v, 2, limit))
+    let mut stack: Vec<(&Value, usize)> = data.values().map(|v| (v, 2)).collect();
+    while let Some((value, level)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Object(map) => Box::new(map.values()),
+            Value::Array(items) => Box::new(items.iter()),
+            _ => continue,
+        };
+        if level > limit {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, level + 1)));
+    }
+    false
 }
 
 #[cfg(test)]
