@@ -40,8 +40,9 @@ impl ClockAnchor {
 pub struct EntitySnapshot {
     /// The engine state.
     pub state: KeyState,
-    /// Seq of the last log record applied to this entity.
-    pub applied_seq: u64,
+    /// Position (log seq, index in the record) of the last event applied to
+    /// this entity; replay skips events at or before it.
+    pub applied: (u64, u32),
     /// The clock's wall anchor.
     pub anchor: Option<ClockAnchor>,
     /// Wall time of the timer entry written with this snapshot, if any.
