@@ -8,8 +8,11 @@
 //! time and returns alerts. Everything else is a thin shell around it.
 #![deny(missing_docs)]
 
+pub mod actors;
 pub mod engine;
 pub mod event;
+pub mod ingest;
 pub mod rules;
 pub mod store;
+pub mod telemetry;
 pub mod time;

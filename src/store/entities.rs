@@ -126,21 +126,35 @@ impl EntityStore {
         Ok(())
     }
 
-    /// Timer entries due at or before `until`, earliest first, at most `limit`.
-    pub fn due_timers(&self, until: Timestamp, limit: usize) -> StoreResult<Vec<(Timestamp, String)>> {
+    /// Timer entries after the scan position `cursor` (exclusive; empty for
+    /// the beginning) and due at or before `until`, earliest first, at most
+    /// `limit`; and the position to continue from.
+    pub fn due_timers(
+        &self,
+        cursor: &[u8],
+        until: Timestamp,
+        limit: usize,
+    ) -> StoreResult<(Vec<(Timestamp, String)>, Vec<u8>)> {
+        use std::ops::Bound;
+        let end = timer_key_bound(until);
+        let start = if cursor.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(cursor.to_vec())
+        };
         let mut due = Vec::new();
-        for item in self.timers.range(..=timer_key_bound(until)) {
+        let mut next = cursor.to_vec();
+        for item in self.timers.range::<Vec<u8>, _>((start, Bound::Included(end.clone()))).take(limit) {
             let (k, _) = item?;
             if let Some(entry) = parse_timer_key(&k) {
-                if entry.0 <= until {
-                    due.push(entry);
-                }
+                due.push(entry);
             }
-            if due.len() >= limit {
-                break;
-            }
+            next = k.to_vec();
         }
-        Ok(due)
+        if due.len() < limit && next < end {
+            next = end;
+        }
+        Ok((due, next))
     }
 
     /// Removes one timer entry.

@@ -1,0 +1,332 @@
+//! The entity actor: one per live key, holding that key's engine state.
+//!
+//! Each handler is the pure step inside a thin shell (STYLE habit 4): call
+//! the engine, record alerts and dead letters, re-arm the timer.
+
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use crate::actors::{wall_now, Runtime};
+use crate::engine::{Alert, EntityView, KeyState};
+use crate::event::Event;
+use crate::store::deadletters::{DeadLetter, DeadLetterReason};
+use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
+use crate::store::StoreError;
+use crate::telemetry;
+use crate::time::Timestamp;
+
+/// One event delivered to an entity, with its place in the log.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Log seq of the batch.
+    pub seq: u64,
+    /// Index of the event in the batch.
+    pub index: u32,
+    /// The event.
+    pub event: Arc<Event>,
+}
+
+/// Everything an entity actor is asked to do. One message type, so every
+/// message passes the router's accounting the same way.
+pub enum EntityMsg {
+    /// Evaluate these events, in order.
+    Deliver(Vec<Delivery>),
+    /// The wall clock is `now`: advance the entity's clock and fire what is due.
+    Tick(Timestamp),
+    /// Move the entity's clock to at least this time (`POST /v1/clock`).
+    AdvanceClock(Timestamp, oneshot::Sender<()>),
+    /// Hand over a snapshot if anything changed since the last one (or in
+    /// any case, with `force`).
+    Persist {
+        /// Hand one over even if nothing changed.
+        force: bool,
+        /// Where to send it.
+        done: oneshot::Sender<Option<SnapshotWrite>>,
+    },
+    /// Describe the live state.
+    Describe(oneshot::Sender<EntityView>),
+    /// Replace the static attributes and persist them.
+    SetAttributes(Map<String, Value>, oneshot::Sender<Result<EntityView, StoreError>>),
+}
+
+impl Message for EntityMsg {
+    type Result = ();
+}
+
+impl EntityMsg {
+    fn events(&self) -> usize {
+        match self {
+            EntityMsg::Deliver(d) => d.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// The actor of one live entity.
+pub struct EntityActor {
+    key: String,
+    runtime: Arc<Runtime>,
+    pending: Arc<AtomicU32>,
+    id: u64,
+    state: KeyState,
+    anchor: Option<ClockAnchor>,
+    applied: (u64, u32),
+    /// The timer entry the last written snapshot carries.
+    stored_timer: Option<Timestamp>,
+    /// The wall time registered with the in-memory timer service.
+    live_timer: Option<Timestamp>,
+    /// Changed since the last snapshot.
+    dirty: bool,
+    last_active: Instant,
+}
+
+impl EntityActor {
+    pub(crate) fn new(key: String, runtime: Arc<Runtime>, pending: Arc<AtomicU32>, id: u64) -> Self {
+        EntityActor {
+            state: KeyState::new(key.clone()),
+            key,
+            runtime,
+            pending,
+            id,
+            anchor: None,
+            applied: (0, 0),
+            stored_timer: None,
+            live_timer: None,
+            dirty: false,
+            last_active: Instant::now(),
+        }
+    }
+
+    fn restore(&mut self) {
+        match self.runtime.store.entities().get(&self.key) {
+            Ok(Some(snapshot)) => {
+                self.state = snapshot.state;
+                self.applied = snapshot.applied;
+                self.anchor = snapshot.anchor;
+                self.stored_timer = snapshot.timer_due;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // NB: starting empty would silently forget this entity's
+                // state, and the next snapshot would overwrite it; the actor
+                // keeps the fresh state in memory only and never persists.
+                tracing::error!(key = %self.key, error = %e, "cannot restore entity; it will not be persisted");
+                telemetry::snapshot_restore_failed();
+                self.applied = (u64::MAX, u32::MAX);
+            }
+        }
+        if let Some(floor) = self.runtime.clock_floor() {
+            if self.state.clock.is_some_and(|c| c < floor) {
+                let alerts = self.runtime.engine().advance_to(&mut self.state, floor);
+                self.record_alerts(&alerts);
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn deliver(&mut self, deliveries: Vec<Delivery>) {
+        let engine = self.runtime.engine();
+        let now = wall_now();
+        let mut alerts = Vec::new();
+        let mut late = Vec::new();
+        for d in deliveries {
+            if (d.seq, d.index) <= self.applied {
+                continue;
+            }
+            let before = self.state.clock;
+            let outcome = engine.on_event(&mut self.state, &d.event);
+            if outcome.late {
+                late.push(d.event);
+            } else if self.state.clock > before {
+                if let Some(clock) = self.state.clock {
+                    self.anchor = Some(ClockAnchor { clock, wall: now });
+                }
+            }
+            telemetry::dropped(&outcome.dropped);
+            alerts.extend(outcome.alerts);
+            self.applied = (d.seq, d.index);
+        }
+        self.dirty = true;
+        self.record_alerts(&alerts);
+        self.record_late(late, now);
+    }
+
+    fn tick(&mut self, now: Timestamp) {
+        let Some(due) = self.state.next_deadline() else { return };
+        let clock = match self.anchor {
+            Some(anchor) => anchor.clock_at(now),
+            None => now,
+        };
+        if clock < due {
+            return;
+        }
+        let alerts = self.runtime.engine().advance_to(&mut self.state, clock);
+        self.dirty = true;
+        self.record_alerts(&alerts);
+    }
+
+    fn record_alerts(&mut self, alerts: &[Alert]) {
+        if alerts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.runtime.alerts.record(alerts) {
+            // NB: the match is consumed in memory but its alert is not in the
+            // log. The entity must not persist past this point, or the alert
+            // would be lost; replay from the checkpoint recreates it.
+            tracing::error!(key = %self.key, error = %e, "cannot record alerts; entity stops persisting");
+            self.applied = (u64::MAX, u32::MAX);
+        }
+    }
+
+    fn record_late(&self, late: Vec<Arc<Event>>, now: Timestamp) {
+        if late.is_empty() {
+            return;
+        }
+        telemetry::events_late(late.len());
+        let watermark = self
+            .state
+            .clock
+            .map(|c| c.minus(self.runtime.engine().config().allowed_lateness));
+        let letters: Vec<DeadLetter> = late
+            .iter()
+            .map(|e| DeadLetter {
+                seq: 0,
+                reason: DeadLetterReason::Late,
+                error: format!(
+                    "event time {} is older than the entity's watermark {}",
+                    e.time,
+                    watermark.map_or_else(|| "-".into(), |w| w.to_string())
+                ),
+                key: Some(self.key.clone()),
+                received_at: now,
+                event: serde_json::to_value(&**e).unwrap_or(Value::Null),
+            })
+            .collect();
+        if let Err(e) = self.runtime.store.deadletters().append(&letters) {
+            tracing::error!(key = %self.key, error = %e, "cannot record late events as dead letters");
+        }
+    }
+
+    /// The wall time at which the entity's clock reaches its next deadline.
+    fn wall_due(&self) -> Option<Timestamp> {
+        let due = self.state.next_deadline()?;
+        Some(match self.anchor {
+            Some(anchor) => anchor.wall_at(due),
+            None => wall_now(),
+        })
+    }
+
+    fn rearm_timer(&mut self) {
+        let due = self.wall_due();
+        if due != self.live_timer {
+            self.runtime.timers.schedule(&self.key, due, self.live_timer);
+            self.live_timer = due;
+        }
+    }
+
+    /// The snapshot to write, if anything changed since the last one.
+    fn snapshot(&mut self) -> Option<SnapshotWrite> {
+        if !self.dirty || self.applied.0 == u64::MAX {
+            return None;
+        }
+        let timer_due = self.wall_due();
+        let write = SnapshotWrite {
+            key: self.key.clone(),
+            snapshot: Some(EntitySnapshot {
+                state: self.state.clone(),
+                applied: self.applied,
+                anchor: self.anchor,
+                timer_due,
+            }),
+            old_timer: self.stored_timer,
+        };
+        self.stored_timer = timer_due;
+        self.dirty = false;
+        Some(write)
+    }
+
+    fn describe(&self) -> EntityView {
+        self.runtime.engine().describe(&self.state)
+    }
+
+    /// Passivates when idle: snapshot first, then leave the router only if
+    /// no message arrived meanwhile (see the router's invariants).
+    fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
+        if self.last_active.elapsed() < self.runtime.config.passivate_after {
+            return;
+        }
+        // Keep an entity whose timer is about to fire: waking it from disk
+        // a moment later would cost more than staying.
+        let soon = wall_now().plus(crate::time::Duration(2 * self.runtime.config.timer_tick.as_millis() as i64));
+        if self.wall_due().is_some_and(|due| due <= soon) {
+            return;
+        }
+        if let Some(write) = self.snapshot() {
+            if let Err(e) = self.runtime.store.entities().write(&[write]) {
+                tracing::warn!(key = %self.key, error = %e, "cannot passivate entity; it stays live");
+                self.dirty = true;
+                return;
+            }
+        }
+        if self.runtime.router.remove_if_idle(&self.key, self.id) {
+            self.runtime.timers.schedule(&self.key, None, self.live_timer);
+            self.live_timer = None;
+            telemetry::passivated();
+            ctx.stop();
+        }
+    }
+}
+
+impl Actor for EntityActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.restore();
+        self.rearm_timer();
+        let every = (self.runtime.config.passivate_after / 2).max(std::time::Duration::from_millis(50));
+        ctx.run_interval(every, |actor, ctx| actor.maybe_passivate(ctx));
+        telemetry::activated();
+    }
+}
+
+impl Handler<EntityMsg> for EntityActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: EntityMsg, _ctx: &mut Self::Context) {
+        let events = msg.events();
+        self.last_active = Instant::now();
+        match msg {
+            EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
+            EntityMsg::Tick(now) => self.tick(now),
+            EntityMsg::AdvanceClock(to, done) => {
+                let alerts = self.runtime.engine().advance_to(&mut self.state, to);
+                self.dirty = true;
+                self.record_alerts(&alerts);
+                let _ = done.send(());
+            }
+            EntityMsg::Persist { force, done } => {
+                self.dirty |= force;
+                let _ = done.send(self.snapshot());
+            }
+            EntityMsg::Describe(done) => {
+                let _ = done.send(self.describe());
+            }
+            EntityMsg::SetAttributes(attributes, done) => {
+                self.state.attributes = attributes;
+                self.dirty = true;
+                let result = match self.snapshot() {
+                    Some(write) => self.runtime.store.entities().write(&[write]),
+                    None => Ok(()),
+                };
+                let _ = done.send(result.map(|()| self.describe()));
+            }
+        }
+        self.rearm_timer();
+        self.runtime.router.handled(&self.pending, events);
+    }
+}

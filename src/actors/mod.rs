@@ -1,0 +1,161 @@
+//! The actor layer: one actix actor per live entity, the router that finds
+//! (or starts) it, the timer service that wakes it, checkpoints that persist
+//! it, and the alert hub that publishes what it finds.
+//!
+//! [`Runtime`] is the shared state every part holds an `Arc` of; it is the
+//! only place that reads the wall clock ([`wall_now`]).
+
+pub mod alerts;
+pub mod checkpoint;
+pub mod entity;
+pub mod router;
+pub mod timers;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::engine::{Engine, EngineConfig, RuleSet};
+use crate::store::Store;
+use crate::time::Timestamp;
+
+pub use alerts::AlertHub;
+pub use entity::{EntityActor, EntityMsg};
+pub use router::Router;
+pub use timers::TimerService;
+
+/// Name of the clock floor in the store's meta tree.
+const CLOCK_FLOOR: &str = "clock_floor";
+
+/// Settings of the actor layer.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Number of arbiters (threads) entity actors are spread over.
+    pub arbiters: usize,
+    /// An entity with no message for this long is passivated.
+    pub passivate_after: std::time::Duration,
+    /// How often the timer service looks for due timers.
+    pub timer_tick: std::time::Duration,
+    /// How often touched entities are snapshotted and the checkpoint moved.
+    pub checkpoint_interval: std::time::Duration,
+    /// Most events accepted but not yet evaluated, across all entities;
+    /// ingest answers 429 beyond it.
+    pub max_inflight_events: usize,
+    /// Capacity of the live alert broadcast (per-subscriber backlog).
+    pub alert_backlog: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            arbiters: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            passivate_after: std::time::Duration::from_secs(60),
+            timer_tick: std::time::Duration::from_millis(100),
+            checkpoint_interval: std::time::Duration::from_secs(5),
+            max_inflight_events: 1_000_000,
+            alert_backlog: 1024,
+        }
+    }
+}
+
+/// Everything the actor layer shares.
+pub struct Runtime {
+    /// The store.
+    pub store: Store,
+    /// Routes messages to entity actors.
+    pub router: Router,
+    /// Wakes entities whose timers are due.
+    pub timers: TimerService,
+    /// Records and publishes alerts.
+    pub alerts: AlertHub,
+    /// Settings.
+    pub config: RuntimeConfig,
+    engine: RwLock<Arc<Engine>>,
+    engine_config: EngineConfig,
+    /// Held while a batch is appended to the log and routed, so log order
+    /// is delivery order for every key (DESIGN §7: per-key order is the
+    /// order of acceptance).
+    pub sequencer: Mutex<()>,
+    ready: AtomicBool,
+    /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
+    /// a passivated entity moves its clock to it when it wakes.
+    clock_floor: AtomicI64,
+}
+
+impl Runtime {
+    /// A runtime over `store` evaluating `rules`. Starts no tasks; see
+    /// [`Runtime::start`].
+    pub fn new(store: Store, rules: RuleSet, engine_config: EngineConfig, config: RuntimeConfig) -> Arc<Runtime> {
+        let engine = Engine::new(Arc::new(rules), engine_config.clone());
+        let floor = store.meta_u64(CLOCK_FLOOR).ok().flatten().map_or(i64::MIN, |f| f as i64);
+        Arc::new(Runtime {
+            router: Router::new(config.arbiters, store.partitions()),
+            timers: TimerService::new(),
+            alerts: AlertHub::new(store.clone(), config.alert_backlog),
+            store,
+            config,
+            engine: RwLock::new(Arc::new(engine)),
+            engine_config,
+            sequencer: Mutex::new(()),
+            ready: AtomicBool::new(false),
+            clock_floor: AtomicI64::new(floor),
+        })
+    }
+
+    /// The clock floor set by `POST /v1/clock`, if any.
+    pub fn clock_floor(&self) -> Option<Timestamp> {
+        match self.clock_floor.load(Ordering::Acquire) {
+            i64::MIN => None,
+            f => Some(Timestamp(f)),
+        }
+    }
+
+    /// Raises the clock floor (persisted with the next flush).
+    pub fn raise_clock_floor(&self, to: Timestamp) -> crate::store::StoreResult<()> {
+        let previous = self.clock_floor.fetch_max(to.millis(), Ordering::AcqRel);
+        if to.millis() > previous {
+            self.store.set_meta_u64(CLOCK_FLOOR, to.millis() as u64)?;
+        }
+        Ok(())
+    }
+
+    /// The engine with the current rules.
+    pub fn engine(&self) -> Arc<Engine> {
+        Arc::clone(&self.engine.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Swaps in a new rule set. Entities re-align on their next message:
+    /// live ones at once, passivated ones when they wake.
+    pub fn set_rules(&self, rules: RuleSet) {
+        let engine = Arc::new(Engine::new(Arc::new(rules), self.engine_config.clone()));
+        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = engine;
+    }
+
+    /// True once recovery has finished and ingest may proceed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks recovery finished.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Starts the background tasks (timers, alert publisher, checkpoints) on
+    /// the current actix system, then replays the log past the last
+    /// checkpoint; ready when the replay has been routed.
+    pub async fn start(self: &Arc<Self>) -> crate::store::StoreResult<u64> {
+        self.router.start_arbiters();
+        let replayed = checkpoint::replay(self)?;
+        actix::spawn(timers::run(Arc::clone(self)));
+        actix::spawn(alerts::run_publisher(Arc::clone(self)));
+        actix::spawn(checkpoint::run(Arc::clone(self)));
+        self.set_ready();
+        Ok(replayed)
+    }
+}
+
+/// The wall clock, in cepheus's time type. The only wall-clock read in
+/// cepheus outside logging.
+pub fn wall_now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}

@@ -1,0 +1,183 @@
+//! The router: finds the actor of a key, starting it if needed, and
+//! delivers messages to it in the order they are given.
+//!
+//! # Invariants
+//! - Every message goes through [`Router::deliver`] (or `deliver_if_live`),
+//!   which counts it in the handle's `pending` before sending and the actor
+//!   uncounts it after handling. An actor leaves the map only when its
+//!   `pending` is zero, under the map's shard lock, so no message is ever
+//!   sent to an actor that stopped (which would drop it silently).
+//! - Entities are placed on arbiter `partition(key) mod arbiters`, so one
+//!   partition's entities share a thread.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actix::{Actor, Addr, ArbiterHandle};
+use dashmap::DashMap;
+
+use crate::actors::entity::{EntityActor, EntityMsg};
+use crate::actors::Runtime;
+use crate::store::entities::partition_of;
+
+/// A live entity's actor and its count of unhandled messages.
+#[derive(Clone)]
+pub struct EntityHandle {
+    addr: Addr<EntityActor>,
+    pending: Arc<AtomicU32>,
+    id: u64,
+}
+
+/// The map of live entities.
+pub struct Router {
+    entities: DashMap<String, EntityHandle>,
+    arbiters: OnceLock<Vec<ArbiterHandle>>,
+    arbiter_count: usize,
+    partitions: u16,
+    next_id: AtomicU64,
+    /// Events handed to actors and not yet evaluated.
+    inflight_events: AtomicI64,
+    /// Keys that received anything since the last checkpoint began.
+    touched: Mutex<Touched>,
+}
+
+/// Keys to snapshot at the next checkpoint.
+#[derive(Debug, Default)]
+pub struct Touched {
+    /// Keys that changed.
+    pub keys: HashSet<String>,
+    /// Keys whose last snapshot hand-over was not written: ask for a full one.
+    pub force: HashSet<String>,
+}
+
+impl Router {
+    pub(crate) fn new(arbiters: usize, partitions: u16) -> Router {
+        Router {
+            entities: DashMap::new(),
+            arbiters: OnceLock::new(),
+            arbiter_count: arbiters.max(1),
+            partitions,
+            next_id: AtomicU64::new(1),
+            inflight_events: AtomicI64::new(0),
+            touched: Mutex::new(Touched::default()),
+        }
+    }
+
+    /// Starts the arbiters (needs a running actix system).
+    pub(crate) fn start_arbiters(&self) {
+        self.arbiters.get_or_init(|| {
+            (0..self.arbiter_count)
+                .map(|_| actix::Arbiter::new().handle())
+                .collect()
+        });
+    }
+
+    /// Delivers `msg` to `key`'s actor, starting the actor if it is not live.
+    /// `events` is how many events the message carries (for backpressure).
+    pub fn deliver(&self, runtime: &Arc<Runtime>, key: &str, msg: EntityMsg, events: usize) {
+        if events > 0 {
+            self.inflight_events.fetch_add(events as i64, Ordering::AcqRel);
+        }
+        self.mark_touched(key);
+        let handle = match self.entities.get(key) {
+            Some(h) => h,
+            None => self
+                .entities
+                .entry(key.to_owned())
+                .or_insert_with(|| self.spawn(runtime, key))
+                .downgrade(),
+        };
+        handle.pending.fetch_add(1, Ordering::AcqRel);
+        handle.addr.do_send(msg);
+    }
+
+    /// Delivers `msg` only if `key`'s actor is live; returns whether it was.
+    pub fn deliver_if_live(&self, key: &str, msg: EntityMsg) -> bool {
+        match self.entities.get(key) {
+            Some(handle) => {
+                handle.pending.fetch_add(1, Ordering::AcqRel);
+                handle.addr.do_send(msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Called by an actor after handling a message carrying `events` events.
+    pub(crate) fn handled(&self, pending: &AtomicU32, events: usize) {
+        pending.fetch_sub(1, Ordering::AcqRel);
+        if events > 0 {
+            self.inflight_events.fetch_sub(events as i64, Ordering::AcqRel);
+        }
+    }
+
+    /// Removes the actor `id` of `key` if it has no pending message; returns
+    /// whether it did (and the actor must then stop).
+    pub(crate) fn remove_if_idle(&self, key: &str, id: u64) -> bool {
+        self.entities
+            .remove_if(key, |_, h| h.id == id && h.pending.load(Ordering::Acquire) == 0)
+            .is_some()
+    }
+
+    /// Keys of every live entity.
+    pub fn live_keys(&self) -> Vec<String> {
+        self.entities.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Number of live entities.
+    pub fn live_count(&self) -> usize {
+        self.entities.len()
+    }
+
+    /// Whether `key` is live.
+    pub fn is_live(&self, key: &str) -> bool {
+        self.entities.contains_key(key)
+    }
+
+    /// Events accepted and not yet evaluated.
+    pub fn inflight_events(&self) -> usize {
+        self.inflight_events.load(Ordering::Acquire).max(0) as usize
+    }
+
+    /// Messages waiting in entity mailboxes, summed.
+    pub fn mailbox_depth(&self) -> u64 {
+        self.entities
+            .iter()
+            .map(|e| u64::from(e.pending.load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    /// Records that `key` changed since the last checkpoint began.
+    pub fn mark_touched(&self, key: &str) {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        if !touched.keys.contains(key) {
+            touched.keys.insert(key.to_owned());
+        }
+    }
+
+    /// Takes the keys touched since the last call.
+    pub(crate) fn take_touched(&self) -> Touched {
+        std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts back keys whose snapshots could not be written, to be asked for
+    /// a full snapshot next time.
+    pub(crate) fn retouch(&self, failed: Touched) {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        for key in failed.keys {
+            touched.force.insert(key.clone());
+            touched.keys.insert(key);
+        }
+    }
+
+    fn spawn(&self, runtime: &Arc<Runtime>, key: &str) -> EntityHandle {
+        let pending = Arc::new(AtomicU32::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let arbiters = self.arbiters.get().expect("arbiters start before any entity");
+        let arbiter = &arbiters[usize::from(partition_of(key, self.partitions)) % arbiters.len()];
+        let actor = EntityActor::new(key.to_owned(), Arc::clone(runtime), Arc::clone(&pending), id);
+        let addr = EntityActor::start_in_arbiter(arbiter, move |_| actor);
+        EntityHandle { addr, pending, id }
+    }
+}

@@ -1,0 +1,88 @@
+//! The timer service: wakes entities whose clocks reach a deadline.
+//!
+//! Live entities register their next due wall time here (in memory).
+//! Passivated entities' timers are in the store's `timers` tree, written with
+//! their snapshot; the service scans it for entries that fell due since its
+//! last scan. Either way the entity gets a `Tick` with the wall time and
+//! works out its own clock (DESIGN §4: between events an entity's clock runs
+//! at wall-clock speed from where its last event set it).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use crate::actors::entity::EntityMsg;
+use crate::actors::{wall_now, Runtime};
+use crate::time::Timestamp;
+
+/// Due times of live entities.
+pub struct TimerService {
+    live: Mutex<BTreeSet<(Timestamp, String)>>,
+}
+
+impl TimerService {
+    pub(crate) fn new() -> Self {
+        TimerService {
+            live: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Replaces `key`'s registration `old` by `due`.
+    pub fn schedule(&self, key: &str, due: Option<Timestamp>, old: Option<Timestamp>) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = old {
+            live.remove(&(old, key.to_owned()));
+        }
+        if let Some(due) = due {
+            live.insert((due, key.to_owned()));
+        }
+    }
+
+    /// Removes and returns every live registration due at or before `now`.
+    fn take_due(&self, now: Timestamp) -> Vec<String> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        while let Some(first) = live.first() {
+            if first.0 > now {
+                break;
+            }
+            if let Some((_, key)) = live.pop_first() {
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    /// Number of live registrations.
+    pub fn live_count(&self) -> usize {
+        self.live.lock().map(|l| l.len()).unwrap_or(0)
+    }
+}
+
+/// Most passivated timers woken per tick (the rest wait for the next tick).
+const WAKE_BATCH: usize = 10_000;
+
+/// The timer loop. Runs until the system stops.
+pub(crate) async fn run(runtime: Arc<Runtime>) {
+    let mut interval = tokio::time::interval(runtime.config.timer_tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Scan position in the stored timers: entries at or before it were
+    // woken. Starts at the beginning: after a restart every overdue timer
+    // fires once.
+    let mut cursor: Vec<u8> = Vec::new();
+    loop {
+        interval.tick().await;
+        let now = wall_now();
+        for key in runtime.timers.take_due(now) {
+            runtime.router.deliver(&runtime, &key, EntityMsg::Tick(now), 0);
+        }
+        match runtime.store.entities().due_timers(&cursor, now, WAKE_BATCH) {
+            Ok((due, next)) => {
+                for (_, key) in &due {
+                    runtime.router.deliver(&runtime, key, EntityMsg::Tick(now), 0);
+                }
+                cursor = next;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot scan stored timers"),
+        }
+    }
+}

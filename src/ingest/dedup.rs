@@ -1,0 +1,96 @@
+//! Event-id deduplication per key (DESIGN §2): a repeat of an id already
+//! accepted for the same key within the horizon is acknowledged and
+//! ignored, so client retries never double count.
+//!
+//! Ids are remembered in the store's `dedup` tree (`key 0x00 id` → wall
+//! time accepted), written under the sequencer lock right after the log
+//! record, so they survive restarts exactly as the events they guard.
+//! Entries older than the horizon are ignored and purged in the background.
+
+use std::collections::HashSet;
+
+use crate::event::Event;
+use crate::store::codec::read_be;
+use crate::store::{Store, StoreResult};
+use crate::time::{Duration, Timestamp};
+
+fn dedup_key(key: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1 + id.len());
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Splits `events` into the ones to accept and a count of duplicates (ids
+/// seen before within `horizon`, or twice in this batch).
+pub fn filter(
+    store: &Store,
+    events: Vec<(usize, Event)>,
+    now: Timestamp,
+    horizon: Duration,
+) -> StoreResult<(Vec<Event>, usize)> {
+    let tree = store.dedup_tree();
+    let mut fresh = Vec::with_capacity(events.len());
+    let mut in_batch: HashSet<(String, String)> = HashSet::new();
+    let mut duplicates = 0;
+    for (_, event) in events {
+        if let Some(id) = &event.id {
+            let seen_before = match tree.get(dedup_key(&event.key, id))? {
+                Some(bytes) => read_be(&bytes).is_some_and(|t| Timestamp(t as i64).plus(horizon) > now),
+                None => false,
+            };
+            if seen_before || !in_batch.insert((event.key.clone(), id.clone())) {
+                duplicates += 1;
+                continue;
+            }
+        }
+        fresh.push(event);
+    }
+    Ok((fresh, duplicates))
+}
+
+/// Remembers the ids of accepted `events`.
+pub fn remember(store: &Store, events: &[Event], now: Timestamp) -> StoreResult<()> {
+    let mut batch = sled::Batch::default();
+    let mut any = false;
+    for event in events {
+        if let Some(id) = &event.id {
+            batch.insert(dedup_key(&event.key, id), &(now.millis() as u64).to_be_bytes());
+            any = true;
+        }
+    }
+    if any {
+        store.dedup_tree().apply_batch(batch)?;
+    }
+    Ok(())
+}
+
+/// Removes ids older than `horizon`; returns how many. Scans at most
+/// `budget` entries per call, resuming after `cursor` (returned updated).
+pub fn purge(store: &Store, now: Timestamp, horizon: Duration, cursor: &mut Vec<u8>, budget: usize) -> StoreResult<usize> {
+    use std::ops::Bound;
+    let tree = store.dedup_tree();
+    let start = if cursor.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(cursor.clone())
+    };
+    let mut batch = sled::Batch::default();
+    let mut removed = 0;
+    let mut scanned = 0;
+    for item in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)).take(budget) {
+        let (k, v) = item?;
+        scanned += 1;
+        if read_be(&v).is_some_and(|t| Timestamp(t as i64).plus(horizon) <= now) {
+            batch.remove(k.clone());
+            removed += 1;
+        }
+        *cursor = k.to_vec();
+    }
+    if scanned < budget {
+        cursor.clear();
+    }
+    tree.apply_batch(batch)?;
+    Ok(removed)
+}

@@ -1,0 +1,131 @@
+//! Metric names, chosen once, and the functions that record them.
+//!
+//! Exposed at `GET /metrics` in Prometheus text format by
+//! `metrics-exporter-prometheus`. Handlers call these functions; nobody
+//! spells a metric name anywhere else.
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::engine::DropCounters;
+
+/// Events accepted by ingest.
+pub const EVENTS_ACCEPTED: &str = "cepheus_events_accepted_total";
+/// Events rejected by ingest (invalid).
+pub const EVENTS_REJECTED: &str = "cepheus_events_rejected_total";
+/// Events acknowledged as duplicates of an id seen before.
+pub const EVENTS_DUPLICATE: &str = "cepheus_events_duplicate_total";
+/// Events older than their entity's watermark.
+pub const EVENTS_LATE: &str = "cepheus_events_late_total";
+/// Requests refused with 429.
+pub const INGEST_OVERLOADED: &str = "cepheus_ingest_overloaded_total";
+/// Alerts recorded, by rule.
+pub const ALERTS: &str = "cepheus_alerts_total";
+/// Live entity actors.
+pub const ENTITIES_LIVE: &str = "cepheus_entities_live";
+/// Entities activated (started or woken from disk).
+pub const ENTITIES_ACTIVATED: &str = "cepheus_entities_activated_total";
+/// Entities passivated (state to disk, actor stopped).
+pub const ENTITIES_PASSIVATED: &str = "cepheus_entities_passivated_total";
+/// Messages waiting in entity mailboxes.
+pub const MAILBOX_DEPTH: &str = "cepheus_mailbox_depth";
+/// Events accepted and not yet evaluated.
+pub const INFLIGHT_EVENTS: &str = "cepheus_inflight_events";
+/// Work dropped at a per-key limit, by kind.
+pub const DROPPED: &str = "cepheus_dropped_total";
+/// Entity snapshots that could not be read back.
+pub const SNAPSHOT_RESTORE_FAILURES: &str = "cepheus_snapshot_restore_failures_total";
+/// WebSocket subscribers connected.
+pub const WS_SUBSCRIBERS: &str = "cepheus_ws_subscribers";
+/// WebSocket subscribers disconnected for falling behind.
+pub const WS_SLOW_DISCONNECTS: &str = "cepheus_ws_slow_disconnects_total";
+/// HTTP request latency, by method, route and status.
+pub const HTTP_REQUEST_SECONDS: &str = "cepheus_http_request_duration_seconds";
+
+/// Installs the Prometheus recorder; the handle renders `/metrics`.
+/// Installing twice (tests) returns a handle of a local recorder.
+pub fn install() -> PrometheusHandle {
+    let builder = || {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(HTTP_REQUEST_SECONDS.into()),
+                &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+            )
+            .expect("bucket list is not empty")
+    };
+    match builder().install_recorder() {
+        Ok(handle) => handle,
+        Err(_) => builder().build_recorder().handle(),
+    }
+}
+
+/// Counts ingest results.
+pub fn ingested(accepted: usize, rejected: usize, duplicates: usize) {
+    counter!(EVENTS_ACCEPTED).increment(accepted as u64);
+    counter!(EVENTS_REJECTED).increment(rejected as u64);
+    counter!(EVENTS_DUPLICATE).increment(duplicates as u64);
+}
+
+/// Counts a request refused for overload.
+pub fn overloaded() {
+    counter!(INGEST_OVERLOADED).increment(1);
+}
+
+/// Counts late events.
+pub fn events_late(n: usize) {
+    counter!(EVENTS_LATE).increment(n as u64);
+}
+
+/// Counts one alert of `rule`.
+pub fn alert_fired(rule: &str) {
+    counter!(ALERTS, "rule" => rule.to_owned()).increment(1);
+}
+
+/// Counts an activation.
+pub fn activated() {
+    counter!(ENTITIES_ACTIVATED).increment(1);
+}
+
+/// Counts a passivation.
+pub fn passivated() {
+    counter!(ENTITIES_PASSIVATED).increment(1);
+}
+
+/// Counts a snapshot that could not be restored.
+pub fn snapshot_restore_failed() {
+    counter!(SNAPSHOT_RESTORE_FAILURES).increment(1);
+}
+
+/// Counts drops at per-key limits.
+pub fn dropped(d: &DropCounters) {
+    if d.is_empty() {
+        return;
+    }
+    counter!(DROPPED, "kind" => "partial_match").increment(d.partial_matches);
+    counter!(DROPPED, "kind" => "window_entry").increment(d.window_entries);
+    counter!(DROPPED, "kind" => "pending_deadline").increment(d.pending_deadlines);
+}
+
+/// Sets the gauges read at scrape time.
+pub fn gauges(live: usize, mailbox: u64, inflight: usize, subscribers: usize) {
+    gauge!(ENTITIES_LIVE).set(live as f64);
+    gauge!(MAILBOX_DEPTH).set(mailbox as f64);
+    gauge!(INFLIGHT_EVENTS).set(inflight as f64);
+    gauge!(WS_SUBSCRIBERS).set(subscribers as f64);
+}
+
+/// Counts a slow WebSocket subscriber disconnected.
+pub fn ws_slow_disconnect() {
+    counter!(WS_SLOW_DISCONNECTS).increment(1);
+}
+
+/// Records one HTTP request.
+pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
+    histogram!(
+        HTTP_REQUEST_SECONDS,
+        "method" => method.to_owned(),
+        "route" => route.to_owned(),
+        "status" => status.to_string()
+    )
+    .record(seconds);
+}
