@@ -62,6 +62,7 @@ impl EventRef {
 
 /// Limits on a single event. Each is named in `docs/limits.md`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EventLimits {
     /// Longest `key`, in bytes.
     pub max_key_bytes: usize,
