@@ -1,0 +1,72 @@
+//! `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::api::error::ErrorBody;
+use crate::api::AppState;
+use crate::telemetry;
+
+/// Routes of this resource.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Health or readiness.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Status {
+    /// `ok`.
+    pub status: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Status)))]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Status { status: "ok".into() })
+}
+
+/// The service can take traffic: recovery finished and the store works.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Status),
+        (status = 503, description = "Not ready, with the reason", body = ErrorBody),
+    ))]
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let reason = if !state.runtime.is_ready() {
+        Some("replaying the event log after start".to_owned())
+    } else {
+        state.runtime.store.health().err()
+    };
+    match reason {
+        None => HttpResponse::Ok().json(Status { status: "ok".into() }),
+        Some(message) => HttpResponse::ServiceUnavailable().json(ErrorBody {
+            error: "not_ready".into(),
+            message,
+            details: Default::default(),
+        }),
+    }
+}
+
+/// Metrics in Prometheus text format.
+///
+/// Events accepted, rejected, duplicate and late; alerts by rule; live,
+/// activated and passivated entities; mailbox depth; in-flight events;
+/// WebSocket subscribers; request latency histogram.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let runtime = &state.runtime;
+    telemetry::gauges(
+        runtime.router.live_count(),
+        runtime.router.mailbox_depth(),
+        runtime.router.inflight_events(),
+        runtime.alerts.subscribers(),
+    );
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,173 @@
+//! `GET /v1/alerts/ws`: alerts as they fire, over a WebSocket.
+//!
+//! With `after`, the subscriber first gets the logged alerts after that
+//! cursor, then live ones, with no gap and no duplicate at the seam: it
+//! subscribes to the live broadcast *before* reading the log, and skips live
+//! alerts at or below the last seq it replayed. A subscriber that falls more
+//! than the backlog behind is closed with a reason (and can resume with
+//! `after`), so a slow client never grows memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{CloseCode, CloseReason, Message};
+use futures_util::StreamExt;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::api::alerts::AlertQuery;
+use crate::api::error::{ApiError, ErrorBody};
+use crate::api::AppState;
+use crate::store::alerts::AlertFilter;
+use crate::telemetry;
+
+/// Routes of this resource.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/alerts/ws", web::get().to(alerts_ws));
+}
+
+/// How often the server pings; a client silent for three pings is closed.
+const PING_EVERY: Duration = Duration::from_secs(10);
+
+/// Stream alerts over a WebSocket.
+///
+/// Each alert is sent as one JSON text message (the same shape as
+/// `GET /v1/alerts/{id}`). Filters as in `GET /v1/alerts`. With `after`,
+/// logged alerts after that cursor are replayed first. The server pings
+/// every 10 s. A subscriber that falls too far behind is closed with code
+/// 1008 and a reason naming the last seq it received.
+#[utoipa::path(
+    get, path = "/v1/alerts/ws", tag = "alerts",
+    params(AlertQuery),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Bad query or not a WebSocket request", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 503, description = "Too many subscribers", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ())
+)]
+pub async fn alerts_ws(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Payload,
+    query: web::Query<AlertQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if state.runtime.alerts.subscribers() >= state.limits.max_subscribers {
+        return Err(ApiError::Unavailable(format!(
+            "the limit of {} WebSocket subscribers is reached; retry later",
+            state.limits.max_subscribers
+        )));
+    }
+    let (response, session, stream) =
+        actix_ws::handle(&request, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
+    let query = query.into_inner();
+    actix_web::rt::spawn(subscription(state.into_inner(), session, stream, query));
+    Ok(response)
+}
+
+async fn subscription(
+    state: Arc<AppState>,
+    mut session: actix_ws::Session,
+    mut stream: actix_ws::MessageStream,
+    query: AlertQuery,
+) {
+    let filter = query.filter();
+    let (mut live, published) = state.runtime.alerts.subscribe();
+    let mut last = match query.after {
+        Some(after) => match replay(&state, &mut session, &filter, after, published).await {
+            Some(last) => last,
+            None => return,
+        },
+        None => published,
+    };
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = Instant::now();
+    let reason = loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(alert) => {
+                    if alert.seq <= last {
+                        continue;
+                    }
+                    last = alert.seq;
+                    if filter.accepts(&alert) {
+                        let text = serde_json::to_string(&*alert).unwrap_or_default();
+                        if session.text(text).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    telemetry::ws_slow_disconnect();
+                    break Some(CloseReason {
+                        code: CloseCode::Policy,
+                        description: Some(format!(
+                            "subscriber too slow: {missed} alerts behind; reconnect with after={last}"
+                        )),
+                    });
+                }
+                Err(RecvError::Closed) => break Some(CloseCode::Away.into()),
+            },
+            message = stream.next() => match message {
+                Some(Ok(Message::Ping(bytes))) => {
+                    heard = Instant::now();
+                    if session.pong(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => heard = Instant::now(),
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() > PING_EVERY * 3 {
+                    break Some(CloseReason {
+                        code: CloseCode::Policy,
+                        description: Some("no pong for 30 s".into()),
+                    });
+                }
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = session.close(reason).await;
+}
+
+/// Sends logged alerts with seq in `(after, through]`; returns the last seq
+/// covered, or `None` if the client went away.
+async fn replay(
+    state: &AppState,
+    session: &mut actix_ws::Session,
+    filter: &AlertFilter,
+    after: u64,
+    through: u64,
+) -> Option<u64> {
+    let mut cursor = after;
+    while cursor < through {
+        let (page, scanned) = match state.runtime.store.alerts().query(filter, cursor, through, 1_000, 100_000) {
+            Ok(page) => page,
+            Err(e) => {
+                let reason = CloseReason {
+                    code: CloseCode::Error,
+                    description: Some(format!("cannot read the alert log: {e}")),
+                };
+                let _ = session.clone().close(Some(reason)).await;
+                return None;
+            }
+        };
+        for alert in page {
+            let text = serde_json::to_string(&alert).unwrap_or_default();
+            if session.text(text).await.is_err() {
+                return None;
+            }
+        }
+        if scanned <= cursor {
+            break;
+        }
+        cursor = scanned;
+    }
+    Some(through.max(after))
+}

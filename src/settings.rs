@@ -1,0 +1,211 @@
+//! Service settings: embedded defaults, overridden by an optional TOML file,
+//! overridden by flags and `CEPHEUS_*` environment variables.
+//!
+//! Every limit cepheus enforces is a field here with its default in the
+//! doc comment; `docs/limits.md` lists them in one table.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+use crate::event::EventLimits;
+use crate::rules::limits::RuleLimits;
+use crate::time::Duration;
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (default).
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `cepheus serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to listen on (default `127.0.0.1:8080`).
+    pub listen: String,
+    /// The data directory (default `./data`).
+    pub data_dir: PathBuf,
+    /// A folder of rule files loaded at start (default none).
+    pub rules_dir: Option<PathBuf>,
+    /// Log format (default `human`).
+    pub log_format: LogFormat,
+    /// Log filter, `tracing` syntax (default `info`; `RUST_LOG` wins).
+    pub log_level: String,
+    /// Threads for entity actors (default: one per core).
+    pub arbiters: usize,
+    /// Threads serving HTTP (default: one per core).
+    pub http_workers: usize,
+    /// Partitions of the key space (default 64; fixed once data exists).
+    pub partitions: u16,
+    /// Pattern engine settings.
+    pub engine: EngineConfig,
+    /// Limits on requests, events and rules.
+    pub limits: Limits,
+    /// Timing of background work.
+    pub timing: Timing,
+    /// Storage settings.
+    pub storage: Storage,
+}
+
+/// Limits on requests, events and rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request body in bytes (default 16 MiB).
+    pub max_body_bytes: usize,
+    /// Most events per request (default 100,000).
+    pub max_events_per_request: usize,
+    /// Per-event limits (key 256 B, type 128 B, id 256 B, data 64 KiB and 32 levels).
+    pub event: EventLimits,
+    /// Per-rule limits.
+    pub rules: RuleLimits,
+    /// Most events accepted and not yet evaluated; ingest answers 429 beyond
+    /// it (default 1,000,000).
+    pub max_inflight_events: usize,
+    /// Most WebSocket subscribers at once (default 1,000).
+    pub max_subscribers: usize,
+    /// Alerts a WebSocket subscriber may fall behind before it is closed
+    /// (default 1,024).
+    pub subscriber_backlog: usize,
+    /// Most items per page of alerts or dead letters (default 1,000).
+    pub max_page: usize,
+}
+
+/// Timing of background work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timing {
+    /// Idle time after which an entity is passivated (default `60s`).
+    pub passivate_after: Duration,
+    /// How often due timers are looked for (default `100ms`).
+    pub timer_tick: Duration,
+    /// How often changed entities are snapshotted (default `5s`).
+    pub checkpoint_interval: Duration,
+    /// How long event ids are remembered per key (default `24h`).
+    pub dedup_horizon: Duration,
+    /// How long shutdown waits for in-flight requests (default `10s`).
+    pub shutdown_grace: Duration,
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// sled's page cache in bytes (default 256 MiB).
+    pub cache_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Settings {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./data"),
+            rules_dir: None,
+            log_format: LogFormat::Human,
+            log_level: "info".into(),
+            arbiters: cores,
+            http_workers: cores,
+            partitions: 64,
+            engine: EngineConfig::default(),
+            limits: Limits::default(),
+            timing: Timing::default(),
+            storage: Storage::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 16 * 1024 * 1024,
+            max_events_per_request: 100_000,
+            event: EventLimits::default(),
+            rules: RuleLimits::default(),
+            max_inflight_events: 1_000_000,
+            max_subscribers: 1_000,
+            subscriber_backlog: 1_024,
+            max_page: 1_000,
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            passivate_after: Duration::from_secs(60),
+            timer_tick: Duration(100),
+            checkpoint_interval: Duration::from_secs(5),
+            dedup_horizon: Duration::from_secs(24 * 3600),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// The settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("cannot read the config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// The config file is not valid.
+    #[error("the config file {0} is invalid: {1}")]
+    Parse(PathBuf, String),
+}
+
+impl Settings {
+    /// Reads a TOML config file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| SettingsError::Parse(path.to_owned(), e.to_string()))
+    }
+}
+
+/// std's duration from ours (negative becomes zero).
+pub fn std_duration(d: Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.millis().max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_file_overrides_only_what_it_names() {
+        let settings: Settings = toml::from_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            [timing]
+            passivate_after = "5m"
+            [limits.event]
+            max_key_bytes = 64
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.listen, "0.0.0.0:9000");
+        assert_eq!(settings.timing.passivate_after, Duration::from_secs(300));
+        assert_eq!(settings.timing.timer_tick, Duration(100));
+        assert_eq!(settings.limits.event.max_key_bytes, 64);
+        assert_eq!(settings.limits.event.max_type_bytes, 128);
+    }
+
+    #[test]
+    fn unknown_config_keys_are_errors() {
+        assert!(toml::from_str::<Settings>("lisen = \"x\"").is_err());
+    }
+}
