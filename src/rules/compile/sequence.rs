@@ -43,7 +43,7 @@ impl Checker<'_> {
             self.report(STEPS, message);
             return (None, Vec::new());
         }
-        let names = self.step_names(steps);
+        let (names, in_scope) = self.step_names(steps);
         let quantifiers: Vec<(u32, Option<u32>)> = steps
             .iter()
             .enumerate()
@@ -62,7 +62,7 @@ impl Checker<'_> {
             // order is free (then no step is "before" another).
             let visible = if doc.any_order { 0 } else { i };
             let scope = Scope {
-                bindings: names[..visible].to_vec(),
+                bindings: in_scope[..visible].to_vec(),
                 variables: Vec::new(),
             };
             let Some(predicate) = self.expression(&path, &step.match_, &scope) else {
@@ -90,7 +90,7 @@ impl Checker<'_> {
             });
         }
         if compiled.len() != steps.len() {
-            return (None, names);
+            return (None, in_scope);
         }
         let pattern = SequencePattern {
             steps: compiled,
@@ -99,23 +99,33 @@ impl Checker<'_> {
             any_order: doc.any_order,
             skip: doc.skip,
         };
-        (Some(pattern), names)
+        (Some(pattern), in_scope)
     }
 
-    /// Every step's name (`step1`, `step2`… when not given), checked and unique.
-    fn step_names(&mut self, steps: &[StepDoc]) -> Vec<Arc<str>> {
+    /// Every step's name (`step1`, `step2`… when not given), checked and
+    /// unique; and the names to put in expression scopes, where a name
+    /// already reported as wrong is replaced by a stand-in, so the
+    /// expressions that follow are not refused again for it.
+    fn step_names(&mut self, steps: &[StepDoc]) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
         let mut names: Vec<Arc<str>> = Vec::with_capacity(steps.len());
+        let mut in_scope: Vec<Arc<str>> = Vec::with_capacity(steps.len());
         let mut first_use: HashMap<Arc<str>, usize> = HashMap::new();
         for (i, step) in steps.iter().enumerate() {
+            let stand_in = || Arc::from(format!("__unusable_step{}", i + 1));
+            let mut usable = true;
             let name: Arc<str> = match &step.name {
                 Some(n) => {
                     if let Some(problem) = step_name_problem(n) {
                         self.report(&format!("{}.name", step_path(i)), problem);
+                        usable = false;
                     }
                     Arc::from(n.as_str())
                 }
                 None => Arc::from(format!("step{}", i + 1)),
             };
+            if first_use.contains_key(&name) {
+                usable = false;
+            }
             match first_use.get(&name) {
                 Some(&j) if step.name.is_some() => self.report(
                     &format!("{}.name", step_path(i)),
@@ -134,9 +144,10 @@ impl Checker<'_> {
                     first_use.insert(name.clone(), i);
                 }
             }
+            in_scope.push(if usable { name.clone() } else { stand_in() });
             names.push(name);
         }
-        names
+        (names, in_scope)
     }
 
     /// The step's (min, max) from `times` and `optional`.
