@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod actors;
+pub mod cli;
 pub mod engine;
 pub mod event;
 pub mod ingest;

@@ -24,7 +24,7 @@ use crate::rules::model::{Contiguity, Mode, Severity, SkipStrategy};
     "alert": {"message": "{{key}}: {{failures.count}} failed logins, then a success from {{success.data.ip}}"}
 }))]
 pub struct RuleDocument {
-    /// Unique id: lowercase letters, digits, `.`, `_` and `-`.
+    /// Unique id: 1 to 128 lowercase letters, digits, `.`, `_` and `-`.
     pub id: String,
     /// What the rule detects, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,7 +40,7 @@ pub struct RuleDocument {
     #[serde(default, skip_serializing_if = "is_live")]
     pub mode: Mode,
     /// CEL filter applied before the pattern: events it rejects are invisible
-    /// to the rule.
+    /// to the rule (they do not break `strict` contiguity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
     /// CEL expression giving the key the rule runs under instead of the
@@ -66,19 +66,22 @@ pub struct RuleDocument {
 #[serde(deny_unknown_fields)]
 pub struct SequenceDoc {
     /// Strict bound on the time from the first to the last event of a match,
-    /// e.g. `5m`.
+    /// e.g. `5m`: a match needs last.time − first.time < within. Required
+    /// when the last step is negated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
     /// `relaxed` (default), `strict` or `any`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub contiguity: Contiguity,
-    /// All steps in any order within the window (a conjunction).
+    /// All steps in any order within the window (a conjunction). Its steps
+    /// are all required and not negated, and contiguity stays `relaxed`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub any_order: bool,
     /// `past_last_event` (default) or `all`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub skip: SkipStrategy,
-    /// The steps.
+    /// The steps, in order: at least one, at most `max_steps` (default 32).
+    /// At least one step is not negated, and the first one never is.
     pub steps: Vec<StepDoc>,
 }
 
@@ -86,19 +89,31 @@ pub struct SequenceDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepDoc {
-    /// Name used by later steps and the message (default `step1`, `step2`, ...).
+    /// Name used by later steps and the message (default `step1`, `step2`,
+    /// ...: `step` and the 1-based position). An identifier
+    /// (`[A-Za-z_][A-Za-z0-9_]*`), unique in the sequence, and neither a CEL
+    /// keyword nor one of `type`, `key`, `time`, `id`, `data`, `entity`,
+    /// `rule`, `severity`, `trigger`, `last`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// CEL predicate selecting the step's events.
+    /// CEL predicate selecting the step's events. It may refer to the steps
+    /// before it by name (e.g. `failures.count`), except negated ones; in an
+    /// `any_order` sequence, to none.
     #[serde(rename = "match")]
     pub match_: String,
-    /// How many events: a number, or `{min, max}` (max omitted: unbounded).
+    /// How many events: a number n ≥ 1 (exactly n), or `{min, max}` (min
+    /// defaults to 1, max omitted is unbounded; max ≥ 1 and min ≤ max). No
+    /// number may exceed `max_quantifier` (default 10,000). Default: exactly
+    /// one. Not allowed on a negated step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<TimesDoc>,
-    /// The step may be skipped (its minimum becomes 0).
+    /// The step may be skipped (its minimum becomes 0). Not allowed on a
+    /// negated step, nor on the last step unless a negated step follows it.
     #[serde(default, skip_serializing_if = "is_false")]
     pub optional: bool,
-    /// A negated step: no such event between its neighbours.
+    /// A negated step: no such event between its neighbours. Not the first
+    /// step, never two in a row, and as the last step ("and then no such
+    /// event") it needs `within`.
     #[serde(default, rename = "not", skip_serializing_if = "is_false")]
     pub negated: bool,
 }
@@ -111,10 +126,10 @@ pub enum TimesDoc {
     Exactly(u32),
     /// Between `min` and `max` (inclusive).
     Range {
-        /// Fewest (default 1).
+        /// Fewest (default 1; 0 makes the step optional).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         min: Option<u32>,
-        /// Most (default unbounded).
+        /// Most (default unbounded; at least 1).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max: Option<u32>,
     },
@@ -129,7 +144,8 @@ pub struct AbsenceDoc {
     pub after: Option<String>,
     /// CEL predicate of the expected event.
     pub expect: String,
-    /// How long to wait, e.g. `30s`.
+    /// How long to wait, e.g. `30s`: after each trigger, or (without `after`)
+    /// after the last expected event.
     pub within: String,
 }
 
@@ -144,10 +160,12 @@ pub struct ThresholdDoc {
     /// The window.
     pub window: WindowDoc,
     /// `count`, `sum(expr)`, `avg(expr)`, `min(expr)`, `max(expr)` or
-    /// `distinct(expr)` (default `count`).
+    /// `distinct(expr)` (default `count`); `expr` is a CEL expression over
+    /// each matching event, e.g. `sum(data.amount)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<String>,
-    /// Fires when the aggregate is strictly greater.
+    /// Fires when the aggregate is strictly greater. A threshold has exactly
+    /// one of `above`, `at_least`, `below`, `at_most`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub above: Option<f64>,
     /// Fires when the aggregate is greater or equal.
@@ -161,7 +179,8 @@ pub struct ThresholdDoc {
     pub at_most: Option<f64>,
 }
 
-/// Exactly one window kind.
+/// Exactly one window kind. Every length is positive and at most
+/// `max_duration` (default 90 days).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowDoc {
@@ -185,7 +204,9 @@ pub struct WindowDoc {
 pub struct HoppingDoc {
     /// Window length.
     pub size: String,
-    /// Distance between window starts; must divide into `size`'s range sensibly.
+    /// Distance between window starts: at most `size`, and `size` a whole
+    /// multiple of it. `size / advance` windows are open at once per key, at
+    /// most `max_open_windows` (default 1,000).
     pub advance: String,
 }
 
@@ -201,8 +222,9 @@ pub struct SessionDoc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertDoc {
-    /// Message template; `{{ expr }}` placeholders are CEL expressions over
-    /// the match (see `docs/rules.md`).
+    /// Message template, at most `max_template_bytes` (default 4 KiB);
+    /// `{{ expr }}` placeholders are CEL expressions over the match (see
+    /// `docs/rules.md`). Omitted: a generated description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

@@ -1,0 +1,33 @@
+//! The command line: one subcommand per job, each in its own module.
+//!
+//! `main.rs` parses a [`Cli`] and dispatches on [`Command`]; adding a
+//! subcommand is a new variant here and a new module beside `check`.
+
+pub mod check;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// cepheus: complex event processing over keyed event streams.
+#[derive(Debug, Parser)]
+#[command(name = "cepheus", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate rule files and report every problem (exit status 1 if any).
+    ///
+    /// A directory means every *.yaml, *.yml and *.json file directly in it
+    /// (not in its subdirectories).
+    Check {
+        /// Rule files or directories of rule files.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
+    },
+}

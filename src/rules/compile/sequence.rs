@@ -1,0 +1,323 @@
+//! Checks and compiles `sequence:`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{step_name_problem, Checker};
+use crate::rules::expr::Scope;
+use crate::rules::model::{Contiguity, SequencePattern, Step};
+use crate::rules::schema::{SequenceDoc, StepDoc, TimesDoc};
+
+const PATH: &str = "sequence";
+const STEPS: &str = "sequence.steps";
+
+fn step_path(index: usize) -> String {
+    format!("{STEPS}[{index}]")
+}
+
+impl Checker<'_> {
+    /// The compiled sequence (`None` when it has problems) and the names of
+    /// its steps (slot = index), which the message may use either way.
+    pub(super) fn sequence(
+        &mut self,
+        doc: &SequenceDoc,
+    ) -> (Option<SequencePattern>, Vec<Arc<str>>) {
+        let steps = &doc.steps;
+        let within = doc
+            .within
+            .as_deref()
+            .and_then(|w| self.duration(&format!("{PATH}.within"), w));
+        if steps.is_empty() {
+            self.report(
+                STEPS,
+                "`steps` needs at least one step, each with a `match` predicate",
+            );
+            return (None, Vec::new());
+        }
+        if steps.len() > self.limits.max_steps {
+            let message = format!(
+                "the sequence has {} steps; the limit (`max_steps`) is {}",
+                steps.len(),
+                self.limits.max_steps
+            );
+            self.report(STEPS, message);
+            return (None, Vec::new());
+        }
+        let (names, in_scope) = self.step_names(steps);
+        let quantifiers: Vec<(u32, Option<u32>)> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| self.quantifier(i, step))
+            .collect();
+        self.negations(doc);
+        self.required_steps(doc);
+        if doc.any_order {
+            self.any_order(doc);
+        }
+
+        let mut compiled = Vec::with_capacity(steps.len());
+        for (i, step) in steps.iter().enumerate() {
+            let path = format!("{}.match", step_path(i));
+            // Slot = step index: step i sees the steps before it, unless the
+            // order is free (then no step is "before" another).
+            let visible = if doc.any_order { 0 } else { i };
+            let scope = Scope {
+                bindings: in_scope[..visible].to_vec(),
+                variables: Vec::new(),
+            };
+            let Some(predicate) = self.expression(&path, &step.match_, &scope) else {
+                continue;
+            };
+            for &slot in predicate.binding_slots() {
+                if steps.get(slot).is_some_and(|s| s.negated) {
+                    self.report(
+                        &path,
+                        format!("step `{}` is negated and binds no events: no predicate can refer to it", names[slot]),
+                    );
+                }
+            }
+            let (min, max) = if step.negated {
+                (0, Some(0))
+            } else {
+                quantifiers[i]
+            };
+            compiled.push(Step {
+                name: names[i].clone(),
+                predicate,
+                min,
+                max,
+                negated: step.negated,
+            });
+        }
+        if compiled.len() != steps.len() {
+            return (None, in_scope);
+        }
+        let pattern = SequencePattern {
+            steps: compiled,
+            within,
+            contiguity: doc.contiguity,
+            any_order: doc.any_order,
+            skip: doc.skip,
+        };
+        (Some(pattern), in_scope)
+    }
+
+    /// Every step's name (`step1`, `step2`… when not given), checked and
+    /// unique; and the names to put in expression scopes, where a name
+    /// already reported as wrong is replaced by a stand-in, so the
+    /// expressions that follow are not refused again for it.
+    fn step_names(&mut self, steps: &[StepDoc]) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(steps.len());
+        let mut in_scope: Vec<Arc<str>> = Vec::with_capacity(steps.len());
+        let mut first_use: HashMap<Arc<str>, usize> = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            let stand_in = || Arc::from(format!("__unusable_step{}", i + 1));
+            let mut usable = true;
+            let name: Arc<str> = match &step.name {
+                Some(n) => {
+                    if let Some(problem) = step_name_problem(n) {
+                        self.report(&format!("{}.name", step_path(i)), problem);
+                        usable = false;
+                    }
+                    Arc::from(n.as_str())
+                }
+                None => Arc::from(format!("step{}", i + 1)),
+            };
+            if first_use.contains_key(&name) {
+                usable = false;
+            }
+            match first_use.get(&name) {
+                Some(&j) if step.name.is_some() => self.report(
+                    &format!("{}.name", step_path(i)),
+                    format!("step {} is also named `{name}`: step names must be unique", j + 1),
+                ),
+                Some(&j) => self.report(
+                    &step_path(i),
+                    format!(
+                        "step {} has no `name`, so it is called `{name}`, but step {} is named that too: \
+                         give one of them another name",
+                        i + 1,
+                        j + 1
+                    ),
+                ),
+                None => {
+                    first_use.insert(name.clone(), i);
+                }
+            }
+            in_scope.push(if usable { name.clone() } else { stand_in() });
+            names.push(name);
+        }
+        (names, in_scope)
+    }
+
+    /// The step's (min, max) from `times` and `optional`.
+    fn quantifier(&mut self, i: usize, step: &StepDoc) -> (u32, Option<u32>) {
+        let path = format!("{}.times", step_path(i));
+        let limit = self.limits.max_quantifier;
+        let (min, max) = match &step.times {
+            None => (1, Some(1)),
+            Some(TimesDoc::Exactly(n)) => {
+                if *n == 0 {
+                    self.report(&path, "`times` must be at least 1 (for a step that may not occur, use `optional: true`)");
+                } else if *n > limit {
+                    self.report(
+                        &path,
+                        format!("`times` is {n}; the limit (`max_quantifier`) is {limit}"),
+                    );
+                }
+                (*n, Some(*n))
+            }
+            Some(TimesDoc::Range { min, max }) => {
+                if min.is_none() && max.is_none() {
+                    self.report(
+                        &path,
+                        "`times` needs `min`, `max` or both, e.g. {min: 3} or {min: 2, max: 5}",
+                    );
+                }
+                let low = min.unwrap_or(1);
+                if low > limit {
+                    self.report(
+                        &format!("{path}.min"),
+                        format!("`min` is {low}; the limit (`max_quantifier`) is {limit}"),
+                    );
+                }
+                if let Some(high) = *max {
+                    if high == 0 {
+                        self.report(&format!("{path}.max"), "`max` must be at least 1");
+                    } else if high > limit {
+                        self.report(
+                            &format!("{path}.max"),
+                            format!("`max` is {high}; the limit (`max_quantifier`) is {limit}"),
+                        );
+                    } else if low > high {
+                        let shown = if min.is_some() {
+                            format!("`min` ({low})")
+                        } else {
+                            format!("the default `min` ({low})")
+                        };
+                        self.report(&path, format!("{shown} is larger than `max` ({high})"));
+                    }
+                }
+                (low, *max)
+            }
+        };
+        (if step.optional { 0 } else { min }, max)
+    }
+
+    /// Where negated steps may stand, and what they may carry.
+    fn negations(&mut self, doc: &SequenceDoc) {
+        let steps = &doc.steps;
+        let last = steps.len() - 1;
+        for (i, step) in steps.iter().enumerate().filter(|(_, s)| s.negated) {
+            let not = format!("{}.not", step_path(i));
+            if i == 0 {
+                self.report(
+                    &not,
+                    "the first step cannot be negated: a negated step forbids events between the steps around it \
+                     (for an event that never comes, use an `absence` rule)",
+                );
+            } else if steps[i - 1].negated {
+                self.report(
+                    &not,
+                    format!(
+                        "steps {} and {} are both negated: two negated steps cannot follow each other; \
+                         join them into one with `||`",
+                        i,
+                        i + 1
+                    ),
+                );
+            }
+            if i == last && i > 0 && doc.within.is_none() {
+                self.report(
+                    &not,
+                    "a negated last step needs `sequence.within`: \"no such event afterwards\" can only be \
+                     decided when the window ends",
+                );
+            }
+            if step.times.is_some() {
+                self.report(
+                    &format!("{}.times", step_path(i)),
+                    "a negated step (`not: true`) takes no `times`: it forbids every matching event",
+                );
+            }
+            if step.optional {
+                self.report(
+                    &format!("{}.optional", step_path(i)),
+                    "a negated step (`not: true`) cannot be `optional`",
+                );
+            }
+        }
+    }
+
+    /// At least one positive step, at least one required, and a last
+    /// positive step that says when a match is complete.
+    fn required_steps(&mut self, doc: &SequenceDoc) {
+        let steps = &doc.steps;
+        let positive: Vec<usize> = (0..steps.len()).filter(|&i| !steps[i].negated).collect();
+        let Some(&last_positive) = positive.last() else {
+            self.report(
+                STEPS,
+                "every step is negated: a sequence needs at least one step that is not",
+            );
+            return;
+        };
+        let optional = |i: usize| may_be_skipped(&steps[i]);
+        let what_makes_optional = |i: usize| {
+            if steps[i].optional {
+                format!("{}.optional", step_path(i))
+            } else {
+                format!("{}.times", step_path(i))
+            }
+        };
+        if doc.any_order {
+            // Every step of a conjunction is required (see `any_order`).
+            return;
+        }
+        if last_positive == steps.len() - 1 && optional(last_positive) {
+            self.report(
+                &what_makes_optional(last_positive),
+                "the last step cannot be optional (min 0): a match would never know whether to wait for it; \
+                 make it required, or end the sequence with a negated step and `within`",
+            );
+        } else if positive.iter().all(|&i| optional(i)) {
+            self.report(
+                STEPS,
+                "every step is optional, so the sequence could match no event at all: make at least one step required",
+            );
+        }
+    }
+
+    /// `any_order: true` is a conjunction: relaxed, no negation, all required.
+    fn any_order(&mut self, doc: &SequenceDoc) {
+        if doc.contiguity != Contiguity::Relaxed {
+            self.report(
+                &format!("{PATH}.contiguity"),
+                "`any_order: true` works only with `contiguity: relaxed` (the default): events in any order \
+                 cannot also be next to each other in a fixed order",
+            );
+        }
+        for (i, step) in doc.steps.iter().enumerate() {
+            if step.negated {
+                self.report(
+                    &format!("{}.not", step_path(i)),
+                    "an `any_order` sequence cannot have negated steps: \"between its neighbours\" has no meaning \
+                     when the order is free",
+                );
+            }
+            if may_be_skipped(step) && !step.negated {
+                let field = if step.optional { "optional" } else { "times" };
+                self.report(
+                    &format!("{}.{field}", step_path(i)),
+                    "every step of an `any_order` sequence is required (min 1): the conjunction is complete \
+                     when all of them have matched",
+                );
+            }
+        }
+    }
+}
+
+/// Whether the step's minimum is 0 (`optional: true` or `times: {min: 0}`).
+/// `times: 0` is not counted: it is reported as a mistake of its own.
+fn may_be_skipped(step: &StepDoc) -> bool {
+    step.optional || matches!(step.times, Some(TimesDoc::Range { min: Some(0), .. }))
+}

@@ -1,0 +1,207 @@
+//! Checks and compiles `threshold:`.
+
+use super::Checker;
+use crate::rules::expr::Scope;
+use crate::rules::model::{Aggregate, CompareOp, Comparison, ThresholdPattern, WindowSpec};
+use crate::rules::schema::{ThresholdDoc, WindowDoc};
+use crate::rules::suggest;
+
+const WINDOW: &str = "threshold.window";
+const AGGREGATE: &str = "threshold.aggregate";
+const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "distinct"];
+const AGGREGATE_FORMS: &str = "count, sum(expr), avg(expr), min(expr), max(expr) or distinct(expr)";
+
+impl Checker<'_> {
+    pub(super) fn threshold(&mut self, doc: &ThresholdDoc) -> Option<ThresholdPattern> {
+        let scope = Scope::default();
+        // NB: without `match`, every event the rule sees (after `when`) counts.
+        let predicate = match doc.match_.as_deref() {
+            Some(source) => self.expression("threshold.match", source, &scope),
+            None => self.expression("threshold.match", "true", &scope),
+        };
+        let window = self.window(&doc.window);
+        let aggregate = self.aggregate(doc.aggregate.as_deref());
+        let comparison = self.comparison(doc);
+        Some(ThresholdPattern {
+            predicate: predicate?,
+            window: window?,
+            aggregate: aggregate?,
+            comparison: comparison?,
+        })
+    }
+
+    fn window(&mut self, doc: &WindowDoc) -> Option<WindowSpec> {
+        let kinds: Vec<&str> = [
+            ("sliding", doc.sliding.is_some()),
+            ("tumbling", doc.tumbling.is_some()),
+            ("hopping", doc.hopping.is_some()),
+            ("session", doc.session.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, present)| present.then_some(name))
+        .collect();
+        match kinds.as_slice() {
+            [] => {
+                self.report(
+                    WINDOW,
+                    "`window` needs one kind: sliding: 1m, tumbling: 1h, hopping: {size: 10m, advance: 1m} \
+                     or session: {gap: 30s}",
+                );
+                return None;
+            }
+            [_] => {}
+            [first, rest @ ..] => {
+                for extra in rest {
+                    self.report(
+                        &format!("{WINDOW}.{extra}"),
+                        format!("a window has exactly one kind, but this one has `{first}` and `{extra}`: keep one"),
+                    );
+                }
+                return None;
+            }
+        }
+        if let Some(size) = &doc.sliding {
+            return Some(WindowSpec::Sliding {
+                size: self.duration(&format!("{WINDOW}.sliding"), size)?,
+            });
+        }
+        if let Some(size) = &doc.tumbling {
+            return Some(WindowSpec::Tumbling {
+                size: self.duration(&format!("{WINDOW}.tumbling"), size)?,
+            });
+        }
+        if let Some(session) = &doc.session {
+            return Some(WindowSpec::Session {
+                gap: self.duration(&format!("{WINDOW}.session.gap"), &session.gap)?,
+            });
+        }
+        let hopping = doc.hopping.as_ref()?;
+        let size = self.duration(&format!("{WINDOW}.hopping.size"), &hopping.size);
+        let advance_path = format!("{WINDOW}.hopping.advance");
+        let advance = self.duration(&advance_path, &hopping.advance);
+        let (size, advance) = (size?, advance?);
+        if advance > size {
+            self.report(
+                &advance_path,
+                format!("`advance` ({advance}) must not be longer than `size` ({size})"),
+            );
+            return None;
+        }
+        if size.millis() % advance.millis() != 0 {
+            self.report(
+                &advance_path,
+                format!(
+                    "`size` ({size}) must be a whole multiple of `advance` ({advance}), so that every event \
+                     falls in the same number of windows"
+                ),
+            );
+            return None;
+        }
+        let open = size.millis() / advance.millis();
+        let limit = self.limits.max_open_windows;
+        if open > i64::from(limit) {
+            self.report(
+                &advance_path,
+                format!(
+                    "`size / advance` is {open}: that many windows would be open at once for each key; the limit \
+                     (`max_open_windows`) is {limit}: make `advance` longer or `size` shorter"
+                ),
+            );
+            return None;
+        }
+        Some(WindowSpec::Hopping { size, advance })
+    }
+
+    /// `count` (the default), `sum(expr)`, `avg(expr)`, `min(expr)`,
+    /// `max(expr)` or `distinct(expr)`.
+    fn aggregate(&mut self, text: Option<&str>) -> Option<Aggregate> {
+        let Some(text) = text else {
+            return Some(Aggregate::Count);
+        };
+        // Byte offsets into `text`: where the name starts, where what follows it starts.
+        let name_start = text.len() - text.trim_start().len();
+        let name_len = text[name_start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .count();
+        let name = &text[name_start..name_start + name_len];
+        let after_name = &text[name_start + name_len..];
+        let rest_start = name_start + name_len + (after_name.len() - after_name.trim_start().len());
+        let rest = text[rest_start..].trim_end();
+        if !AGGREGATES.contains(&name) {
+            let hint = suggest::did_you_mean(name, AGGREGATES);
+            self.report(
+                AGGREGATE,
+                format!(
+                    "`aggregate` must be {AGGREGATE_FORMS}, not `{}`{hint}",
+                    crate::rules::located::shorten(text)
+                ),
+            );
+            return None;
+        }
+        if name == "count" {
+            if rest.is_empty() || rest == "()" {
+                return Some(Aggregate::Count);
+            }
+            self.report(
+                AGGREGATE,
+                "`count` takes no expression: write `count`, or distinct(expr) to count distinct values",
+            );
+            return None;
+        }
+        let inner = rest
+            .strip_prefix('(')
+            .and_then(|r| r.strip_suffix(')'))
+            .filter(|inner| !inner.trim().is_empty());
+        let Some(inner) = inner else {
+            self.report(
+                AGGREGATE,
+                format!("`{name}` needs an expression in parentheses, e.g. {name}(data.amount)"),
+            );
+            return None;
+        };
+        // `inner` starts just after the `(` at `rest_start`.
+        let offset = text[..rest_start + 1].chars().count();
+        let expr = self.expression_in(AGGREGATE, text, offset, inner, &Scope::default())?;
+        Some(match name {
+            "sum" => Aggregate::Sum(expr),
+            "avg" => Aggregate::Avg(expr),
+            "min" => Aggregate::Min(expr),
+            "max" => Aggregate::Max(expr),
+            _ => Aggregate::Distinct(expr),
+        })
+    }
+
+    fn comparison(&mut self, doc: &ThresholdDoc) -> Option<Comparison> {
+        let given: Vec<(&str, CompareOp, f64)> = [
+            ("above", CompareOp::Above, doc.above),
+            ("at_least", CompareOp::AtLeast, doc.at_least),
+            ("below", CompareOp::Below, doc.below),
+            ("at_most", CompareOp::AtMost, doc.at_most),
+        ]
+        .into_iter()
+        .filter_map(|(name, op, limit)| limit.map(|l| (name, op, l)))
+        .collect();
+        let Some(&(first, op, limit)) = given.first() else {
+            self.report(
+                "threshold",
+                "a threshold needs a comparison: one of `above`, `at_least`, `below` or `at_most`, e.g. above: 100",
+            );
+            return None;
+        };
+        for (extra, _, _) in &given[1..] {
+            self.report(
+                &format!("threshold.{extra}"),
+                format!("a threshold has exactly one comparison, but this one has `{first}` and `{extra}`: keep one"),
+            );
+        }
+        if !limit.is_finite() {
+            self.report(
+                &format!("threshold.{first}"),
+                format!("`{first}` must be a finite number"),
+            );
+            return None;
+        }
+        (given.len() == 1).then_some(Comparison { op, limit })
+    }
+}
