@@ -9,11 +9,14 @@
 #![deny(missing_docs)]
 
 pub mod actors;
+pub mod api;
+pub mod catalog;
 pub mod cli;
 pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod rules;
+pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod time;

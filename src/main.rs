@@ -4,13 +4,39 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cepheus::cli::{check, Cli, Command};
+use cepheus::cli::{check, serve, Cli, Command};
 use cepheus::rules::RuleLimits;
 
 fn main() -> ExitCode {
     // NB: clap exits with status 2 on usage errors by itself.
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => match serve::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cepheus: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Openapi { output } => {
+            let json = cepheus::api::docs::openapi_json();
+            let written = match output {
+                Some(path) => std::fs::write(&path, json + "\n").map_err(|e| format!("{}: {e}", path.display())),
+                None => {
+                    use std::io::Write as _;
+                    // A closed pipe (`| head`) is not an error worth a panic.
+                    let _ = writeln!(std::io::stdout().lock(), "{json}");
+                    Ok(())
+                }
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cepheus: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { paths } => {
             let valid = check::run(
                 &paths,

@@ -56,6 +56,8 @@ pub struct ApiLimits {
     pub max_page: usize,
     /// Most WebSocket subscribers at once.
     pub max_subscribers: usize,
+    /// Largest rule document, in bytes.
+    pub max_rule_bytes: usize,
 }
 
 /// What every handler shares.

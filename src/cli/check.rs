@@ -18,7 +18,7 @@ use crate::rules::{self, Format, Problem, RuleLimits};
 pub fn run(paths: &[PathBuf], limits: &RuleLimits, out: &mut impl Write) -> bool {
     let mut reports: Vec<FileReport> = Vec::new();
     for path in paths {
-        match files_in(path) {
+        match rule_files(path) {
             Ok(files) if files.is_empty() => reports.push(FileReport::failed(
                 path,
                 "no rule files (*.yaml, *.yml, *.json) in this directory".to_owned(),
@@ -79,7 +79,7 @@ impl FileReport {
 
 /// The rule files `path` names: itself when it is a file, else the
 /// `*.yaml`, `*.yml`, `*.json` files directly in it, sorted by name.
-fn files_in(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn rule_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !fs::metadata(path)?.is_dir() {
         return Ok(vec![path.to_owned()]);
     }

@@ -4,6 +4,7 @@
 //! subcommand is a new variant here and a new module beside `check`.
 
 pub mod check;
+pub mod serve;
 
 use std::path::PathBuf;
 
@@ -21,6 +22,15 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the service (embedded defaults: sled in ./data, listening on
+    /// 127.0.0.1:8080).
+    Serve(serve::ServeArgs),
+    /// Print the OpenAPI document (JSON) of the HTTP API.
+    Openapi {
+        /// Write it to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Validate rule files and report every problem (exit status 1 if any).
     ///
     /// A directory means every *.yaml, *.yml and *.json file directly in it

@@ -1,0 +1,159 @@
+//! `cepheus serve`: wire-up only — settings, logs, store, rules, actors, HTTP.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context as _;
+
+use crate::actors::{checkpoint, Runtime, RuntimeConfig};
+use crate::api::{self, ApiLimits, AppState};
+use crate::catalog::Catalog;
+use crate::ingest::{DecodeLimits, IngestConfig};
+use crate::settings::{std_duration, LogFormat, Settings};
+use crate::store::{Store, StoreConfig};
+use crate::telemetry;
+
+/// Flags of `cepheus serve`; each also has an environment variable, and
+/// both win over the config file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "CEPHEUS_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "CEPHEUS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Folder of rule files to load at start.
+    #[arg(long, env = "CEPHEUS_RULES", value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// TOML config file (see docs/configuration.md).
+    #[arg(long, env = "CEPHEUS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format [default: human].
+    #[arg(long, env = "CEPHEUS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `cepheus=debug` [default: info; RUST_LOG wins].
+    #[arg(long, env = "CEPHEUS_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+impl ServeArgs {
+    /// The settings: defaults, then the config file, then these flags.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let mut settings = match &self.config {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        if let Some(listen) = &self.listen {
+            settings.listen = listen.clone();
+        }
+        if let Some(dir) = &self.data_dir {
+            settings.data_dir = dir.clone();
+        }
+        if let Some(dir) = &self.rules {
+            settings.rules_dir = Some(dir.clone());
+        }
+        if let Some(format) = self.log_format {
+            settings.log_format = format;
+        }
+        if let Some(level) = &self.log {
+            settings.log_level = level.clone();
+        }
+        Ok(settings)
+    }
+}
+
+/// Runs the service until SIGTERM or SIGINT.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    init_logs(&settings);
+    let metrics = telemetry::install();
+    actix_web::rt::System::new().block_on(serve(settings, metrics))
+}
+
+fn init_logs(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let _ = match settings.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
+    let store = Store::open(&StoreConfig {
+        path: settings.data_dir.clone(),
+        cache_bytes: settings.storage.cache_bytes,
+        partitions: settings.partitions,
+    })?;
+    let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
+    let runtime = Runtime::new(
+        store,
+        catalog.rule_set(),
+        settings.engine.clone(),
+        RuntimeConfig {
+            arbiters: settings.arbiters.max(1),
+            passivate_after: std_duration(settings.timing.passivate_after),
+            timer_tick: std_duration(settings.timing.timer_tick).max(std::time::Duration::from_millis(1)),
+            checkpoint_interval: std_duration(settings.timing.checkpoint_interval)
+                .max(std::time::Duration::from_millis(10)),
+            max_inflight_events: settings.limits.max_inflight_events,
+            alert_backlog: settings.limits.subscriber_backlog,
+        },
+    );
+    if let Some(dir) = &settings.rules_dir {
+        let changed = catalog.load_dir(&runtime, dir).map_err(|problems| {
+            anyhow::anyhow!("the rules in {} are invalid:\n  {}", dir.display(), problems.join("\n  "))
+        })?;
+        tracing::info!(dir = %dir.display(), changed, "loaded rule files");
+    }
+    let replayed = runtime.start().await.context("recovery failed")?;
+    tracing::info!(
+        listen = %settings.listen,
+        data_dir = %settings.data_dir.display(),
+        rules = catalog.list().len(),
+        replayed,
+        "cepheus is serving"
+    );
+
+    let state = web::Data::new(AppState {
+        runtime: Arc::clone(&runtime),
+        catalog,
+        limits: ApiLimits {
+            max_body_bytes: settings.limits.max_body_bytes,
+            decode: DecodeLimits {
+                max_events: settings.limits.max_events_per_request,
+                event: settings.limits.event.clone(),
+            },
+            ingest: IngestConfig {
+                dedup_horizon: settings.timing.dedup_horizon,
+            },
+            max_page: settings.limits.max_page,
+            max_subscribers: settings.limits.max_subscribers,
+            max_rule_bytes: settings.limits.rules.max_rule_bytes,
+        },
+        metrics,
+    });
+    let workers = settings.http_workers.max(1);
+    HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(api::record_latency))
+            .configure(api::configure)
+            .default_service(web::to(api::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(std_duration(settings.timing.shutdown_grace).as_secs().max(1))
+    .bind(&settings.listen)
+    .with_context(|| format!("cannot listen on {}", settings.listen))?
+    .run()
+    .await?;
+
+    tracing::info!("shutting down: persisting entity state");
+    checkpoint::checkpoint(&runtime).await.context("final checkpoint failed")?;
+    runtime.store.flush_blocking()?;
+    tracing::info!("stopped");
+    Ok(())
+}
