@@ -188,7 +188,13 @@ fn int_vs_double(i: i128, d: f64) -> Option<Ordering> {
 pub(crate) fn contains(container: &Val<'_>, needle: &Val<'_>) -> Result<bool, EvalError> {
     match container {
         Val::List(list) => Ok(list.iter().any(|item| equals(&item, needle))),
-        Val::Map(map) => Ok(map.contains_key(needle) || numeric_key_match(map, needle)),
+        Val::Map(map) => match needle {
+            Val::Str(_) | Val::Int(_) | Val::Uint(_) | Val::Bool(_) | Val::Double(_) => {
+                Ok(map.contains_key(needle) || numeric_key_match(map, needle))
+            }
+            // As CEL: a value that cannot be a key is an error, not absent.
+            _ => Err(EvalError::WrongTypes("in")),
+        },
         _ => Err(EvalError::WrongTypes("in")),
     }
 }
