@@ -48,7 +48,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 fn arb_object() -> impl Strategy<Value = Map<String, Value>> {
-    prop::collection::btree_map("a|b|c|x|amount|tier|items", arb_json(), 0..6).prop_map(|m| m.into_iter().collect())
+    prop::collection::btree_map("a|b|c|x|amount|tier|items", arb_json(), 0..6)
+        .prop_map(|m| m.into_iter().collect())
 }
 
 const LEAVES: &[&str] = &[
@@ -127,7 +128,8 @@ fn arb_expr() -> impl Strategy<Value = String> {
         prop_oneof![
             (inner.clone(), prop::sample::select(BINARY), inner.clone())
                 .prop_map(|(a, op, b)| format!("{a} {op} {b}")),
-            (prop::sample::select(CALLS), inner.clone()).prop_map(|(call, a)| call.replace("{}", &a)),
+            (prop::sample::select(CALLS), inner.clone())
+                .prop_map(|(call, a)| call.replace("{}", &a)),
             (inner.clone(), inner.clone(), inner).prop_map(|(c, a, b)| format!("{c} ? {a} : {b}")),
         ]
     })
@@ -162,7 +164,11 @@ struct World {
 }
 
 impl World {
-    fn new(data: Map<String, Value>, bound_data: Map<String, Value>, entity: Map<String, Value>) -> World {
+    fn new(
+        data: Map<String, Value>,
+        bound_data: Map<String, Value>,
+        entity: Map<String, Value>,
+    ) -> World {
         World {
             current: Event {
                 id: Some("e-2".into()),
@@ -203,7 +209,12 @@ impl World {
         let json = e.json(&ctx);
         prop_assert_eq!(e.matches(&ctx), json == Some(Value::Bool(true)));
         if let Some(n) = e.number(&ctx) {
-            prop_assert!(matches!(json, Some(Value::Number(_))), "number {} but json {:?}", n, json);
+            prop_assert!(
+                matches!(json, Some(Value::Number(_))),
+                "number {} but json {:?}",
+                n,
+                json
+            );
         }
         if let Some(Value::String(s)) = &json {
             // A string's text is itself (timestamps and durations are
@@ -269,8 +280,18 @@ proptest! {
 // cepheus deliberately mixes them with integers where CEL refuses.
 
 const DATA_LEAVES: &[&str] = &[
-    "data.i", "data.j", "data.zero", "data.big", "data.s", "data.t", "data.b", "data.f", "data.l", "data.m",
-    "data.nil", "data.missing",
+    "data.i",
+    "data.j",
+    "data.zero",
+    "data.big",
+    "data.s",
+    "data.t",
+    "data.b",
+    "data.f",
+    "data.l",
+    "data.m",
+    "data.nil",
+    "data.missing",
 ];
 
 const DATA_CALLS: &[&str] = &[
@@ -297,8 +318,10 @@ fn arb_data_expr() -> impl Strategy<Value = String> {
         prop_oneof![
             (inner.clone(), prop::sample::select(BINARY), inner.clone())
                 .prop_map(|(a, op, b)| format!("({a} {op} {b})")),
-            (prop::sample::select(DATA_CALLS), inner.clone()).prop_map(|(call, a)| call.replace("{}", &a)),
-            (inner.clone(), inner.clone(), inner).prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
+            (prop::sample::select(DATA_CALLS), inner.clone())
+                .prop_map(|(call, a)| call.replace("{}", &a)),
+            (inner.clone(), inner.clone(), inner)
+                .prop_map(|(c, a, b)| format!("({c} ? {a} : {b})")),
         ]
     })
 }
@@ -339,7 +362,8 @@ fn to_cel(value: &Value) -> cel::Value {
         Value::String(s) => cel::Value::String(Arc::new(s.clone())),
         Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
         Value::Object(map) => {
-            let entries: HashMap<String, cel::Value> = map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
+            let entries: HashMap<String, cel::Value> =
+                map.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
             cel::Value::from(entries)
         }
     }

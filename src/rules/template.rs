@@ -76,10 +76,17 @@ impl Template {
                     Err(inner_errors) => {
                         // Columns inside the placeholder, shifted to the whole text.
                         let shift = column(text, offset + inner_start) - 1;
-                        errors.extend(inner_errors.into_iter().map(|e| ExprError {
-                            column: e.column.map(|c| c + shift),
-                            ..e
-                        }));
+                        for e in inner_errors {
+                            let e = ExprError {
+                                column: e.column.map(|c| c + shift),
+                                ..e
+                            };
+                            // NB: problems with the scope itself come back from
+                            // every placeholder; report them once.
+                            if !errors.contains(&e) {
+                                errors.push(e);
+                            }
+                        }
                     }
                 }
             }
@@ -271,6 +278,17 @@ mod tests {
             render(&template, &event(json!({})), &[], &[]),
             "élogin_successé"
         );
+    }
+
+    #[test]
+    fn scope_problems_are_reported_once() {
+        let scope = Scope {
+            bindings: vec![Arc::from("data")],
+            variables: Vec::new(),
+        };
+        let errors =
+            Template::compile("{{key}} {{key}}", &scope, &ExprLimits::default()).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
     }
 
     #[test]

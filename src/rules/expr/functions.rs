@@ -231,7 +231,9 @@ fn to_int(v: Val<'_>) -> Result<Val<'_>, EvalError> {
         Val::Uint(u) => i64::try_from(u).map(Val::Int).map_err(|_| bad),
         // NB: truncates toward zero; the upper bound 2^63 is exclusive because
         // it does not fit, the lower bound -2^63 is i64::MIN.
-        Val::Double(d) if d >= -9_223_372_036_854_775_808.0 && d < 9_223_372_036_854_775_808.0 => {
+        Val::Double(d)
+            if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&d) =>
+        {
             Ok(Val::Int(d as i64))
         }
         Val::Str(s) => s.trim().parse().map(Val::Int).map_err(|_| bad),
