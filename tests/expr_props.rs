@@ -3,6 +3,8 @@
 //! agree with each other, and on a well-understood subset the evaluator
 //! agrees with the `cel` crate's own interpreter (the reference model).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -410,5 +412,86 @@ proptest! {
             }
         };
         prop_assert_eq!(actual, expected, "`{}`", source);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The hot path does not allocate.
+
+/// Counts this thread's allocations, so that a test can check a call makes none.
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: delegates every operation to the system allocator unchanged.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // NB: `try_with`, as the allocator may run while the thread's
+        // locals are being torn down.
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[test]
+fn typical_predicates_do_not_allocate() {
+    let world = World::new(
+        json!({"amount": 1500, "currency": "EUR", "ip": "10.0.0.1", "tags": ["a", "b"], "nested": {"x": 1.5}})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        json!({"ip": "10.0.0.2"}).as_object().cloned().unwrap_or_default(),
+        json!({"tier": "gold"}).as_object().cloned().unwrap_or_default(),
+    );
+    let bindings = [
+        Binding {
+            count: 3,
+            first: Some(&world.bound),
+            last: Some(&world.bound),
+        },
+        Binding::default(),
+    ];
+    let ctx = EvalContext {
+        key: "k",
+        event: Some(&world.current),
+        entity: &world.entity,
+        bindings: &bindings,
+        variables: &world.variables,
+    };
+    for source in [
+        r#"type == "transfer" && data.amount > 1000 && data.currency == "EUR""#,
+        "type in ['a', 'transfer'] && entity.tier in ['gold', 'vip']",
+        "data.ip != failures.last.data.ip && failures.count >= 3",
+        "has(data.amount) && !has(data.missing) && data.nested.x < 2",
+        "data.missing > 1 || data['amount'] == 1500.0",
+        "'b' in data.tags && size(data.tags) == 2 && data.ip.startsWith('10.')",
+        "data.amount > threshold ? data.currency.matches('^E') : false",
+        "time - failures.first.time < duration('15m') && key == 'k'",
+    ] {
+        let e = compile(source, &scope(), &ExprLimits::default()).expect("compiles");
+        // NB: warm up once: a regex allocates its per-thread search cache
+        // on first use.
+        assert!(e.matches(&ctx), "`{source}` should match");
+        let mut matched = false;
+        let allocations = allocations_during(|| matched = e.matches(&ctx));
+        assert!(matched, "`{source}` should match");
+        assert_eq!(allocations, 0, "`{source}` allocated");
     }
 }

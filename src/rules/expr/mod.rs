@@ -203,10 +203,15 @@ pub struct EvalContext<'a> {
 /// A compiled expression. Cheap to clone (the compiled tree is shared).
 ///
 /// # Invariants
-/// Evaluation reads only the [`EvalContext`], never panics, and for a
-/// predicate made of field reads, comparisons, `in` over literals and the
-/// string functions (other than `lowerAscii`/`upperAscii`, `+` on strings)
-/// allocates nothing.
+/// Evaluation reads only the [`EvalContext`] and never panics.
+/// [`Expr::matches`] allocates nothing for predicates made of field reads,
+/// comparisons, `&&`, `||`, `!`, `?:`, `has()`, `size()`, `startsWith()` and
+/// the like, and `in` against a constant list or a list or map from the
+/// event; `matches()` joins them once its regex has built its per-thread
+/// cache. A test in `tests/expr_props.rs` checks this. Computed values do
+/// allocate: strings built with `+`, `lowerAscii()` or `upperAscii()`, list
+/// literals that are not constant, and the results of `map()` and
+/// `filter()`.
 #[derive(Clone)]
 pub struct Expr {
     inner: Arc<Compiled>,
