@@ -95,10 +95,10 @@ impl SequencePlan {
                 }
             }
         }
-        if message.is_some() {
-            // NB: templates do not (yet) say which steps they read; keeping
-            // every step's first and last event is the safe choice.
-            keep_events.iter_mut().for_each(|k| *k = true);
+        for slot in message.map(Template::binding_slots).unwrap_or_default() {
+            if slot < n {
+                keep_events[slot] = true;
+            }
         }
         let last_positive = pattern.steps.iter().rposition(|s| !s.negated).unwrap_or(0);
         SequencePlan {
