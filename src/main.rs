@@ -18,6 +18,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Token { name, scopes } => match cepheus::api::auth::new_token() {
+            Ok((token, hash)) => {
+                println!("token (give this to the client; it is shown once):\n  {token}\n");
+                println!("config entry (the hash only):\n[[auth.tokens]]\nname = {name:?}\nsha256 = \"{hash}\"\nscopes = {scopes:?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("cepheus: cannot read randomness: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Openapi { output } => {
             let json = cepheus::api::docs::openapi_json();
             let written = match output {

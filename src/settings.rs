@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::auth::TokenConfig;
 use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::rules::limits::RuleLimits;
@@ -52,6 +53,32 @@ pub struct Settings {
     pub timing: Timing,
     /// Storage settings.
     pub storage: Storage,
+    /// API tokens.
+    pub auth: AuthSettings,
+    /// TLS certificate and key; plain HTTP when absent.
+    pub tls: Option<TlsSettings>,
+    /// Listen on a non-loopback address without tokens (default false:
+    /// refused, so an open API is never exposed by accident).
+    pub insecure: bool,
+}
+
+/// API tokens (see `src/api/auth.rs`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The tokens, as `[[auth.tokens]]` tables with `name`, `sha256` and
+    /// `scopes` (`cepheus token` prints one). None: the API is open.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// TLS with rustls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file of the certificate chain.
+    pub cert: PathBuf,
+    /// PEM file of the private key.
+    pub key: PathBuf,
 }
 
 /// Limits on requests, events and rules.
@@ -118,6 +145,9 @@ impl Default for Settings {
             limits: Limits::default(),
             timing: Timing::default(),
             storage: Storage::default(),
+            auth: AuthSettings::default(),
+            tls: None,
+            insecure: false,
         }
     }
 }

@@ -17,6 +17,7 @@
 //! | `GET /openapi.json`, `GET /docs/` | [`docs`] |
 
 pub mod alerts;
+pub mod auth;
 pub mod clock;
 pub mod deadletters;
 pub mod docs;

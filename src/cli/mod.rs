@@ -25,6 +25,16 @@ pub enum Command {
     /// Run the service (embedded defaults: sled in ./data, listening on
     /// 127.0.0.1:8080).
     Serve(serve::ServeArgs),
+    /// Make a new API token: prints the token (give it to the client) and
+    /// the `[[auth.tokens]]` entry with its hash (put it in the config file).
+    Token {
+        /// A name for the client the token is for.
+        #[arg(long, default_value = "client")]
+        name: String,
+        /// Scopes, comma-separated: ingest, read, admin.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        scopes: Vec<String>,
+    },
     /// Print the OpenAPI document (JSON) of the HTTP API.
     Openapi {
         /// Write it to this file instead of standard output.

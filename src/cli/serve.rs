@@ -10,7 +10,8 @@ use crate::actors::{checkpoint, Runtime, RuntimeConfig};
 use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
 use crate::ingest::{DecodeLimits, IngestConfig};
-use crate::settings::{std_duration, LogFormat, Settings};
+use crate::api::auth::{self, Auth};
+use crate::settings::{std_duration, LogFormat, Settings, TlsSettings};
 use crate::store::{Store, StoreConfig};
 use crate::telemetry;
 
@@ -36,6 +37,15 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `cepheus=debug` [default: info; RUST_LOG wins].
     #[arg(long, env = "CEPHEUS_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "CEPHEUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "CEPHEUS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Allow listening on a non-loopback address with no API tokens configured.
+    #[arg(long, env = "CEPHEUS_INSECURE")]
+    pub insecure: bool,
 }
 
 impl ServeArgs {
@@ -60,6 +70,13 @@ impl ServeArgs {
         if let Some(level) = &self.log {
             settings.log_level = level.clone();
         }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            settings.tls = Some(TlsSettings {
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+        }
+        settings.insecure |= self.insecure;
         Ok(settings)
     }
 }
@@ -83,6 +100,9 @@ fn init_logs(settings: &Settings) {
 }
 
 async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
+    let access = Auth::new(&settings.auth.tokens)?;
+    refuse_open_exposure(&settings, &access)?;
+    let tls = settings.tls.as_ref().map(tls_config).transpose()?;
     let store = Store::open(&StoreConfig {
         path: settings.data_dir.clone(),
         cache_bytes: settings.storage.cache_bytes,
@@ -137,23 +157,66 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
         metrics,
     });
     let workers = settings.http_workers.max(1);
-    HttpServer::new(move || {
+    let access = web::Data::new(access);
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(access.clone())
+            .wrap(middleware::from_fn(auth::require_token))
             .wrap(middleware::from_fn(api::record_latency))
             .configure(api::configure)
             .default_service(web::to(api::not_found))
     })
     .workers(workers)
-    .shutdown_timeout(std_duration(settings.timing.shutdown_grace).as_secs().max(1))
-    .bind(&settings.listen)
-    .with_context(|| format!("cannot listen on {}", settings.listen))?
-    .run()
-    .await?;
+    .shutdown_timeout(std_duration(settings.timing.shutdown_grace).as_secs().max(1));
+    let server = match tls {
+        Some(config) => server.bind_rustls_0_23(&settings.listen, config),
+        None => server.bind(&settings.listen),
+    }
+    .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    server.run().await?;
 
     tracing::info!("shutting down: persisting entity state");
     checkpoint::checkpoint(&runtime).await.context("final checkpoint failed")?;
     runtime.store.flush_blocking()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Refuses to expose an open API: a non-loopback address needs tokens, or
+/// `--insecure` to say the exposure is meant.
+fn refuse_open_exposure(settings: &Settings, access: &Auth) -> anyhow::Result<()> {
+    if access.enabled() || settings.insecure {
+        return Ok(());
+    }
+    let addresses: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&settings.listen)
+        .with_context(|| format!("cannot resolve the listen address {}", settings.listen))?
+        .collect();
+    if addresses.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to listen on {} with no API tokens: anyone who can reach it could read and change everything. \
+         Configure tokens ([[auth.tokens]] in the config file; `cepheus token` makes one), \
+         or pass --insecure if an open API is what you want",
+        settings.listen
+    )
+}
+
+/// The rustls configuration for a certificate chain and key in PEM files.
+fn tls_config(tls: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&tls.cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("cannot read the TLS certificate {}", tls.cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&tls.key)
+        .with_context(|| format!("cannot read the TLS key {}", tls.key.display()))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not fit together")?;
+    Ok(config)
 }
