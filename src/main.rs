@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cepheus::cli::{check, serve, Cli, Command};
+use cepheus::cli::{check, load, serve, Cli, Command};
 use cepheus::rules::RuleLimits;
 
 fn main() -> ExitCode {
@@ -15,6 +15,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cepheus: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Load(args) => match load::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cepheus load: {e:#}");
                 ExitCode::FAILURE
             }
         },

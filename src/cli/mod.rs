@@ -4,6 +4,7 @@
 //! subcommand is a new variant here and a new module beside `check`.
 
 pub mod check;
+pub mod load;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,
     },
+    /// Drive a running server with a synthetic keyed workload and report
+    /// events/s, request latency and POST→alert latency (see BENCHMARKS.md).
+    Load(load::LoadArgs),
     /// Print the OpenAPI document (JSON) of the HTTP API.
     Openapi {
         /// Write it to this file instead of standard output.
