@@ -39,9 +39,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Log filter, `tracing` syntax (default `info`; `RUST_LOG` wins).
     pub log_level: String,
-    /// Threads for entity actors (default: one per core).
+    /// Threads for entity actors (default 0: one per core).
     pub arbiters: usize,
-    /// Threads serving HTTP (default: one per core).
+    /// Threads serving HTTP (default 0: one per core).
     pub http_workers: usize,
     /// Partitions of the key space (default 64; fixed once data exists).
     pub partitions: u16,
@@ -131,15 +131,14 @@ pub struct Storage {
 
 impl Default for Settings {
     fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Settings {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./data"),
             rules_dir: None,
             log_format: LogFormat::Human,
             log_level: "info".into(),
-            arbiters: cores,
-            http_workers: cores,
+            arbiters: 0,
+            http_workers: 0,
             partitions: 64,
             engine: EngineConfig::default(),
             limits: Limits::default(),
@@ -206,6 +205,15 @@ impl Settings {
     }
 }
 
+/// `n`, or the number of cores when `n` is 0.
+pub fn or_cores(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(2, |c| c.get())
+    }
+}
+
 /// std's duration from ours (negative becomes zero).
 pub fn std_duration(d: Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.millis().max(0) as u64)
@@ -232,6 +240,20 @@ mod tests {
         assert_eq!(settings.timing.timer_tick, Duration(100));
         assert_eq!(settings.limits.event.max_key_bytes, 64);
         assert_eq!(settings.limits.event.max_type_bytes, 128);
+    }
+
+    #[test]
+    fn the_documented_defaults_are_the_defaults() {
+        let doc = include_str!("../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("docs/configuration.md has a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("the block ends");
+        let documented: Settings = toml::from_str(&doc[start..end]).expect("the documented block parses");
+        assert_eq!(
+            documented,
+            Settings::default(),
+            "docs/configuration.md is stale; the defaults are:\n{}",
+            toml::to_string(&Settings::default()).unwrap_or_default()
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
 use crate::ingest::{DecodeLimits, IngestConfig};
 use crate::api::auth::{self, Auth};
-use crate::settings::{std_duration, LogFormat, Settings, TlsSettings};
+use crate::settings::{or_cores, std_duration, LogFormat, Settings, TlsSettings};
 use crate::store::{Store, StoreConfig};
 use crate::telemetry;
 
@@ -114,7 +114,7 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
         catalog.rule_set(),
         settings.engine.clone(),
         RuntimeConfig {
-            arbiters: settings.arbiters.max(1),
+            arbiters: or_cores(settings.arbiters),
             passivate_after: std_duration(settings.timing.passivate_after),
             timer_tick: std_duration(settings.timing.timer_tick).max(std::time::Duration::from_millis(1)),
             checkpoint_interval: std_duration(settings.timing.checkpoint_interval)
@@ -156,7 +156,7 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
         },
         metrics,
     });
-    let workers = settings.http_workers.max(1);
+    let workers = or_cores(settings.http_workers);
     let access = web::Data::new(access);
     let server = HttpServer::new(move || {
         App::new()

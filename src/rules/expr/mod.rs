@@ -147,6 +147,7 @@ pub const BUILTIN_NAMES: [&str; 6] = ["type", "key", "time", "id", "data", "enti
 
 /// Limits on one expression, checked at compile time.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExprLimits {
     /// Longest expression source, in bytes.
     pub max_length: usize,
