@@ -82,6 +82,11 @@ pub struct EntityActor {
     live_timer: Option<Timestamp>,
     /// Changed since the last snapshot.
     dirty: bool,
+    /// False once the entity's state may disagree with the store (its
+    /// snapshot could not be read, or its alerts could not be logged): it
+    /// keeps working in memory but never writes a snapshot, so replay from
+    /// the last checkpoint can still redo what it did.
+    persistable: bool,
     last_active: Instant,
 }
 
@@ -98,6 +103,7 @@ impl EntityActor {
             stored_timer: None,
             live_timer: None,
             dirty: false,
+            persistable: true,
             last_active: Instant::now(),
         }
     }
@@ -117,7 +123,7 @@ impl EntityActor {
                 // keeps the fresh state in memory only and never persists.
                 tracing::error!(key = %self.key, error = %e, "cannot restore entity; it will not be persisted");
                 telemetry::snapshot_restore_failed();
-                self.applied = (u64::MAX, u32::MAX);
+                self.persistable = false;
             }
         }
         if let Some(floor) = self.runtime.clock_floor() {
@@ -179,7 +185,7 @@ impl EntityActor {
             // log. The entity must not persist past this point, or the alert
             // would be lost; replay from the checkpoint recreates it.
             tracing::error!(key = %self.key, error = %e, "cannot record alerts; entity stops persisting");
-            self.applied = (u64::MAX, u32::MAX);
+            self.persistable = false;
         }
     }
 
@@ -231,7 +237,7 @@ impl EntityActor {
 
     /// The snapshot to write, if anything changed since the last one.
     fn snapshot(&mut self) -> Option<SnapshotWrite> {
-        if !self.dirty || self.applied.0 == u64::MAX {
+        if !self.dirty || !self.persistable {
             return None;
         }
         let timer_due = self.wall_due();
