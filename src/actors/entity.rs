@@ -263,7 +263,9 @@ impl EntityActor {
     /// Passivates when idle: snapshot first, then leave the router only if
     /// no message arrived meanwhile (see the router's invariants).
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
-        if self.last_active.elapsed() < self.runtime.config.passivate_after {
+        // An entity that cannot persist stays in memory: dropping it would
+        // forget what it did since its last good snapshot.
+        if !self.persistable || self.last_active.elapsed() < self.runtime.config.passivate_after {
             return;
         }
         // Keep an entity whose timer is about to fire: waking it from disk
