@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cepheus::cli::{check, load, serve, Cli, Command};
+use cepheus::cli::{check, load, replay, serve, Cli, Command};
 use cepheus::rules::RuleLimits;
 
 fn main() -> ExitCode {
@@ -15,6 +15,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("cepheus: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Replay(args) => match replay::run(&args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("cepheus replay: {e:#}");
                 ExitCode::FAILURE
             }
         },

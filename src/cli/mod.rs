@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod load;
+pub mod replay;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub enum Command {
         #[arg(long, value_delimiter = ',', default_value = "read")]
         scopes: Vec<String>,
     },
+    /// Run rules over a file of events offline, on event time, and print
+    /// the alerts as NDJSON (deterministic: the same input gives the same output).
+    Replay(replay::ReplayArgs),
     /// Drive a running server with a synthetic keyed workload and report
     /// events/s, request latency and POST→alert latency (see BENCHMARKS.md).
     Load(load::LoadArgs),
