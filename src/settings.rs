@@ -53,6 +53,8 @@ pub struct Settings {
     pub timing: Timing,
     /// Storage settings.
     pub storage: Storage,
+    /// How much of the accepted event log is kept (for backtests).
+    pub history: History,
     /// API tokens.
     pub auth: AuthSettings,
     /// TLS certificate and key; plain HTTP when absent.
@@ -60,6 +62,31 @@ pub struct Settings {
     /// Listen on a non-loopback address without tokens (default false:
     /// refused, so an open API is never exposed by accident).
     pub insecure: bool,
+}
+
+/// Retention of the accepted event log: in the background, the oldest
+/// records are removed while they are older than `retention` or the log is
+/// over `max_bytes`; records after the last checkpoint are always kept
+/// (recovery needs them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct History {
+    /// Keep accepted events this long (default `7d`).
+    pub retention: Duration,
+    /// Keep at most this many bytes of log (default 10 GiB).
+    pub max_bytes: u64,
+    /// How often the log is compacted (default `1m`).
+    pub compact_every: Duration,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            compact_every: Duration::from_secs(60),
+        }
+    }
 }
 
 /// API tokens (see `src/api/auth.rs`).
@@ -144,6 +171,7 @@ impl Default for Settings {
             limits: Limits::default(),
             timing: Timing::default(),
             storage: Storage::default(),
+            history: History::default(),
             auth: AuthSettings::default(),
             tls: None,
             insecure: false,

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod checkpoint;
 pub mod entity;
+mod maintenance;
 pub mod router;
 pub mod timers;
 
@@ -42,6 +43,32 @@ pub struct RuntimeConfig {
     pub max_inflight_events: usize,
     /// Capacity of the live alert broadcast (per-subscriber backlog).
     pub alert_backlog: usize,
+    /// Upkeep of the store.
+    pub upkeep: Upkeep,
+}
+
+/// Background upkeep settings.
+#[derive(Debug, Clone)]
+pub struct Upkeep {
+    /// How often upkeep runs.
+    pub every: std::time::Duration,
+    /// Keep accepted events this long.
+    pub retention: crate::time::Duration,
+    /// Keep at most this many bytes of event log.
+    pub max_log_bytes: u64,
+    /// Forget event ids older than this.
+    pub dedup_horizon: crate::time::Duration,
+}
+
+impl Default for Upkeep {
+    fn default() -> Self {
+        Upkeep {
+            every: std::time::Duration::from_secs(60),
+            retention: crate::time::Duration::from_secs(7 * 24 * 3600),
+            max_log_bytes: 10 * 1024 * 1024 * 1024,
+            dedup_horizon: crate::time::Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -53,6 +80,7 @@ impl Default for RuntimeConfig {
             checkpoint_interval: std::time::Duration::from_secs(5),
             max_inflight_events: 1_000_000,
             alert_backlog: 1024,
+            upkeep: Upkeep::default(),
         }
     }
 }
@@ -149,6 +177,7 @@ impl Runtime {
         actix::spawn(timers::run(Arc::clone(self)));
         actix::spawn(alerts::run_publisher(Arc::clone(self)));
         actix::spawn(checkpoint::run(Arc::clone(self)));
+        actix::spawn(maintenance::run(Arc::clone(self)));
         self.set_ready();
         Ok(replayed)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
-use crate::actors::{checkpoint, Runtime, RuntimeConfig};
+use crate::actors::{checkpoint, Runtime, RuntimeConfig, Upkeep};
 use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
 use crate::ingest::{DecodeLimits, IngestConfig};
@@ -121,6 +121,12 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
                 .max(std::time::Duration::from_millis(10)),
             max_inflight_events: settings.limits.max_inflight_events,
             alert_backlog: settings.limits.subscriber_backlog,
+            upkeep: Upkeep {
+                every: std_duration(settings.history.compact_every).max(std::time::Duration::from_millis(10)),
+                retention: settings.history.retention,
+                max_log_bytes: settings.history.max_bytes,
+                dedup_horizon: settings.timing.dedup_horizon,
+            },
         },
     );
     if let Some(dir) = &settings.rules_dir {

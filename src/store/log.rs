@@ -27,15 +27,23 @@ record!(LogRecord, "event log batch", 1);
 pub struct EventLog {
     tree: sled::Tree,
     next: AtomicU64,
+    /// Bytes of the records held (their encoded size), kept up to date by
+    /// `append` and `remove_through` and counted once at open.
+    bytes: AtomicU64,
 }
 
 impl EventLog {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<EventLog> {
         let tree = db.open_tree("log")?;
         let next = tree.last()?.and_then(|(k, _)| read_be(&k)).map_or(1, |s| s + 1);
+        let mut bytes = 0u64;
+        for item in tree.iter() {
+            bytes += item?.1.len() as u64;
+        }
         Ok(EventLog {
             tree,
             next: AtomicU64::new(next),
+            bytes: AtomicU64::new(bytes),
         })
     }
 
@@ -47,8 +55,10 @@ impl EventLog {
     pub fn append(&self, record: &LogRecord) -> StoreResult<u64> {
         let bytes = encode(record)?;
         let seq = self.next.load(Ordering::Acquire);
+        let size = bytes.len() as u64;
         self.tree.insert(be(seq), bytes)?;
         self.next.store(seq + 1, Ordering::Release);
+        self.bytes.fetch_add(size, Ordering::AcqRel);
         Ok(seq)
     }
 
@@ -77,17 +87,48 @@ impl EventLog {
     /// Removes records with seq `<= through`; returns how many.
     pub fn remove_through(&self, through: u64) -> StoreResult<usize> {
         let mut removed = 0;
+        let mut freed = 0u64;
         let mut batch = sled::Batch::default();
         for item in self.tree.range(..=be(through)) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             batch.remove(k);
+            freed += v.len() as u64;
             removed += 1;
             if removed % 10_000 == 0 {
                 self.tree.apply_batch(std::mem::take(&mut batch))?;
             }
         }
         self.tree.apply_batch(batch)?;
+        self.bytes.fetch_sub(freed.min(self.bytes.load(Ordering::Acquire)), Ordering::AcqRel);
         Ok(removed)
+    }
+
+    /// Removes the oldest records while they are older than `oldest` or the
+    /// log holds more than `max_bytes`, but never a record after `keep_after`
+    /// (the checkpoint: later records are needed for recovery). Returns how
+    /// many records were removed.
+    pub fn compact(&self, oldest: Timestamp, max_bytes: u64, keep_after: u64) -> StoreResult<usize> {
+        let mut through = 0;
+        let mut bytes = self.bytes.load(Ordering::Acquire);
+        for item in self.tree.range(..=be(keep_after)) {
+            let (k, v) = item?;
+            let seq = read_be(&k).unwrap_or(0);
+            let record: LogRecord = decode(&v)?;
+            if record.accepted_at >= oldest && bytes <= max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_sub(v.len() as u64);
+            through = seq;
+        }
+        if through == 0 {
+            return Ok(0);
+        }
+        self.remove_through(through)
+    }
+
+    /// Bytes the records take (encoded).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
     }
 
     /// Number of records held.
