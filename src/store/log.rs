@@ -141,3 +141,35 @@ impl EventLog {
         self.tree.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(at: i64) -> LogRecord {
+        LogRecord {
+            events: vec![],
+            accepted_at: Timestamp(at),
+        }
+    }
+
+    #[test]
+    fn compaction_removes_old_records_but_never_past_the_checkpoint() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let log = EventLog::open(&db).unwrap();
+        for at in [10, 20, 30, 40, 50] {
+            log.append(&record(at)).unwrap();
+        }
+        let per_record = log.bytes() / 5;
+        // Older than 35, but only up to the checkpoint at seq 2.
+        assert_eq!(log.compact(Timestamp(35), u64::MAX, 2).unwrap(), 2);
+        assert_eq!(log.first().unwrap().unwrap().0, 3);
+        // Checkpoint moved on: records 3 (30 < 35) goes; 4 and 5 stay.
+        assert_eq!(log.compact(Timestamp(35), u64::MAX, 5).unwrap(), 1);
+        // Over the size limit: the oldest go until it fits.
+        assert_eq!(log.compact(Timestamp(0), per_record, 5).unwrap(), 1);
+        assert_eq!(log.first().unwrap().unwrap().0, 5);
+        assert_eq!(log.bytes(), per_record);
+        assert_eq!(log.next_seq(), 6);
+    }
+}
