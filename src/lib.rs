@@ -10,6 +10,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod backtest;
 pub mod catalog;
 pub mod cli;
 pub mod engine;
