@@ -117,7 +117,7 @@ impl Auth {
 /// The scope a route needs; `None` for public routes (health, readiness,
 /// the API description). Kept as one table beside the route table.
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/healthz" | "/readyz" | "/openapi.json") || path == "/docs" || path.starts_with("/docs/") {
+    if matches!(path, "/" | "/healthz" | "/readyz" | "/openapi.json") || path == "/docs" || path.starts_with("/docs/") {
         return None;
     }
     let reading = *method == Method::GET || *method == Method::HEAD;

@@ -15,6 +15,7 @@
 //! | `POST /v1/clock` | [`clock::advance_clock`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
 //! | `GET /openapi.json`, `GET /docs/` | [`docs`] |
+//! | `GET /` | [`page`]: the live page |
 
 pub mod alerts;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod entities;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod page;
 pub mod rules;
 pub mod ws;
 
@@ -87,7 +89,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(entities::configure)
         .configure(clock::configure)
         .configure(health::configure)
-        .configure(docs::configure);
+        .configure(docs::configure)
+        .configure(page::configure);
 }
 
 fn json_error(e: actix_web::error::JsonPayloadError) -> actix_web::Error {
