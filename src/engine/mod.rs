@@ -383,14 +383,20 @@ impl Engine {
     }
 
     /// Re-aligns `state` to this rule set: keeps the state of rules present
-    /// with the same version, drops the rest (a replaced rule starts empty).
+    /// with the same version (or a version the new one continues), drops the
+    /// rest (a replaced rule starts empty unless replaced with `keep`).
     fn align(&self, state: &mut KeyState) {
         if state.ruleset == self.rules.fingerprint {
             return;
         }
         state.rules.retain_mut(|s| match self.rules.by_id.get(&s.rule) {
-            Some(&i) if self.rules.entries[i as usize].rule.version == s.version => {
+            // The same version, or an older one whose state this version
+            // continues (a replacement with the `keep` state policy).
+            Some(&i) if (self.rules.entries[i as usize].rule.state_since..=self.rules.entries[i as usize].rule.version)
+                .contains(&s.version) =>
+            {
                 s.index = i;
+                s.version = self.rules.entries[i as usize].rule.version;
                 true
             }
             _ => false,

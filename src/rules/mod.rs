@@ -17,6 +17,7 @@ pub mod model;
 pub mod parse;
 pub mod problem;
 pub mod schema;
+pub mod shape;
 mod suggest;
 pub mod template;
 

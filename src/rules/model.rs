@@ -65,6 +65,11 @@ pub struct Rule {
     pub id: Arc<str>,
     /// 1 for a new rule, +1 on each replacement.
     pub version: u64,
+    /// The oldest version whose per-key state this version continues: its
+    /// own version, unless it replaced an earlier one with the `keep` state
+    /// policy (see `shape.rs`). Entity state of versions from `state_since`
+    /// to `version` is kept when the rule set changes; older state is dropped.
+    pub state_since: u64,
     /// Severity copied into every alert.
     pub severity: Severity,
     /// Disabled rules keep no state and fire nothing.

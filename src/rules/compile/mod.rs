@@ -96,6 +96,7 @@ pub fn compile(
     Ok(Rule {
         id: Arc::from(document.id.as_str()),
         version,
+        state_since: version,
         severity: document.severity,
         enabled: document.enabled,
         mode: document.mode,
