@@ -420,7 +420,7 @@ impl Engine {
                     || self
                         .rules
                         .get(&s.rule)
-                        .is_some_and(|r| r.version == s.version)
+                        .is_some_and(|r| (r.state_since..=r.version).contains(&s.version))
             })
             .map(|s| RuleView {
                 rule: s.rule.to_string(),
