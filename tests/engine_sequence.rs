@@ -408,6 +408,30 @@ sequence:
     );
 }
 
+#[test]
+fn any_contiguity_with_past_last_event_emits_the_earliest_started_match_whatever_the_branch_order()
+{
+    // Two runs, from a(1) at 0 and a(2) at 1; each b only continues the run
+    // of its own a, and the later-started run branches first. One c then
+    // completes both: the match that started first is emitted.
+    let rule = r#"
+id: abc-any-bound
+sequence:
+  contiguity: any
+  steps:
+    - {name: a, match: type == "a"}
+    - {name: b, match: type == "b" && data.n == a.data.n}
+    - {name: c, match: type == "c"}
+"#;
+    let mut w = World::new(&[rule]);
+    w.send_data("a", 0.0, json!({"n": 1}));
+    w.send_data("a", 1.0, json!({"n": 2}));
+    w.send_data("b", 2.0, json!({"n": 2}));
+    w.send_data("b", 3.0, json!({"n": 1}));
+    let alert = only(w.send("c", 4.0));
+    assert_eq!(event_times(&alert), vec![0.0, 3.0, 4.0]);
+}
+
 // --- negated steps ------------------------------------------------------------
 
 const A_NOT_X_B: &str = r#"
