@@ -87,14 +87,18 @@ fn a_sliding_entry_leaves_when_the_watermark_reaches_its_time_plus_size() {
 }
 
 #[test]
-fn a_sliding_window_is_evaluated_also_when_entries_leave() {
+fn a_sliding_window_is_evaluated_also_when_entries_leave_once_the_watermark_passes_the_instant() {
     let rule = threshold("sliding: 1m", "avg(data.v)", "above: 50");
     let mut w = World::new(&[&rule]);
     assert!(w.send_data("x", 0.0, v(10.0)).is_empty());
     assert!(w.send_data("x", 30.0, v(80.0)).is_empty(), "avg 45");
     assert_eq!(w.state(KEY).next_deadline(), Some(at(60.0)));
-    assert!(w.advance(59.999).is_empty());
-    let alert = only(w.advance(60.0));
+    assert!(
+        w.advance(60.0).is_empty(),
+        "another event at 60 may still come"
+    );
+    assert_eq!(w.state(KEY).next_deadline(), Some(at(60.001)));
+    let alert = only(w.advance(60.001));
     assert_eq!(
         secs(alert.time),
         60.0,
@@ -102,6 +106,45 @@ fn a_sliding_window_is_evaluated_also_when_entries_leave() {
     );
     assert_eq!(value(&alert, "value"), &json!(80));
     assert_eq!(event_times(&alert), vec![30.0]);
+}
+
+#[test]
+fn an_entry_leaving_at_the_instant_another_enters_is_one_change_so_a_steady_stream_fires_once() {
+    // One event every 10 s: every window (t - 1m, t] from 50 s on holds 6.
+    let rule = threshold("sliding: 1m", "count", "at_least: 6");
+    let mut w = World::new(&[&rule]);
+    let mut alerts = Vec::new();
+    for i in 0..=30 {
+        alerts.extend(w.send("x", 10.0 * i as f64));
+    }
+    assert_eq!(times(&alerts), vec![50.0]);
+
+    // The same in the other direction: `below` does not fire as each entry
+    // leaves and the next enters.
+    let rule = threshold("sliding: 1m", "count", "below: 6");
+    let mut w = World::new(&[&rule]);
+    let mut alerts = Vec::new();
+    for i in 0..=30 {
+        alerts.extend(w.send("x", 10.0 * i as f64));
+    }
+    assert_eq!(
+        times(&alerts),
+        vec![0.0],
+        "count 1 at 0 is below 6; from 50 s on it is 6"
+    );
+}
+
+#[test]
+fn an_event_at_an_instant_the_watermark_has_only_reached_is_part_of_it() {
+    let rule = threshold("sliding: 1m", "count", "at_least: 2");
+    let mut w = World::new(&[&rule]);
+    w.send("x", 0.0);
+    assert_eq!(w.send("x", 30.0).len(), 1);
+    assert!(w.advance(60.0).is_empty());
+    assert!(
+        w.send("x", 60.0).is_empty(),
+        "(0, 60] holds 30 and 60: the condition never stopped holding"
+    );
 }
 
 #[test]
@@ -114,6 +157,19 @@ fn on_an_empty_sliding_window_avg_min_and_max_have_no_value() {
         "the empty window's max is not below 5"
     );
     assert_eq!(w.send_data("x", 700.0, v(1.0)).len(), 1);
+}
+
+#[test]
+fn on_an_empty_sliding_window_count_is_zero_so_below_fires_when_the_last_entry_leaves() {
+    let rule = threshold("sliding: 1m", "count", "below: 1");
+    let mut w = World::new(&[&rule]);
+    assert!(w.send("x", 0.0).is_empty());
+    assert!(w.send("x", 30.0).is_empty());
+    assert!(w.advance(90.0).is_empty());
+    let alert = only(w.advance(90.001));
+    assert_eq!(secs(alert.time), 90.0);
+    assert_eq!(value(&alert, "value"), &json!(0));
+    assert!(w.advance(3600.0).is_empty(), "edge-triggered: once");
 }
 
 #[test]
