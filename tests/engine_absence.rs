@@ -184,6 +184,19 @@ fn a_heartbeat_rule_fires_when_the_entity_stops_for_within() {
 }
 
 #[test]
+fn a_heartbeat_exactly_within_after_the_previous_one_is_too_late() {
+    let mut w = World::new(&[HEARTBEAT]);
+    w.send("heartbeat", 0.0);
+    assert!(w.send("heartbeat", 59.999).is_empty());
+    let alert = only(w.send("heartbeat", 119.999));
+    assert_eq!(
+        secs(alert.time),
+        119.999,
+        "a silence of exactly `within` is one"
+    );
+}
+
+#[test]
 fn a_heartbeat_rule_fires_once_per_silence() {
     let mut w = World::new(&[HEARTBEAT]);
     w.send("heartbeat", 0.0);

@@ -303,6 +303,25 @@ fn routes_name_the_events_own_key_then_its_partition_keys() {
 }
 
 #[test]
+fn partition_by_sees_the_event_only_not_the_entitys_attributes() {
+    let rule = r#"
+id: per-region
+partition_by: entity.region
+threshold:
+  match: type == "declined"
+  window: {sliding: 10m}
+  at_least: 1
+"#;
+    let mut w = World::new(&[rule]);
+    w.state("acct-1")
+        .attributes
+        .insert("region".into(), json!("eu"));
+    let e = event("acct-1", "declined", 0.0, json!({}));
+    assert_eq!(w.engine.routes(&e), vec!["acct-1".to_owned()]);
+    assert!(w.route(&e).is_empty());
+}
+
+#[test]
 fn one_event_feeds_its_own_key_and_the_partition_key() {
     let mut w = World::new(&[MERCHANT_DECLINES, ACCOUNT_DECLINES]);
     let mut alerts = Vec::new();
