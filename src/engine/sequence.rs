@@ -37,7 +37,8 @@
 //! the contiguity.
 //!
 //! After a match, `past_last_event` emits the earliest-started completed run
-//! only and discards every other run (all started at or before the match's
+//! only (among branches with the same start, the one whose events come
+//! first, event by event: the match `relaxed` would find) and discards every other run (all started at or before the match's
 //! last event; for a timer-completed match, the deadline counts as its end),
 //! and the completing event starts no new run. `all` emits every completed
 //! run and keeps the others.
@@ -290,7 +291,12 @@ impl SequenceState {
         let mut completed: Vec<Run> = Vec::new();
         let mut kept: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
 
-        for mut run in std::mem::take(&mut self.runs) {
+        let runs = std::mem::take(&mut self.runs);
+        let total = runs.len();
+        for (i, mut run) in runs.into_iter().enumerate() {
+            // NB: runs not visited yet will each be kept too, so they count
+            // against the cap before a branch may be added.
+            let unvisited = total - i - 1;
             let decision = if pattern.any_order {
                 decide_any_order(&mut probe, &run)
             } else {
@@ -304,7 +310,7 @@ impl SequenceState {
                         // The untaken run stays; the taken one is a new branch.
                         let mut branch = run.clone();
                         kept.push(run);
-                        if kept.len() + completed.len() >= cap {
+                        if kept.len() + completed.len() + unvisited >= cap {
                             dropped.partial_matches += 1;
                             continue;
                         }
@@ -325,7 +331,7 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, Some(event), event.time));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, &completed[0], Some(event), event.time));
+                alerts.push(self_alert(env, pattern, preferred(&completed), Some(event), event.time));
                 // Every other run started at or before this event.
                 kept.clear();
                 self.runs = kept;
@@ -383,7 +389,7 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, None, deadline));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, &completed[0], None, deadline));
+                alerts.push(self_alert(env, pattern, preferred(&completed), None, deadline));
                 self.runs.retain(|run| run.min_time > deadline);
             }
         }
@@ -421,6 +427,18 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
     } else {
         done.push(run);
     }
+}
+
+/// The match `past_last_event` emits among runs completed by the same event
+/// or deadline: the earliest-started; among runs with the same start (the
+/// branches of `any` contiguity), the one whose events come first, compared
+/// event by event — the match `relaxed` contiguity would have found.
+fn preferred(completed: &[Run]) -> &Run {
+    let ordinals = |r: &Run| r.explanation.events.iter().map(|e| e.ordinal).collect::<Vec<_>>();
+    completed
+        .iter()
+        .min_by(|a, b| a.first_ordinal.cmp(&b.first_ordinal).then_with(|| ordinals(a).cmp(&ordinals(b))))
+        .expect("called with at least one completed run")
 }
 
 fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {

@@ -9,8 +9,13 @@
 //! **Sliding** (`size`): an entry leaves the window when the watermark
 //! reaches `time + size`, so right after an event at `t` (with no allowed
 //! lateness) the window is `(t - size, t]`. The condition is evaluated after
-//! every entry enters and at every instant entries leave. It fires when it
-//! becomes true (edge-triggered) and re-arms when it becomes false. On an
+//! every entry enters and at every instant entries leave, once every event
+//! of that instant is in: when an event at that instant arrives, or else
+//! when the watermark passes the instant (the alert's time is the instant).
+//! So an entry leaving at the very instant another enters is one change,
+//! and a steady stream at the limit's rate fires once, not at every event.
+//! It fires when it becomes true (edge-triggered) and re-arms when it
+//! becomes false. On an
 //! empty window `count` and `distinct` are 0, `sum` is 0, and `avg`, `min`,
 //! `max` have no value (the condition is false).
 //!
@@ -67,6 +72,11 @@ pub struct SlidingWindow {
     /// The most recent event, for the message template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last: Option<Arc<Event>>,
+    /// An instant at which entries left when the watermark had only reached
+    /// it: events at that instant may still come, so the condition is
+    /// evaluated there once one arrives or the watermark passes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unsettled: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,7 +119,7 @@ impl ThresholdState {
     /// True when nothing needs remembering.
     pub fn is_empty(&self) -> bool {
         match self {
-            ThresholdState::Sliding(s) => s.entries.is_empty() && !s.holding,
+            ThresholdState::Sliding(s) => s.entries.is_empty() && !s.holding && s.unsettled.is_none(),
             ThresholdState::Aligned(a) => a.windows.is_empty(),
             ThresholdState::Sessions(s) => s.sessions.is_empty(),
         }
@@ -127,9 +137,11 @@ impl ThresholdState {
     /// The watermark at which something next leaves or closes.
     pub fn next_deadline(&self, pattern: &ThresholdPattern) -> Option<Timestamp> {
         match (self, pattern.window) {
-            (ThresholdState::Sliding(s), WindowSpec::Sliding { size }) => {
-                s.entries.front().map(|e| e.event.time.plus(size))
-            }
+            (ThresholdState::Sliding(s), WindowSpec::Sliding { size }) => match s.unsettled {
+                // NB: the watermark must pass the instant, not just reach it.
+                Some(instant) => Some(instant.plus(Duration(1))),
+                None => s.entries.front().map(|e| e.event.time.plus(size)),
+            },
             (ThresholdState::Aligned(a), WindowSpec::Tumbling { size } | WindowSpec::Hopping { size, .. }) => {
                 a.windows.keys().next().map(|start| Timestamp(*start).plus(size))
             }
@@ -162,6 +174,8 @@ impl ThresholdState {
         match (self, pattern.window) {
             (ThresholdState::Sliding(s), WindowSpec::Sliding { size }) => {
                 s.insert(Entry { event: reference, sample }, full, limits.0, dropped);
+                // This evaluation also covers entries that left at this instant.
+                s.unsettled = None;
                 s.evaluate(env, pattern, size, event.time, Some(ordinal), Some(event), alerts);
             }
             (ThresholdState::Aligned(a), WindowSpec::Tumbling { size }) => {
@@ -188,6 +202,10 @@ impl ThresholdState {
     ) {
         match (self, pattern.window) {
             (ThresholdState::Sliding(s), WindowSpec::Sliding { size }) => {
+                if let Some(instant) = s.unsettled.filter(|i| *i < watermark) {
+                    s.unsettled = None;
+                    s.evaluate(env, pattern, size, instant, None, None, alerts);
+                }
                 while let Some(leave) = s.entries.front().map(|e| e.event.time.plus(size)) {
                     if leave > watermark {
                         break;
@@ -196,6 +214,10 @@ impl ThresholdState {
                         if let Some(entry) = s.entries.pop_front() {
                             s.forget(&entry);
                         }
+                    }
+                    if leave == watermark {
+                        s.unsettled = Some(leave);
+                        break;
                     }
                     s.evaluate(env, pattern, size, leave, None, None, alerts);
                 }
