@@ -88,15 +88,19 @@ pub(crate) async fn run_publisher(runtime: Arc<Runtime>) {
             continue;
         }
         while from < target {
-            match hub.store.alerts().get(from + 1) {
+            from += 1;
+            // NB: `published` moves before the broadcast, so an alert a
+            // subscriber has received is already visible to REST queries
+            // (which read up to `published`). A subscriber that joins in
+            // between skips it as "before it joined", or replays it.
+            hub.published.store(from, Ordering::Release);
+            match hub.store.alerts().get(from) {
                 Ok(Some(alert)) => {
                     let _ = hub.live.send(Arc::new(alert));
                 }
-                Ok(None) => tracing::error!(seq = from + 1, "alert missing from the log"),
-                Err(e) => tracing::error!(seq = from + 1, error = %e, "cannot read alert to publish"),
+                Ok(None) => tracing::error!(seq = from, "alert missing from the log"),
+                Err(e) => tracing::error!(seq = from, error = %e, "cannot read alert to publish"),
             }
-            from += 1;
-            hub.published.store(from, Ordering::Release);
         }
     }
 }
