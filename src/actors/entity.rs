@@ -299,7 +299,11 @@ impl Handler<EntityMsg> for EntityActor {
 
     fn handle(&mut self, msg: EntityMsg, _ctx: &mut Self::Context) {
         let events = msg.events();
-        self.last_active = Instant::now();
+        // NB: reads (a GET of the entity, a checkpoint's request) are not
+        // activity, or polling an entity would keep it in memory forever.
+        if !matches!(msg, EntityMsg::Describe(_) | EntityMsg::Persist { .. }) {
+            self.last_active = Instant::now();
+        }
         match msg {
             EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
             EntityMsg::Tick(now) => self.tick(now),
