@@ -498,12 +498,13 @@ pub fn now_plus(offset_ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A fixed time well in the past (30 days before now, on a whole minute),
-/// for historical data that the wall clock must not move past by itself.
+/// A time well in the past (30 days before now, on a whole hour, so
+/// epoch-aligned windows of up to an hour start there), for historical
+/// data that the wall clock must not move past by itself.
 pub fn history_base() -> String {
     let t = chrono::Utc::now() - chrono::Duration::days(30);
-    let minute = t.timestamp() / 60 * 60;
-    chrono::DateTime::from_timestamp(minute, 0)
+    let hour = t.timestamp() / 3600 * 3600;
+    chrono::DateTime::from_timestamp(hour, 0)
         .expect("a valid time")
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
