@@ -414,3 +414,24 @@ fn a_slow_subscriber_is_closed_with_a_reason() {
     let mut resumed = server.ws(&format!("after={cursor}"));
     assert_eq!(resumed.next_alert()["seq"], cursor + 1);
 }
+
+#[test]
+fn a_graceful_stop_closes_subscribers_with_going_away_and_the_cursor() {
+    // A long grace period: without the close, the stop would wait it out
+    // (and `stop` gives up after PATIENCE).
+    let mut server = Server::start(
+        "[timing]\ntimer_tick = \"20ms\"\ncheckpoint_interval = \"200ms\"\nshutdown_grace = \"60s\"\n",
+    );
+    server.create_rule(&every_event_rule("r", "a", "low"));
+    let mut socket = server.ws("");
+    server.send_events(&json!({"key": "k", "type": "a"}));
+    assert_eq!(socket.next_alert()["seq"], 1);
+    server.stop();
+    match socket.next_event(PATIENCE) {
+        Some(WsEvent::Closed(Some((code, reason)))) => {
+            assert_eq!(code, CloseCode::Away);
+            assert!(reason.contains("after=1"), "{reason}");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}

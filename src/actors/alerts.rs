@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::actors::{wall_now, Runtime};
 use crate::engine::Alert;
@@ -26,6 +26,8 @@ pub struct AlertHub {
     /// The last seq broadcast: every alert up to it is durable and was sent.
     published: AtomicU64,
     wake: Notify,
+    /// Becomes true when the service shuts down: subscribers close.
+    closing: watch::Sender<bool>,
 }
 
 impl AlertHub {
@@ -36,6 +38,7 @@ impl AlertHub {
             live: broadcast::channel(backlog.max(1)).0,
             published: AtomicU64::new(published),
             wake: Notify::new(),
+            closing: watch::Sender::new(false),
         }
     }
 
@@ -63,6 +66,17 @@ impl AlertHub {
     /// The last seq published.
     pub fn published(&self) -> u64 {
         self.published.load(Ordering::Acquire)
+    }
+
+    /// Tells every subscriber to close ("going away"): the service is
+    /// shutting down, and open WebSockets would hold the shutdown up.
+    pub fn close_subscribers(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Watches for [`AlertHub::close_subscribers`].
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Number of live subscribers.

@@ -88,8 +88,13 @@ async fn subscription(
     };
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut heard = Instant::now();
+    let mut closing = state.runtime.alerts.closing();
     let reason = loop {
         tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => break Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some(format!("cepheus is shutting down; reconnect with after={last}")),
+            }),
             received = live.recv() => match received {
                 Ok(alert) => {
                     if alert.seq <= last {

@@ -553,9 +553,13 @@ impl AlertSocket {
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return Some(WsEvent::Closed(None))
-                }
+                Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(
+                        tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                    ),
+                ) => return Some(WsEvent::Closed(None)),
                 Err(e) => panic!("WebSocket read failed: {e}"),
             }
             if Instant::now() >= deadline {
