@@ -193,6 +193,15 @@ fn invalid_events_in_a_batch_are_rejected_one_by_one_and_dead_lettered() {
         .collect();
     assert_eq!(indexes, [1, 2], "{summary}");
     assert_eq!(server.deadletters().len(), 8);
+
+    // An NDJSON index is the line number − 1, blank lines included, so a
+    // client can find the line.
+    let summary = expect_json(
+        server.post_ndjson("{\"key\": \"acct-3\", \"type\": \"ok\"}\n\n\n{\"type\": \"ok\"}\n"),
+        StatusCode::ACCEPTED,
+        "NDJSON with blank lines",
+    );
+    assert_eq!(summary["rejected"][0]["index"], 3, "{summary}");
 }
 
 #[test]
