@@ -435,3 +435,31 @@ fn a_graceful_stop_closes_subscribers_with_going_away_and_the_cursor() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+#[test]
+fn shadow_alerts_are_stored_but_shown_only_to_who_asks() {
+    let server = Server::start(FAST_TIMING);
+    server
+        .create_rule("id: trial\nmode: shadow\nsequence:\n  steps:\n    - match: type == \"a\"\n");
+    server.create_rule(&every_event_rule("live", "a", "low"));
+    let mut plain = server.ws("");
+    let mut everything = server.ws("shadow=true");
+    server.send_events(&json!({"key": "k", "type": "a"}));
+    let all = server.wait_alerts("shadow=true", 2);
+    let trial: Vec<&Value> = all.iter().filter(|a| a["rule"] == "trial").collect();
+    assert_eq!(trial.len(), 1);
+    assert_eq!(trial[0]["shadow"], true);
+    let live = server.alerts("");
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["rule"], "live");
+    assert!(live[0].get("shadow").is_none(), "{}", live[0]);
+    // By id, a shadow alert is there.
+    let id = trial[0]["id"].as_str().unwrap();
+    assert_eq!(&server.get_json(&format!("/v1/alerts/{id}")), trial[0]);
+    // Sockets: the plain one gets the live alert only, the other both.
+    assert_eq!(plain.next_alert(), live[0]);
+    assert_eq!(everything.next_alert(), all[0]);
+    assert_eq!(everything.next_alert(), all[1]);
+    server.send_events(&json!({"key": "k", "type": "a"}));
+    assert_eq!(plain.next_alert()["rule"], "live");
+}

@@ -329,3 +329,70 @@ checkpoint_interval = "200ms"
     let alerts = server.wait_alerts("", 1);
     assert_eq!(alerts[0]["values"]["failures.count"], 3);
 }
+
+#[test]
+fn keys_with_reserved_url_characters_round_trip() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(&every_event_rule("r", "a", "low"));
+    for key in ["acct 1/x", "ü-ß", "a%2Fb", "100%", "a?b#c&d=e"] {
+        server.send_events(&json!({"key": key, "type": "a"}));
+        let encoded: String = key
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let entity = wait_until(&format!("entity {key}"), || {
+            let response = server.get(&format!("/v1/entities/{encoded}"));
+            (response.status() == StatusCode::OK).then(|| response.json::<Value>().unwrap())
+        });
+        assert_eq!(entity["key"], key);
+        let alerts = server.wait_alerts(&format!("key={encoded}"), 1);
+        assert_eq!(alerts.len(), 1, "{key}");
+        assert_eq!(alerts[0]["key"], key);
+        let entity = expect_json(
+            server.put(
+                &format!("/v1/entities/{encoded}"),
+                "application/json",
+                json!({"attributes": {"n": 1}}).to_string(),
+            ),
+            StatusCode::OK,
+            "PUT",
+        );
+        assert_eq!(entity["key"], key);
+    }
+}
+
+#[test]
+fn partition_by_feeds_a_second_entity() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(
+        r#"id: busy-merchant
+partition_by: data.merchant
+threshold:
+  match: type == "payment"
+  window: {sliding: 1h}
+  at_least: 3
+alert:
+  message: "{{key}}: {{count}} payments"
+"#,
+    );
+    server.send_events(&json!([
+        {"key": "acct-1", "type": "payment", "data": {"merchant": "m-1"}},
+        {"key": "acct-2", "type": "payment", "data": {"merchant": "m-1"}},
+        {"key": "acct-3", "type": "payment", "data": {"merchant": "m-2"}},
+        {"key": "acct-3", "type": "payment", "data": {"merchant": "m-1"}},
+    ]));
+    let alerts = server.wait_alerts("", 1);
+    assert_eq!(alerts[0]["key"], "m-1");
+    assert_eq!(alerts[0]["message"], "m-1: 3 payments");
+    let merchant = server.entity("m-1");
+    assert_eq!(merchant["events_seen"], 3);
+    assert_eq!(rule_state(&merchant, "busy-merchant")["state"]["count"], 3);
+    // Each event also reached its own account.
+    wait_until("acct-3 to see its two events", || {
+        (server.entity("acct-3")["events_seen"] == 2).then_some(())
+    });
+    assert_eq!(server.entity("m-2")["events_seen"], 1);
+}

@@ -529,3 +529,14 @@ fn overload_is_429_with_retry_after() {
         server.send_events(&json!([{"key": "k0", "type": "t"}, {"key": "k1", "type": "t"}]));
     assert_eq!(summary["accepted"], 2);
 }
+
+#[test]
+fn an_id_is_accepted_again_after_the_dedup_horizon() {
+    let server = Server::start(&format!("{FAST_TIMING}dedup_horizon = \"1s\"\n"));
+    let event = json!({"id": "e-1", "key": "k", "type": "t"});
+    assert_eq!(server.send_events(&event)["accepted"], 1);
+    assert_eq!(server.send_events(&event)["duplicates"], 1);
+    wait_until("the id to be forgotten", || {
+        (server.send_events(&event)["accepted"] == 1).then_some(())
+    });
+}

@@ -160,3 +160,30 @@ fn unknown_routes_are_404_in_the_error_shape() {
     );
     expect_error(server.get("/"), StatusCode::NOT_FOUND, "not_found");
 }
+
+#[test]
+fn a_wrong_method_gets_the_error_shape() {
+    let server = Server::start(FAST_TIMING);
+    for (method, path) in [
+        ("GET", "/v1/events"),
+        ("DELETE", "/v1/alerts"),
+        ("POST", "/healthz"),
+        ("GET", "/v1/clock"),
+    ] {
+        let response = server
+            .http()
+            .request(method.parse().unwrap(), server.url(path))
+            .send()
+            .unwrap();
+        let status = response.status();
+        assert!(
+            status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}: {status}"
+        );
+        let body: serde_json::Value = response.json().unwrap();
+        assert!(
+            body["error"].is_string() && body["message"].is_string(),
+            "{method} {path}: {body}"
+        );
+    }
+}

@@ -535,3 +535,54 @@ fn rules_loaded_from_a_folder_at_start() {
     server.send_events(&json!({"key": "k", "type": "a"}));
     server.wait_alerts("rule=watch", 1);
 }
+
+#[test]
+fn a_changed_rule_file_replaces_the_rule_at_the_next_start() {
+    let rules = tempfile::tempdir().unwrap();
+    write_file(
+        &rules.path().join("watch.yaml"),
+        &every_event_rule("watch", "a", "low"),
+    );
+    let mut server = Server::start_with(FAST_TIMING, Some(rules.path()));
+    assert_eq!(server.get_json("/v1/rules/watch")["version"], 1);
+    // The same file again: nothing changes.
+    server.stop();
+    server.restart();
+    assert_eq!(server.get_json("/v1/rules/watch")["version"], 1);
+    // A changed file: the next version.
+    write_file(
+        &rules.path().join("watch.yaml"),
+        &every_event_rule("watch", "b", "high"),
+    );
+    server.stop();
+    server.restart();
+    let rule = server.get_json("/v1/rules/watch");
+    assert_eq!(rule["version"], 2);
+    assert_eq!(rule["rule"]["severity"], "high");
+}
+
+#[test]
+fn an_invalid_rule_file_stops_the_start_with_the_problems() {
+    let rules = tempfile::tempdir().unwrap();
+    write_file(
+        &rules.path().join("bad.yaml"),
+        "id: bad\nseverity: extreme\nabsence:\n  expect: \"true\"\n  within: 1s\n",
+    );
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cepheus"))
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--rules")
+        .arg(rules.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("severity"),
+        "{stderr}"
+    );
+}
