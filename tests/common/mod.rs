@@ -336,6 +336,22 @@ impl Server {
             .clone()
     }
 
+    /// Every alert of `GET /v1/alerts?query`, following `next` page by page.
+    pub fn all_alerts(&self, query: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.alert_page(&format!("{query}&after={after}&limit=1000"));
+            let alerts = page["alerts"].as_array().expect("`alerts` is an array");
+            let next = page["next"].as_u64().expect("`next` is a number");
+            if alerts.is_empty() && next == after {
+                return all;
+            }
+            all.extend(alerts.iter().cloned());
+            after = next;
+        }
+    }
+
     /// Waits until `GET /v1/alerts?query` holds at least `n` alerts;
     /// returns them.
     pub fn wait_alerts(&self, query: &str, n: usize) -> Vec<Value> {
