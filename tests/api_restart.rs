@@ -306,3 +306,64 @@ fn a_clock_advance_survives_kill9() {
     assert_eq!(server.alerts("").len(), 1);
     assert_eq!(server.entity("k")["events_seen"], 1);
 }
+
+#[test]
+fn client_retries_across_kill9_mid_request_never_double_count() {
+    let mut server = Server::start(&config("30ms"));
+    let port = server.port();
+    let keys = ["k0", "k1", "k2", "k3"];
+    const BATCHES: usize = 40;
+    const PER_KEY: usize = 25;
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        // A client that retries each batch until it is acknowledged.
+        scope.spawn(|| {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()
+                .unwrap();
+            for b in 0..BATCHES {
+                let batch: Vec<Value> = (0..PER_KEY)
+                    .flat_map(|i| {
+                        keys.map(|k| json!({"id": format!("{k}-{b}-{i}"), "key": k, "type": "t"}))
+                    })
+                    .collect();
+                let body = Value::Array(batch).to_string();
+                loop {
+                    let sent = client
+                        .post(format!("http://127.0.0.1:{port}/v1/events"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send();
+                    if sent.is_ok_and(|r| r.status() == StatusCode::ACCEPTED) {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                done.store(b + 1, std::sync::atomic::Ordering::Release);
+            }
+        });
+        // Kill it now and then while requests are in flight.
+        let mut last = 0;
+        while done.load(std::sync::atomic::Ordering::Acquire) < BATCHES {
+            let now = done.load(std::sync::atomic::Ordering::Acquire);
+            if now >= last + 4 {
+                last = now;
+                server.kill9();
+                server.restart();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    });
+    // Every acknowledged event evaluated once: no loss, no double count.
+    for key in keys {
+        wait_until(&format!("{key} to have evaluated every event once"), || {
+            let seen = server.entity(key)["events_seen"].as_u64().unwrap();
+            assert!(
+                seen <= (BATCHES * PER_KEY) as u64,
+                "{key} evaluated {seen} events"
+            );
+            (seen == (BATCHES * PER_KEY) as u64).then_some(())
+        });
+    }
+}
