@@ -1,13 +1,13 @@
 //! Dead letters: events that were rejected or late, with the reason.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::store::codec::{be, decode, encode, read_be};
-use crate::store::{record, StoreResult};
+use crate::store::{record, StoreError, StoreResult};
 use crate::time::Timestamp;
 
 /// Why an event became a dead letter.
@@ -54,7 +54,10 @@ record!(StoredDeadLetter, "dead letter", 1);
 /// The `deadletters` tree.
 pub struct DeadLetters {
     tree: sled::Tree,
-    next: AtomicU64,
+    /// The seq the next dead letter gets; the lock orders seq assignment
+    /// with writes, so a reader paging with `after` never sees a later seq
+    /// before an earlier one and skips it.
+    next: Mutex<u64>,
 }
 
 impl DeadLetters {
@@ -63,15 +66,16 @@ impl DeadLetters {
         let next = tree.last()?.and_then(|(k, _)| read_be(&k)).map_or(1, |s| s + 1);
         Ok(DeadLetters {
             tree,
-            next: AtomicU64::new(next),
+            next: Mutex::new(next),
         })
     }
 
     /// Appends dead letters (their `seq` is assigned here).
     pub fn append(&self, letters: &[DeadLetter]) -> StoreResult<()> {
+        let mut next = self.next.lock().map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
         let mut batch = sled::Batch::default();
+        let mut seq = *next;
         for letter in letters {
-            let seq = self.next.fetch_add(1, Ordering::AcqRel);
             let stored = StoredDeadLetter {
                 reason: letter.reason,
                 error: letter.error.clone(),
@@ -80,8 +84,10 @@ impl DeadLetters {
                 event: letter.event.to_string(),
             };
             batch.insert(&be(seq), encode(&stored)?);
+            seq += 1;
         }
         self.tree.apply_batch(batch)?;
+        *next = seq;
         Ok(())
     }
 
