@@ -367,3 +367,25 @@ fn client_retries_across_kill9_mid_request_never_double_count() {
         });
     }
 }
+
+#[test]
+fn a_late_event_is_dead_lettered_once_across_kill9() {
+    let mut server = Server::start(&config("1h"));
+    let base = history_base();
+    server.send_events(&json!({"key": "k", "type": "a", "time": at(&base, 10_000)}));
+    server.send_events(&json!({"key": "k", "type": "a", "time": at(&base, 0)}));
+    wait_until("the late dead letter", || {
+        (server.deadletters().len() == 1).then_some(())
+    });
+    // No checkpoint ran: the restart replays both events, late one included.
+    server.kill9();
+    server.restart();
+    // An event after the restart is evaluated after the replayed ones.
+    server.send_events(&json!({"key": "k", "type": "a", "time": at(&base, 20_000)}));
+    wait_until("k to evaluate the new event", || {
+        (server.entity("k")["events_seen"] == 2).then_some(())
+    });
+    let letters = server.deadletters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason"], "late");
+}
