@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, watch, Notify};
 
 use crate::actors::{wall_now, Runtime};
 use crate::engine::Alert;
@@ -26,6 +26,8 @@ pub struct AlertHub {
     /// The last seq broadcast: every alert up to it is durable and was sent.
     published: AtomicU64,
     wake: Notify,
+    /// Becomes true when the service shuts down: subscribers close.
+    closing: watch::Sender<bool>,
 }
 
 impl AlertHub {
@@ -36,6 +38,7 @@ impl AlertHub {
             live: broadcast::channel(backlog.max(1)).0,
             published: AtomicU64::new(published),
             wake: Notify::new(),
+            closing: watch::Sender::new(false),
         }
     }
 
@@ -65,6 +68,17 @@ impl AlertHub {
         self.published.load(Ordering::Acquire)
     }
 
+    /// Tells every subscriber to close ("going away"): the service is
+    /// shutting down, and open WebSockets would hold the shutdown up.
+    pub fn close_subscribers(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Watches for [`AlertHub::close_subscribers`].
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Number of live subscribers.
     pub fn subscribers(&self) -> usize {
         self.live.receiver_count()
@@ -88,15 +102,19 @@ pub(crate) async fn run_publisher(runtime: Arc<Runtime>) {
             continue;
         }
         while from < target {
-            match hub.store.alerts().get(from + 1) {
+            from += 1;
+            // NB: `published` moves before the broadcast, so an alert a
+            // subscriber has received is already visible to REST queries
+            // (which read up to `published`). A subscriber that joins in
+            // between skips it as "before it joined", or replays it.
+            hub.published.store(from, Ordering::Release);
+            match hub.store.alerts().get(from) {
                 Ok(Some(alert)) => {
                     let _ = hub.live.send(Arc::new(alert));
                 }
-                Ok(None) => tracing::error!(seq = from + 1, "alert missing from the log"),
-                Err(e) => tracing::error!(seq = from + 1, error = %e, "cannot read alert to publish"),
+                Ok(None) => tracing::error!(seq = from, "alert missing from the log"),
+                Err(e) => tracing::error!(seq = from, error = %e, "cannot read alert to publish"),
             }
-            from += 1;
-            hub.published.store(from, Ordering::Release);
         }
     }
 }

@@ -100,6 +100,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
 /// `force`, because their actors already handed over (and forgot) the
 /// changes; the next round asks them for a full snapshot again.
 pub async fn checkpoint(runtime: &Arc<Runtime>) -> StoreResult<u64> {
+    let _round = runtime.checkpoint_round.lock().await;
     let (through, touched) = {
         let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
         (runtime.store.log().next_seq() - 1, runtime.router.take_touched())

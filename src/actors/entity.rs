@@ -147,7 +147,7 @@ impl EntityActor {
             let before = self.state.clock;
             let outcome = engine.on_event(&mut self.state, &d.event);
             if outcome.late {
-                late.push(d.event);
+                late.push((d.seq, d.index, d.event));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -189,7 +189,9 @@ impl EntityActor {
         }
     }
 
-    fn record_late(&self, late: Vec<Arc<Event>>, now: Timestamp) {
+    /// Dead-letters late events, each identified by its key and log
+    /// position: a replay after a crash evaluates them again.
+    fn record_late(&self, late: Vec<(u64, u32, Arc<Event>)>, now: Timestamp) {
         if late.is_empty() {
             return;
         }
@@ -198,22 +200,29 @@ impl EntityActor {
             .state
             .clock
             .map(|c| c.minus(self.runtime.engine().config().allowed_lateness));
-        let letters: Vec<DeadLetter> = late
+        let letters: Vec<(Vec<u8>, DeadLetter)> = late
             .iter()
-            .map(|e| DeadLetter {
-                seq: 0,
-                reason: DeadLetterReason::Late,
-                error: format!(
-                    "event time {} is older than the entity's watermark {}",
-                    e.time,
-                    watermark.map_or_else(|| "-".into(), |w| w.to_string())
-                ),
-                key: Some(self.key.clone()),
-                received_at: now,
-                event: serde_json::to_value(&**e).unwrap_or(Value::Null),
+            .map(|(seq, index, e)| {
+                let mut identity = self.key.as_bytes().to_vec();
+                identity.push(0);
+                identity.extend_from_slice(&seq.to_be_bytes());
+                identity.extend_from_slice(&index.to_be_bytes());
+                let letter = DeadLetter {
+                    seq: 0,
+                    reason: DeadLetterReason::Late,
+                    error: format!(
+                        "event time {} is older than the entity's watermark {}",
+                        e.time,
+                        watermark.map_or_else(|| "-".into(), |w| w.to_string())
+                    ),
+                    key: Some(self.key.clone()),
+                    received_at: now,
+                    event: serde_json::to_value(&**e).unwrap_or(Value::Null),
+                };
+                (identity, letter)
             })
             .collect();
-        if let Err(e) = self.runtime.store.deadletters().append(&letters) {
+        if let Err(e) = self.runtime.store.deadletters().append_once(&letters) {
             tracing::error!(key = %self.key, error = %e, "cannot record late events as dead letters");
         }
     }
@@ -307,7 +316,11 @@ impl Handler<EntityMsg> for EntityActor {
 
     fn handle(&mut self, msg: EntityMsg, _ctx: &mut Self::Context) {
         let events = msg.events();
-        self.last_active = Instant::now();
+        // NB: reads (a GET of the entity, a checkpoint's request) are not
+        // activity, or polling an entity would keep it in memory forever.
+        if !matches!(msg, EntityMsg::Describe(_) | EntityMsg::Persist { .. }) {
+            self.last_active = Instant::now();
+        }
         match msg {
             EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
             EntityMsg::Tick(now) => self.tick(now),

@@ -107,6 +107,10 @@ pub struct Runtime {
     /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
     /// a passivated entity moves its clock to it when it wakes.
     clock_floor: AtomicI64,
+    /// Held for a whole checkpoint round: two rounds at once could record
+    /// the later one's position before the earlier one's snapshots are
+    /// written.
+    pub(crate) checkpoint_round: tokio::sync::Mutex<()>,
 }
 
 impl Runtime {
@@ -126,6 +130,7 @@ impl Runtime {
             sequencer: Mutex::new(()),
             ready: AtomicBool::new(false),
             clock_floor: AtomicI64::new(floor),
+            checkpoint_round: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -137,13 +142,23 @@ impl Runtime {
         }
     }
 
-    /// Raises the clock floor (persisted with the next flush).
-    pub fn raise_clock_floor(&self, to: Timestamp) -> crate::store::StoreResult<()> {
-        let previous = self.clock_floor.fetch_max(to.millis(), Ordering::AcqRel);
-        if to.millis() > previous {
-            self.store.set_meta_u64(CLOCK_FLOOR, to.millis() as u64)?;
+    /// Raises the clock floor in memory: entities woken from now on move
+    /// their clocks to it. [`Runtime::persist_clock_floor`] makes it durable.
+    pub fn raise_clock_floor(&self, to: Timestamp) {
+        self.clock_floor.fetch_max(to.millis(), Ordering::AcqRel);
+    }
+
+    /// Writes the clock floor to the store (durable with the next flush).
+    ///
+    /// NB: only once a checkpoint covers every event logged before the floor
+    /// was raised. An entity restored after a restart moves its clock to the
+    /// floor at once, so events from before the floor must not be replayed
+    /// to it afterwards (they would be late, though they were not).
+    pub fn persist_clock_floor(&self) -> crate::store::StoreResult<()> {
+        match self.clock_floor() {
+            Some(floor) => self.store.set_meta_u64(CLOCK_FLOOR, floor.millis() as u64),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The engine with the current rules.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
-use crate::actors::EntityMsg;
+use crate::actors::{checkpoint, EntityMsg};
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
 use crate::time::Timestamp;
@@ -59,7 +59,7 @@ pub struct ClockAdvanced {
 pub async fn advance_clock(state: web::Data<AppState>, body: web::Json<ClockAdvance>) -> Result<HttpResponse, ApiError> {
     let runtime = &state.runtime;
     let to = body.advance_to;
-    runtime.raise_clock_floor(to)?;
+    runtime.raise_clock_floor(to);
     let mut keys = runtime.router.live_keys();
     let mut cursor = Vec::new();
     loop {
@@ -81,6 +81,10 @@ pub async fn advance_clock(state: web::Data<AppState>, body: web::Json<ClockAdva
     for reply in replies {
         let _ = reply.await;
     }
+    // The advanced clocks survive a crash only in entity snapshots (the log
+    // replay would set them back): checkpoint, then record the floor.
+    checkpoint::checkpoint(runtime).await?;
+    runtime.persist_clock_floor()?;
     runtime.store.sync().await?;
     let target = runtime.store.alerts().last_seq();
     while runtime.alerts.published() < target {

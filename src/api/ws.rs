@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::StreamExt;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::api::alerts::AlertQuery;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
-use crate::store::alerts::AlertFilter;
+use crate::store::alerts::{AlertFilter, StoredAlert};
 use crate::telemetry;
 
 /// Routes of this resource.
@@ -63,7 +63,11 @@ pub async fn alerts_ws(
     let (response, session, stream) =
         actix_ws::handle(&request, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
     let query = query.into_inner();
-    actix_web::rt::spawn(subscription(state.into_inner(), session, stream, query));
+    // NB: subscribe before answering, not in the spawned task: once the
+    // client holds the 101 it counts against `max_subscribers` and misses
+    // no alert published after it.
+    let live = state.runtime.alerts.subscribe();
+    actix_web::rt::spawn(subscription(state.into_inner(), session, stream, query, live));
     Ok(response)
 }
 
@@ -72,9 +76,9 @@ async fn subscription(
     mut session: actix_ws::Session,
     mut stream: actix_ws::MessageStream,
     query: AlertQuery,
+    (mut live, published): (broadcast::Receiver<Arc<StoredAlert>>, u64),
 ) {
     let filter = query.filter();
-    let (mut live, published) = state.runtime.alerts.subscribe();
     let mut last = match query.after {
         Some(after) => match replay(&state, &mut session, &filter, after, published).await {
             Some(last) => last,
@@ -84,8 +88,13 @@ async fn subscription(
     };
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut heard = Instant::now();
+    let mut closing = state.runtime.alerts.closing();
     let reason = loop {
         tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => break Some(CloseReason {
+                code: CloseCode::Away,
+                description: Some(format!("cepheus is shutting down; reconnect with after={last}")),
+            }),
             received = live.recv() => match received {
                 Ok(alert) => {
                     if alert.seq <= last {

@@ -89,6 +89,24 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(serve(settings, metrics))
 }
 
+/// Closes the WebSocket subscribers when SIGTERM or SIGINT starts the
+/// graceful shutdown (actix-web handles the signals too): an open
+/// subscription never ends by itself, so it would hold the shutdown up for
+/// the whole `shutdown_grace` and then be cut without a close frame.
+#[cfg(unix)]
+async fn close_subscribers_on_signal(runtime: Arc<Runtime>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot listen for signals; WebSocket subscribers will hold up shutdown");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    runtime.alerts.close_subscribers();
+}
+
 fn init_logs(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
@@ -162,6 +180,8 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
         },
         metrics,
     });
+    #[cfg(unix)]
+    actix_web::rt::spawn(close_subscribers_on_signal(Arc::clone(&runtime)));
     let workers = or_cores(settings.http_workers);
     let access = web::Data::new(access);
     let server = HttpServer::new(move || {

@@ -92,16 +92,17 @@ pub fn decode(
     limits: &DecodeLimits,
     received_at: Timestamp,
 ) -> Result<Decoded, DecodeError> {
-    let items: Vec<Item> = match format {
+    // Each item with its index in the request.
+    let items: Vec<(usize, Item)> = match format {
         BodyFormat::NdJson => split_lines(body)?,
         BodyFormat::Json | BodyFormat::CloudEvent | BodyFormat::CloudEventBatch => {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| DecodeError::Unparseable(format!("the body is not valid JSON: {e}")))?;
             match (value, format) {
                 (Value::Array(items), BodyFormat::Json | BodyFormat::CloudEventBatch) => {
-                    items.into_iter().map(Ok).collect()
+                    items.into_iter().map(Ok).enumerate().collect()
                 }
-                (Value::Object(o), BodyFormat::Json | BodyFormat::CloudEvent) => vec![Ok(Value::Object(o))],
+                (Value::Object(o), BodyFormat::Json | BodyFormat::CloudEvent) => vec![(0, Ok(Value::Object(o)))],
                 (_, BodyFormat::CloudEventBatch) => {
                     return Err(DecodeError::Unparseable(
                         "a CloudEvents batch must be a JSON array of events".into(),
@@ -123,7 +124,7 @@ pub fn decode(
     }
     let cloud = matches!(format, BodyFormat::CloudEvent | BodyFormat::CloudEventBatch);
     let mut decoded = Decoded::default();
-    for (index, item) in items.into_iter().enumerate() {
+    for (index, item) in items {
         let value = match item {
             Ok(value) => value,
             Err((error, raw)) => {
@@ -147,21 +148,24 @@ pub fn decode(
 /// One element of a body: a JSON value, or why it is not one (with the raw text).
 type Item = Result<Value, (String, Value)>;
 
-/// NDJSON: one JSON value per non-blank line. A body where no line parses
-/// cannot be read at all.
-fn split_lines(body: &[u8]) -> Result<Vec<Item>, DecodeError> {
+/// NDJSON: one JSON value per non-blank line, indexed by line number − 1
+/// (blank lines count, so a client can find the line). A body where no
+/// line parses cannot be read at all.
+fn split_lines(body: &[u8]) -> Result<Vec<(usize, Item)>, DecodeError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| DecodeError::Unparseable(format!("the body is not UTF-8: {e}")))?;
-    let items: Vec<Item> = text
+    let items: Vec<(usize, Item)> = text
         .split('\n')
         .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            serde_json::from_str::<Value>(line)
-                .map_err(|e| (format!("the line is not valid JSON: {e}"), Value::String(line.to_owned())))
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let item = serde_json::from_str::<Value>(line)
+                .map_err(|e| (format!("the line is not valid JSON: {e}"), Value::String(line.to_owned())));
+            (index, item)
         })
         .collect();
-    if !items.is_empty() && items.iter().all(Result::is_err) {
+    if !items.is_empty() && items.iter().all(|(_, item)| item.is_err()) {
         return Err(DecodeError::Unparseable(
             "no line of the NDJSON body is valid JSON".into(),
         ));
@@ -314,6 +318,13 @@ mod tests {
             run(four, BodyFormat::Json),
             Err(DecodeError::TooManyEvents { count: 4, limit: 3 })
         );
+    }
+
+    #[test]
+    fn ndjson_indexes_are_line_numbers_blank_lines_included() {
+        let d = run("\n{\"key\":\"a\",\"type\":\"t\"}\r\n\n{\"type\":\"t\"}\n", BodyFormat::NdJson).unwrap();
+        assert_eq!(d.events[0].0, 1);
+        assert_eq!(d.rejected[0].index, 3);
     }
 
     #[test]

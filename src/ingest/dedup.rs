@@ -3,8 +3,9 @@
 //! ignored, so client retries never double count.
 //!
 //! Ids are remembered in the store's `dedup` tree (`key 0x00 id` → wall
-//! time accepted), written under the sequencer lock right after the log
-//! record, so they survive restarts exactly as the events they guard.
+//! time accepted), written under the sequencer lock in one transaction
+//! with the log record, so they survive restarts exactly as the events
+//! they guard.
 //! Entries older than the horizon are ignored and purged in the background.
 
 use std::collections::HashSet;
@@ -50,20 +51,16 @@ pub fn filter(
     Ok((fresh, duplicates))
 }
 
-/// Remembers the ids of accepted `events`.
-pub fn remember(store: &Store, events: &[Event], now: Timestamp) -> StoreResult<()> {
+/// The writes that remember the ids of accepted `events`, to be applied
+/// with their log record ([`crate::store::log::EventLog::append_with`]).
+pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
     let mut batch = sled::Batch::default();
-    let mut any = false;
     for event in events {
         if let Some(id) = &event.id {
             batch.insert(dedup_key(&event.key, id), &(now.millis() as u64).to_be_bytes());
-            any = true;
         }
     }
-    if any {
-        store.dedup_tree().apply_batch(batch)?;
-    }
-    Ok(())
+    batch
 }
 
 /// Removes ids older than `horizon`; returns how many. Scans at most

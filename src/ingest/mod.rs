@@ -127,8 +127,8 @@ pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestCon
                 events: fresh,
                 accepted_at: now,
             };
-            let seq = runtime.store.log().append(&record)?;
-            dedup::remember(&runtime.store, &record.events, now)?;
+            let ids = dedup::remembering(&record.events, now);
+            let seq = runtime.store.log().append_with(&record, (runtime.store.dedup_tree(), &ids))?;
             accepted = record.events.len();
             let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
             route_batch(runtime, &engine, seq, &events);

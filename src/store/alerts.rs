@@ -7,6 +7,8 @@
 
 use std::sync::Mutex;
 
+use sled::Transactional;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -140,10 +142,23 @@ impl AlertLog {
                 values: alert.values.clone(),
                 shadow: alert.mode == crate::rules::Mode::Shadow,
             };
-            // NB: the alert before its id: after a crash an id never points
-            // to a missing alert (sled keeps a prefix of the writes).
-            self.alerts.insert(be(seq), encode(&to_record(&stored))?)?;
-            self.ids.insert(alert.id.as_bytes(), &be(seq))?;
+            // NB: the alert and its id in one transaction, which sled
+            // recovers whole or not at all. Written one after the other, a
+            // crash between them kept the alert without its id, and the
+            // replayed match was appended again under a new seq.
+            let record = encode(&to_record(&stored))?;
+            (&self.alerts, &self.ids)
+                .transaction(|(alerts, ids)| {
+                    alerts.insert(&be(seq)[..], record.as_slice())?;
+                    ids.insert(alert.id.as_bytes(), &be(seq)[..])?;
+                    Ok(())
+                })
+                .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                    sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+                    sled::transaction::TransactionError::Abort(()) => {
+                        StoreError::Sled("the alert transaction aborted".into())
+                    }
+                })?;
             *last = seq;
             appended.push(stored);
         }

@@ -1,13 +1,13 @@
 //! Dead letters: events that were rejected or late, with the reason.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::store::codec::{be, decode, encode, read_be};
-use crate::store::{record, StoreResult};
+use crate::store::{record, StoreError, StoreResult};
 use crate::time::Timestamp;
 
 /// Why an event became a dead letter.
@@ -54,24 +54,33 @@ record!(StoredDeadLetter, "dead letter", 1);
 /// The `deadletters` tree.
 pub struct DeadLetters {
     tree: sled::Tree,
-    next: AtomicU64,
+    /// Identity of each dead letter that a log replay could produce again
+    /// (a late event: its key and log position) → its seq.
+    ids: sled::Tree,
+    /// The seq the next dead letter gets; the lock orders seq assignment
+    /// with writes, so a reader paging with `after` never sees a later seq
+    /// before an earlier one and skips it.
+    next: Mutex<u64>,
 }
 
 impl DeadLetters {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<DeadLetters> {
         let tree = db.open_tree("deadletters")?;
+        let ids = db.open_tree("deadletter_ids")?;
         let next = tree.last()?.and_then(|(k, _)| read_be(&k)).map_or(1, |s| s + 1);
         Ok(DeadLetters {
             tree,
-            next: AtomicU64::new(next),
+            ids,
+            next: Mutex::new(next),
         })
     }
 
     /// Appends dead letters (their `seq` is assigned here).
     pub fn append(&self, letters: &[DeadLetter]) -> StoreResult<()> {
+        let mut next = self.next.lock().map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
         let mut batch = sled::Batch::default();
+        let mut seq = *next;
         for letter in letters {
-            let seq = self.next.fetch_add(1, Ordering::AcqRel);
             let stored = StoredDeadLetter {
                 reason: letter.reason,
                 error: letter.error.clone(),
@@ -80,8 +89,45 @@ impl DeadLetters {
                 event: letter.event.to_string(),
             };
             batch.insert(&be(seq), encode(&stored)?);
+            seq += 1;
         }
         self.tree.apply_batch(batch)?;
+        *next = seq;
+        Ok(())
+    }
+
+    /// Appends dead letters that a replay of the event log produces again
+    /// (late events), each with an identity; one whose identity is held
+    /// already is skipped, so a restart does not list it twice.
+    pub fn append_once(&self, letters: &[(Vec<u8>, DeadLetter)]) -> StoreResult<()> {
+        use sled::transaction::TransactionError;
+        use sled::Transactional;
+        let mut next = self.next.lock().map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
+        for (identity, letter) in letters {
+            if self.ids.contains_key(identity)? {
+                continue;
+            }
+            let seq = *next;
+            let bytes = encode(&StoredDeadLetter {
+                reason: letter.reason,
+                error: letter.error.clone(),
+                key: letter.key.clone(),
+                received_at: letter.received_at,
+                event: letter.event.to_string(),
+            })?;
+            // NB: one transaction, recovered whole or not at all.
+            (&self.tree, &self.ids)
+                .transaction(|(tree, ids)| {
+                    tree.insert(&be(seq)[..], bytes.as_slice())?;
+                    ids.insert(identity.as_slice(), &be(seq)[..])?;
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Storage(e) => StoreError::from(e),
+                    TransactionError::Abort(()) => StoreError::Sled("the dead-letter transaction aborted".into()),
+                })?;
+            *next = seq + 1;
+        }
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::Event;
 use crate::store::codec::{be, decode, encode, read_be};
-use crate::store::{record, StoreResult};
+use crate::store::{record, StoreError, StoreResult};
 use crate::time::Timestamp;
 
 /// One accepted batch.
@@ -59,6 +59,36 @@ impl EventLog {
         self.tree.insert(be(seq), bytes)?;
         self.next.store(seq + 1, Ordering::Release);
         self.bytes.fetch_add(size, Ordering::AcqRel);
+        Ok(seq)
+    }
+
+    /// Appends a batch together with `ids`, writes to another tree (the
+    /// event ids the batch makes known), in one transaction: after a crash
+    /// both are there or neither. Returns the seq.
+    ///
+    /// NB: two separate writes are not enough. sled recovers a prefix of
+    /// the writes, and a record kept without its ids would be accepted
+    /// again, and evaluated twice, when the client retries the request
+    /// whose answer the crash took.
+    ///
+    /// # Invariants
+    /// As [`EventLog::append`].
+    pub fn append_with(&self, record: &LogRecord, ids: (&sled::Tree, &sled::Batch)) -> StoreResult<u64> {
+        use sled::transaction::TransactionError;
+        use sled::Transactional;
+        let bytes = encode(record)?;
+        let seq = self.next.load(Ordering::Acquire);
+        (&self.tree, ids.0)
+            .transaction(|(log, other)| {
+                log.insert(&be(seq)[..], bytes.as_slice())?;
+                other.apply_batch(ids.1)?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<()>| match e {
+                TransactionError::Storage(e) => StoreError::from(e),
+                TransactionError::Abort(()) => StoreError::Sled("the log transaction aborted".into()),
+            })?;
+        self.next.store(seq + 1, Ordering::Release);
         Ok(seq)
     }
 

@@ -11,6 +11,7 @@
 //! | `alerts` | alert seq (u64 BE) | an alert |
 //! | `alert_ids` | alert id | alert seq |
 //! | `deadletters` | seq (u64 BE) | a rejected or late event and why |
+//! | `deadletter_ids` | entity key ++ 0x00 ++ log seq (u64 BE) ++ index (u32 BE) | dead-letter seq of a late event |
 //! | `dedup` | entity key ++ 0x00 ++ event id | time accepted |
 //!
 //! Every value carries a format version (`codec.rs`). Entity snapshots are
