@@ -158,7 +158,7 @@ fn unknown_routes_are_404_in_the_error_shape() {
             .contains("/v1/nothing-here"),
         "{body}"
     );
-    expect_error(server.get("/"), StatusCode::NOT_FOUND, "not_found");
+    expect_error(server.get("/nope"), StatusCode::NOT_FOUND, "not_found");
 }
 
 #[test]

@@ -1,0 +1,196 @@
+//! The live page, end to end in headless Chromium: a test registers a rule,
+//! posts events and sees the alert appear on the page; it also flips a
+//! rule's switch, looks up an entity and reads the counters.
+//!
+//! Chromium is driven over the DevTools protocol (a WebSocket, with the
+//! `tungstenite` client the other tests use). `.ci/run` installs Debian's
+//! `chromium`; where it is missing outside CI the test says so and passes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+struct Browser {
+    child: Child,
+    page: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Opens `url` in a new headless Chromium; `None` when Chromium is not
+    /// installed (allowed outside CI only).
+    fn open(url: &str) -> Option<Browser> {
+        let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        let Some(binary) = binary else {
+            assert!(std::env::var_os("CI").is_none(), "CI must have chromium (see .ci/run)");
+            eprintln!("chromium is not installed: skipping the browser test");
+            return None;
+        };
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new(binary)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+                "--window-size=1280,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // Chromium prints "DevTools listening on ws://127.0.0.1:PORT/..." on stderr.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut port = None;
+        let mut line = String::new();
+        while port.is_none() && stderr.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(rest) = line.split("ws://127.0.0.1:").nth(1) {
+                port = rest.split('/').next().and_then(|p| p.parse::<u16>().ok());
+            }
+            line.clear();
+        }
+        let port = port.expect("chromium prints its DevTools address");
+        // Keep draining stderr so chromium never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        let targets: Vec<Value> = wait_until("the page target", || {
+            reqwest::blocking::get(format!("http://127.0.0.1:{port}/json/list"))
+                .ok()?
+                .json::<Vec<Value>>()
+                .ok()
+                .filter(|t| t.iter().any(|t| t["type"] == "page"))
+        });
+        let target = targets.iter().find(|t| t["type"] == "page").unwrap();
+        let ws_url = target["webSocketDebuggerUrl"].as_str().unwrap().to_owned();
+        let (page, _) = tungstenite::connect(ws_url).expect("the DevTools socket connects");
+        Some(Browser {
+            child,
+            page,
+            next_id: 1,
+            _profile: profile,
+        })
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    fn eval(&mut self, expression: &str) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": "Runtime.evaluate",
+                             "params": {"expression": expression, "returnByValue": true, "awaitPromise": true}});
+        self.page.send(Message::text(request.to_string())).unwrap();
+        loop {
+            let message = self.page.read().expect("the DevTools socket stays open");
+            let Message::Text(text) = message else { continue };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] == id {
+                return reply["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Waits until `expression` is truthy in the page; returns its value.
+    fn wait_for(&mut self, what: &str, expression: &str) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let value = self.eval(expression);
+            let truthy = !matches!(value, Value::Null | Value::Bool(false))
+                && value != json!("")
+                && value != json!(0);
+            if truthy {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last value {value}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const RULE: &str = r#"id: brute-force-login
+description: Three or more failed logins, then a success, within 5 minutes
+severity: high
+sequence:
+  within: 5m
+  steps:
+    - name: failures
+      match: type == "login_failed"
+      times: {min: 3}
+    - name: success
+      match: type == "login_success"
+alert:
+  message: "{{key}}: {{failures.count}} failed logins, then a success from {{success.data.ip}}"
+"#;
+
+#[test]
+fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(RULE);
+    let Some(mut browser) = Browser::open(&server.url("/")) else { return };
+
+    browser.wait_for("the alert stream to connect", "document.getElementById('status').textContent === 'live'");
+    browser.wait_for(
+        "the rule to be listed",
+        "!!document.querySelector('tr[data-rule=\"brute-force-login\"]')",
+    );
+
+    // Events posted after the page opened: the alert must arrive live.
+    let base = now_plus(0);
+    server.send_events(&json!([
+        {"key": "acct-42", "type": "login_failed", "time": at(&base, 0), "data": {"ip": "10.0.0.7"}},
+        {"key": "acct-42", "type": "login_failed", "time": at(&base, 1000), "data": {"ip": "10.0.0.7"}},
+        {"key": "acct-42", "type": "login_failed", "time": at(&base, 2000), "data": {"ip": "10.0.0.8"}},
+        {"key": "acct-42", "type": "login_success", "time": at(&base, 3000), "data": {"ip": "203.0.113.9"}},
+    ]));
+    let shown = browser.wait_for(
+        "the alert on the page",
+        "[...document.querySelectorAll('#alerts li.alert .message')].map(e => e.textContent).join('\\n')",
+    );
+    assert!(
+        shown.as_str().unwrap().contains("acct-42: 3 failed logins, then a success from 203.0.113.9"),
+        "{shown}"
+    );
+
+    // The counters come from /metrics.
+    browser.wait_for(
+        "the events counter",
+        "document.getElementById('c-events').textContent.replace(/,/g, '') === '4'",
+    );
+
+    // The entity lookup shows its state.
+    browser.eval(
+        "document.getElementById('entity-key').value = 'acct-42';\
+         document.getElementById('lookup').requestSubmit(); true",
+    );
+    let summary = browser.wait_for("the entity summary", "document.querySelector('#entity .summary')?.textContent");
+    assert!(summary.as_str().unwrap().contains("4 events"), "{summary}");
+
+    // The switch disables the rule through the API.
+    browser.eval("document.querySelector('tr[data-rule=\"brute-force-login\"] input.enabled').click(); true");
+    wait_until("the rule to be disabled", || {
+        let rule = server.get_json("/v1/rules/brute-force-login");
+        (rule["rule"]["enabled"] == json!(false)).then_some(())
+    });
+}
