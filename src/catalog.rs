@@ -28,6 +28,14 @@ pub enum CatalogError {
     /// No rule with that id.
     #[error("no rule with id `{0}`")]
     NotFound(String),
+    /// `keep` was asked for a replacement that changes the pattern's shape.
+    #[error("the state of version {version} cannot be kept: {reason}; replace with the `reset` state policy")]
+    CannotKeepState {
+        /// The current version.
+        version: u64,
+        /// What changed.
+        reason: String,
+    },
     /// The id in the body differs from the id in the path.
     #[error("the document's id `{body}` differs from the id `{path}` in the path")]
     IdMismatch {
@@ -39,6 +47,18 @@ pub enum CatalogError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a replacement does with the per-key state of the previous version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StatePolicy {
+    /// Drop it: the new version starts empty (default).
+    #[default]
+    Reset,
+    /// Keep it: allowed only when the pattern's shape is unchanged
+    /// (`rules::shape`), e.g. a new threshold value or message.
+    Keep,
 }
 
 /// The catalog of rules.
@@ -56,7 +76,7 @@ impl Catalog {
     pub fn open(store: Store, limits: RuleLimits) -> Result<Catalog, StoreError> {
         let mut compiled = BTreeMap::new();
         for stored in store.rules().list()? {
-            match rules::check_document(&stored.document, stored.version, &limits) {
+            match compile_stored(&stored, &limits) {
                 Ok(rule) => {
                     compiled.insert(stored.document.id.clone(), (stored, Arc::new(rule)));
                 }
@@ -114,12 +134,21 @@ impl Catalog {
                 version,
                 created_at: now,
                 updated_at: now,
+                state_since: version,
             },
         )
     }
 
-    /// Replaces rule `id` with the rule in `text` (version + 1).
-    pub fn replace(&self, runtime: &Runtime, id: &str, text: &str, format: Format) -> Result<StoredRule, CatalogError> {
+    /// Replaces rule `id` with the rule in `text` (version + 1); `policy`
+    /// says whether entities keep the previous version's state.
+    pub fn replace(
+        &self,
+        runtime: &Runtime,
+        id: &str,
+        text: &str,
+        format: Format,
+        policy: StatePolicy,
+    ) -> Result<StoredRule, CatalogError> {
         let document = self.read(text, format)?;
         if document.id != id {
             return Err(CatalogError::IdMismatch {
@@ -128,29 +157,80 @@ impl Catalog {
             });
         }
         let mut compiled = self.lock();
-        let Some((previous, _)) = compiled.get(id) else {
+        let Some((previous, previous_rule)) = compiled.get(id) else {
             return Err(CatalogError::NotFound(id.to_owned()));
+        };
+        let version = previous.version + 1;
+        let state_since = match policy {
+            StatePolicy::Reset => version,
+            StatePolicy::Keep => {
+                let candidate = rules::check_document(&document, version, &self.limits).map_err(CatalogError::Invalid)?;
+                if let Some(reason) = rules::shape::incompatibility(previous_rule, &candidate) {
+                    return Err(CatalogError::CannotKeepState {
+                        version: previous.version,
+                        reason,
+                    });
+                }
+                previous.state_since()
+            }
         };
         let stored = StoredRule {
             document,
-            version: previous.version + 1,
+            version,
             created_at: previous.created_at,
             updated_at: wall_now(),
+            state_since,
         };
         self.commit(runtime, &mut compiled, stored)
     }
 
-    /// Enables or disables rule `id` (the version does not change; a
-    /// disabled rule keeps no state, so re-enabling starts afresh).
+    /// Enables or disables rule `id`. A disabled rule keeps no state, so
+    /// enabling one stores it as a new version that starts afresh (entities
+    /// passivated while it was disabled may still hold the old state, which
+    /// the new version does not continue); disabling keeps the version.
     pub fn set_enabled(&self, runtime: &Runtime, id: &str, enabled: bool) -> Result<StoredRule, CatalogError> {
         let mut compiled = self.lock();
         let Some((previous, _)) = compiled.get(id) else {
             return Err(CatalogError::NotFound(id.to_owned()));
         };
+        if previous.document.enabled == enabled {
+            return Ok(previous.clone());
+        }
         let mut stored = previous.clone();
         stored.document.enabled = enabled;
         stored.updated_at = wall_now();
+        if enabled {
+            stored.version += 1;
+            stored.state_since = stored.version;
+        }
         self.commit(runtime, &mut compiled, stored)
+    }
+
+    /// Every stored version of rule `id`, oldest first (deleted rules too).
+    pub fn versions(&self, id: &str) -> Result<Vec<StoredRule>, CatalogError> {
+        let versions = self.store.rules().versions(id)?;
+        if versions.is_empty() {
+            return Err(CatalogError::NotFound(id.to_owned()));
+        }
+        Ok(versions)
+    }
+
+    /// Version `version` of rule `id`.
+    pub fn version(&self, id: &str, version: u64) -> Result<StoredRule, CatalogError> {
+        self.store
+            .rules()
+            .version(id, version)?
+            .ok_or_else(|| CatalogError::NotFound(format!("{id} version {version}")))
+    }
+
+    /// Compiles a stored version (for backtests).
+    pub fn compile_version(&self, stored: &StoredRule) -> Result<Rule, CatalogError> {
+        compile_stored(stored, &self.limits).map_err(CatalogError::Invalid)
+    }
+
+    /// Compiles a rule text at version 1 without storing it (for backtests).
+    pub fn compile_text(&self, text: &str, format: Format) -> Result<Rule, CatalogError> {
+        rules::load(text, format, 1, &self.limits).map_err(CatalogError::Invalid)
     }
 
     /// Deletes rule `id`.
@@ -192,7 +272,7 @@ impl Catalog {
             let text = serde_json::to_string(&document).unwrap_or_default();
             let result = match self.get(&document.id) {
                 Some(current) if current.document == document => continue,
-                Some(_) => self.replace(runtime, &document.id, &text, Format::Json),
+                Some(_) => self.replace(runtime, &document.id, &text, Format::Json, StatePolicy::Reset),
                 None => self.create(runtime, &text, Format::Json),
             };
             match result {
@@ -219,8 +299,7 @@ impl Catalog {
         compiled: &mut BTreeMap<String, (StoredRule, Arc<Rule>)>,
         stored: StoredRule,
     ) -> Result<StoredRule, CatalogError> {
-        let rule = rules::check_document(&stored.document, stored.version, &self.limits)
-            .map_err(CatalogError::Invalid)?;
+        let rule = compile_stored(&stored, &self.limits).map_err(CatalogError::Invalid)?;
         self.store.rules().put(&stored)?;
         compiled.insert(stored.document.id.clone(), (stored.clone(), Arc::new(rule)));
         runtime.set_rules(RuleSet::new(compiled.values().map(|(_, r)| Arc::clone(r))));
@@ -230,4 +309,11 @@ impl Catalog {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (StoredRule, Arc<Rule>)>> {
         self.compiled.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Compiles a stored rule at its version, continuing the state it says.
+fn compile_stored(stored: &StoredRule, limits: &RuleLimits) -> Result<Rule, Vec<Problem>> {
+    let mut rule = rules::check_document(&stored.document, stored.version, limits)?;
+    rule.state_since = stored.state_since();
+    Ok(rule)
 }

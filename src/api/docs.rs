@@ -7,7 +7,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{alerts, clock, deadletters, entities, error, events, health, rules, ws};
+use crate::api::{alerts, backtests, clock, deadletters, entities, error, events, health, rules, ws};
 
 /// The API description, generated from the handlers' annotations.
 #[derive(OpenApi)]
@@ -26,6 +26,10 @@ use crate::api::{alerts, clock, deadletters, entities, error, events, health, ru
         rules::validate_rule,
         rules::get_rule,
         rules::replace_rule,
+        rules::list_versions,
+        backtests::start_backtest,
+        backtests::get_backtest,
+        rules::get_version,
         rules::delete_rule,
         rules::enable_rule,
         rules::disable_rule,

@@ -9,6 +9,8 @@
 //! | `POST /v1/rules/validate` | [`rules::validate_rule`] |
 //! | `GET /v1/rules/{id}`, `PUT /v1/rules/{id}`, `DELETE /v1/rules/{id}` | [`rules::get_rule`], [`rules::replace_rule`], [`rules::delete_rule`] |
 //! | `POST /v1/rules/{id}/enable`, `POST /v1/rules/{id}/disable` | [`rules::enable_rule`], [`rules::disable_rule`] |
+//! | `GET /v1/rules/{id}/versions`, `GET /v1/rules/{id}/versions/{n}` | [`rules::list_versions`], [`rules::get_version`] |
+//! | `POST /v1/rules/backtest`, `GET /v1/rules/backtest/{job}` | [`backtests::start_backtest`], [`backtests::get_backtest`] |
 //! | `GET /v1/alerts`, `GET /v1/alerts/{id}` | [`alerts::list_alerts`], [`alerts::get_alert`] |
 //! | `GET /v1/alerts/ws` | [`ws::alerts_ws`] |
 //! | `GET /v1/entities/{key}`, `PUT /v1/entities/{key}` | [`entities::get_entity`], [`entities::put_entity`] |
@@ -19,6 +21,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod backtests;
 pub mod clock;
 pub mod deadletters;
 pub mod docs;
@@ -73,6 +76,8 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Backtest jobs.
+    pub backtests: backtests::Jobs,
 }
 
 /// Registers every route, the error handlers and the docs.
@@ -82,6 +87,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| json_error(e)))
         .configure(events::configure)
         .configure(deadletters::configure)
+        // NB: before `rules`, so `/v1/rules/backtest` is not taken for an id.
+        .configure(backtests::configure)
         .configure(rules::configure)
         // NB: before `alerts`, so `/v1/alerts/ws` is not taken for an id.
         .configure(ws::configure)

@@ -1,14 +1,14 @@
 //! `/v1/rules`: create, read, list, replace, delete, enable/disable, validate.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::events::read_body;
 use crate::api::AppState;
-use crate::catalog::CatalogError;
+use crate::catalog::{CatalogError, StatePolicy};
 use crate::rules::{Format, RuleDocument};
 use crate::store::rules::StoredRule;
 use crate::time::Timestamp;
@@ -21,6 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/rules/{id}", web::get().to(get_rule))
         .route("/v1/rules/{id}", web::put().to(replace_rule))
         .route("/v1/rules/{id}", web::delete().to(delete_rule))
+        .route("/v1/rules/{id}/versions", web::get().to(list_versions))
+        .route("/v1/rules/{id}/versions/{version}", web::get().to(get_version))
         .route("/v1/rules/{id}/enable", web::post().to(enable_rule))
         .route("/v1/rules/{id}/disable", web::post().to(disable_rule));
 }
@@ -91,6 +93,11 @@ impl From<CatalogError> for ApiError {
             CatalogError::Exists(_) => ApiError::Conflict(e.to_string()),
             CatalogError::NotFound(_) => ApiError::NotFound(e.to_string()),
             CatalogError::IdMismatch { .. } => ApiError::bad_request(e.to_string()),
+            CatalogError::CannotKeepState { .. } => ApiError::BadRequest {
+                code: "cannot_keep_state",
+                message: e.to_string(),
+                details: Map::new(),
+            },
             CatalogError::Store(store) => ApiError::from(store),
         }
     }
@@ -216,18 +223,32 @@ pub async fn get_rule(state: web::Data<AppState>, id: web::Path<String>) -> Resu
     }
 }
 
+/// Options of a replacement.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReplaceQuery {
+    /// `reset` (default): entities drop the previous version's state and the
+    /// new version starts empty. `keep`: entities keep it — allowed only when
+    /// the pattern's shape is unchanged (e.g. a new threshold value or
+    /// message), refused with 400 `cannot_keep_state` otherwise.
+    pub state: Option<StatePolicy>,
+}
+
 /// Replace a rule.
 ///
-/// Stores the document as the rule's next version. The new version starts
-/// with empty per-key state on every entity; alerts name the version that
-/// produced them.
+/// Stores the document as the rule's next version and applies it at once
+/// to every entity, live or passivated. With `state=reset` (default) the new
+/// version starts with empty per-key state; with `state=keep` it continues
+/// the previous version's partial matches and windows. Alerts name the
+/// version that produced them; every version stays readable under
+/// `/v1/rules/{id}/versions`.
 #[utoipa::path(
     put, path = "/v1/rules/{id}", tag = "rules",
-    params(("id" = String, Path, description = "The rule id")),
+    params(("id" = String, Path, description = "The rule id"), ReplaceQuery),
     request_body(content((RuleDocument = "application/json"), (String = "application/yaml"))),
     responses(
         (status = 200, description = "Replaced", body = RuleBody),
-        (status = 400, description = "Invalid rule, or its id differs from the path", body = ErrorBody),
+        (status = 400, description = "Invalid rule, its id differs from the path, or `keep` is not possible", body = ErrorBody),
         (status = 404, description = "No such rule", body = ErrorBody),
         (status = 413, description = "Rule over the size limit", body = ErrorBody),
         (status = 415, description = "Unsupported content type", body = ErrorBody),
@@ -239,13 +260,59 @@ pub async fn get_rule(state: web::Data<AppState>, id: web::Path<String>) -> Resu
 pub async fn replace_rule(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    query: web::Query<ReplaceQuery>,
     request: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let (text, format) = rule_text(&state, &request, payload).await?;
-    let stored = state.catalog.replace(&state.runtime, &id, &text, format)?;
+    let policy = query.state.unwrap_or_default();
+    let stored = state.catalog.replace(&state.runtime, &id, &text, format, policy)?;
     state.runtime.store.sync().await?;
     Ok(HttpResponse::Ok().json(RuleBody::from(stored)))
+}
+
+/// Every version of a rule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VersionList {
+    /// Oldest first.
+    pub versions: Vec<RuleBody>,
+}
+
+/// Every version of a rule.
+///
+/// Each replacement (and each re-enabling) stores a new version; all stay
+/// readable, also after the rule is deleted.
+#[utoipa::path(
+    get, path = "/v1/rules/{id}/versions", tag = "rules",
+    params(("id" = String, Path, description = "The rule id")),
+    responses(
+        (status = 200, description = "The versions, oldest first", body = VersionList),
+        (status = 404, description = "No such rule", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ())
+)]
+pub async fn list_versions(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let versions = state.catalog.versions(&id)?.into_iter().map(RuleBody::from).collect();
+    Ok(HttpResponse::Ok().json(VersionList { versions }))
+}
+
+/// One version of a rule.
+#[utoipa::path(
+    get, path = "/v1/rules/{id}/versions/{version}", tag = "rules",
+    params(("id" = String, Path, description = "The rule id"), ("version" = u64, Path, description = "The version")),
+    responses(
+        (status = 200, description = "That version", body = RuleBody),
+        (status = 404, description = "No such rule or version", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ())
+)]
+pub async fn get_version(state: web::Data<AppState>, path: web::Path<(String, u64)>) -> Result<HttpResponse, ApiError> {
+    let (id, version) = path.into_inner();
+    Ok(HttpResponse::Ok().json(RuleBody::from(state.catalog.version(&id, version)?)))
 }
 
 /// Delete a rule.
@@ -267,6 +334,9 @@ pub async fn delete_rule(state: web::Data<AppState>, id: web::Path<String>) -> R
 }
 
 /// Enable a rule.
+///
+/// A disabled rule kept no state, so enabling stores it as a new version
+/// that starts afresh.
 #[utoipa::path(
     post, path = "/v1/rules/{id}/enable", tag = "rules",
     params(("id" = String, Path, description = "The rule id")),

@@ -179,6 +179,7 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
             max_rule_bytes: settings.limits.rules.max_rule_bytes,
         },
         metrics,
+        backtests: Default::default(),
     });
     #[cfg(unix)]
     actix_web::rt::spawn(close_subscribers_on_signal(Arc::clone(&runtime)));

@@ -18,8 +18,24 @@ pub struct StoredRule {
     pub created_at: Timestamp,
     /// When this version was stored.
     pub updated_at: Timestamp,
+    /// The oldest version whose per-key state this version continues (its
+    /// own version unless it replaced the previous one with `keep`).
+    #[serde(default)]
+    pub state_since: u64,
 }
 record!(StoredRule, "rule", 1);
+
+impl StoredRule {
+    /// `state_since`, reading a record written before the field existed as
+    /// "its own version".
+    pub fn state_since(&self) -> u64 {
+        if self.state_since == 0 {
+            self.version
+        } else {
+            self.state_since
+        }
+    }
+}
 
 /// The `rules` and `rule_versions` trees.
 pub struct RuleStore {
