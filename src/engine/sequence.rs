@@ -26,7 +26,11 @@
 //! negated step — completed at that deadline (the alert's time).
 //!
 //! Under `any` contiguity every take also leaves the untaken run in place
-//! (Flink `followedByAny`), so one run branches into several.
+//! (Flink `followedByAny`), so one run branches into several. A branch is a
+//! new run, as old as the take that made it: it joins the list after every
+//! run already held (branches made by one event keep the order of the runs
+//! they came from). So among matches that started with the same event, the
+//! one that took its events first is the oldest.
 //!
 //! A run completes when its last positive step reaches its minimum (a
 //! trailing quantifier completes at its minimum; alerts are never held back
@@ -289,6 +293,9 @@ impl SequenceState {
         let explain = env.config.max_explained_events;
         let mut completed: Vec<Run> = Vec::new();
         let mut kept: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
+        // Branches (`any` contiguity) are new runs: younger than every run
+        // already held, so they join the list after them.
+        let mut branches: Vec<Run> = Vec::new();
 
         for mut run in std::mem::take(&mut self.runs) {
             let decision = if pattern.any_order {
@@ -304,12 +311,12 @@ impl SequenceState {
                         // The untaken run stays; the taken one is a new branch.
                         let mut branch = run.clone();
                         kept.push(run);
-                        if kept.len() + completed.len() >= cap {
+                        if kept.len() + branches.len() + completed.len() >= cap {
                             dropped.partial_matches += 1;
                             continue;
                         }
                         branch.take(j, event, ordinal, plan, explain);
-                        settle(branch, pattern, plan, &mut kept, &mut completed);
+                        settle(branch, pattern, plan, &mut branches, &mut completed);
                     } else {
                         run.take(j, event, ordinal, plan, explain);
                         settle(run, pattern, plan, &mut kept, &mut completed);
@@ -317,6 +324,7 @@ impl SequenceState {
                 }
             }
         }
+        kept.append(&mut branches);
 
         let skip_all = pattern.skip == SkipStrategy::All;
         if !completed.is_empty() {

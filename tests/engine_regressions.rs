@@ -1,0 +1,107 @@
+//! Shrunk failures of `tests/engine_props.rs`, kept as plain tests (as sled
+//! keeps its `tests/00_regression.rs`). Each test names the bug in a one-line
+//! post-mortem; the stream is the one proptest shrank to.
+
+use std::sync::Arc;
+
+use cepheus::engine::{Alert, Engine, EngineConfig, KeyState, RuleSet};
+use cepheus::event::Event;
+use cepheus::rules::{load, Format, RuleLimits};
+use cepheus::time::{Duration, Timestamp};
+use serde_json::{json, Map};
+
+/// One input to one key.
+enum In {
+    /// type, time (ms), `data.v`
+    Ev(&'static str, i64, Option<i64>),
+    /// advance the clock to (ms)
+    To(i64),
+}
+use In::{Ev, To};
+
+/// Runs `inputs` for one key through `rules` (YAML) with `lateness` ms;
+/// returns every alert in order.
+fn run_with(rules: &[&str], lateness: i64, inputs: &[In]) -> Vec<Alert> {
+    let compiled = rules.iter().map(|yaml| {
+        Arc::new(
+            load(yaml, Format::Yaml, 1, &RuleLimits::default())
+                .unwrap_or_else(|p| panic!("{p:#?}")),
+        )
+    });
+    let config = EngineConfig {
+        allowed_lateness: Duration(lateness),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Arc::new(RuleSet::new(compiled)), config);
+    let mut state = KeyState::new("k");
+    let mut alerts = Vec::new();
+    let mut n = 0;
+    for input in inputs {
+        match input {
+            Ev(ty, time, v) => {
+                n += 1;
+                let mut data = Map::new();
+                if let Some(v) = v {
+                    data.insert("v".into(), json!(v));
+                }
+                let event = Arc::new(Event {
+                    id: Some(format!("e{n}")),
+                    key: "k".into(),
+                    event_type: (*ty).into(),
+                    time: Timestamp(*time),
+                    data,
+                });
+                alerts.extend(engine.on_event(&mut state, &event).alerts);
+            }
+            To(time) => alerts.extend(engine.advance_to(&mut state, Timestamp(*time))),
+        }
+    }
+    alerts
+}
+
+fn run(rules: &[&str], inputs: &[In]) -> Vec<Alert> {
+    run_with(rules, 0, inputs)
+}
+
+/// Each alert as (rule, time, ordinals of its events).
+fn summary(alerts: &[Alert]) -> Vec<(String, i64, Vec<u64>)> {
+    alerts
+        .iter()
+        .map(|a| {
+            (
+                a.rule.to_string(),
+                a.time.millis(),
+                a.events.iter().map(|e| e.ordinal).collect(),
+            )
+        })
+        .collect()
+}
+
+fn one(rule: &str, time: i64, ordinals: &[u64]) -> (String, i64, Vec<u64>) {
+    (rule.to_owned(), time, ordinals.to_vec())
+}
+
+/// Post-mortem: `any` contiguity put each new branch right after its parent,
+/// ahead of older branches, so `past_last_event` emitted the newest of several
+/// matches that started together instead of the oldest.
+#[test]
+fn any_contiguity_emits_the_oldest_branch_first() {
+    let rule = "id: r1
+sequence:
+  contiguity: any
+  steps:
+    - {name: s1, match: \"type == 'a'\", times: 2}
+    - {name: s2, match: \"type == 'b'\", times: {min: 1}}
+";
+    let alerts = run(
+        &[rule],
+        &[
+            Ev("a", 0, None),
+            Ev("a", 0, None),
+            Ev("a", 0, None),
+            Ev("b", 0, None),
+        ],
+    );
+    // [a1 a2 b4] was complete-able before [a1 a3 b4] and [a2 a3 b4].
+    assert_eq!(summary(&alerts), vec![one("r1", 0, &[1, 2, 4])]);
+}
