@@ -105,3 +105,28 @@ sequence:
     // [a1 a2 b4] was complete-able before [a1 a3 b4] and [a2 a3 b4].
     assert_eq!(summary(&alerts), vec![one("r1", 0, &[1, 2, 4])]);
 }
+
+/// Post-mortem: a run completed only on its last positive step, so an
+/// optional last step before a trailing negation was in fact required; and a
+/// pending run that had skipped it was not ended by the trailing negation.
+#[test]
+fn an_optional_step_before_a_trailing_negation_may_be_skipped() {
+    let rule = "id: r2
+sequence:
+  within: 4ms
+  steps:
+    - {name: s1, match: \"type == 'a'\"}
+    - {name: s2, match: \"type == 'b'\", optional: true}
+    - {name: s3, match: \"type == 'c'\", not: true}
+";
+    // a, nothing else: a match at first + within.
+    let alerts = run(&[rule], &[Ev("a", 4, None), To(100)]);
+    assert_eq!(summary(&alerts), vec![one("r2", 8, &[1])]);
+    assert_eq!(alerts[0].values["s2.count"], json!(0));
+    // a then b: the optional step is still taken while pending.
+    let alerts = run(&[rule], &[Ev("a", 4, None), Ev("b", 5, None), To(100)]);
+    assert_eq!(summary(&alerts), vec![one("r2", 8, &[1, 2])]);
+    // a then c: the trailing negation ends the run that skipped b.
+    let alerts = run(&[rule], &[Ev("a", 4, None), Ev("c", 6, None), To(100)]);
+    assert!(alerts.is_empty(), "{alerts:#?}");
+}

@@ -32,12 +32,16 @@
 //! they came from). So among matches that started with the same event, the
 //! one that took its events first is the oldest.
 //!
-//! A run completes when its last positive step reaches its minimum (a
-//! trailing quantifier completes at its minimum; alerts are never held back
-//! to see if more would come). If the sequence ends with a negated step it
-//! instead becomes *pending*: it still takes more events for its last
-//! positive step, is ended by a matching negated event, and completes at
-//! `first + within`; while pending, unrelated events are ignored whatever
+//! A run completes when its current step has reached its minimum and every
+//! positive step after it is optional: when its last positive step reaches
+//! its minimum, or earlier if that step is optional (allowed only before a
+//! trailing negated step). A trailing quantifier completes at its minimum;
+//! alerts are never held back to see if more would come. If the sequence
+//! ends with a negated step the run instead becomes *pending*: it still
+//! takes more events for its current and later steps (rules 1 and 2), is
+//! ended by an event matching the trailing negated step (or a negated step
+//! directly after its current one) before `first + within`, and completes
+//! at `first + within`; while pending, unrelated events are ignored whatever
 //! the contiguity.
 //!
 //! After a match, `past_last_event` emits the earliest-started completed run
@@ -77,8 +81,6 @@ pub(crate) struct SequencePlan {
     /// Per step: some predicate or the message reads this step's events,
     /// so runs keep them (otherwise runs keep only references).
     keep_events: Vec<bool>,
-    /// Index of the last positive step.
-    last_positive: usize,
     /// The sequence ends with a negated step (a timer).
     trailing_negation: bool,
 }
@@ -108,7 +110,6 @@ impl SequencePlan {
         SequencePlan {
             uses_bindings,
             keep_events,
-            last_positive,
             trailing_negation: last_positive + 1 < n,
         }
     }
@@ -418,8 +419,11 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
     let complete = if pattern.any_order {
         pattern.steps.iter().zip(&run.steps).all(|(s, m)| m.count >= s.min)
     } else {
+        // Every positive step after the current one may be skipped (an
+        // optional last positive step, allowed before a trailing negation,
+        // need not be taken).
         let j = run.step as usize;
-        j == plan.last_positive && run.steps[j].count >= pattern.steps[j].min
+        run.steps[j].count >= pattern.steps[j].min && pattern.steps[j + 1..].iter().all(|s| s.negated || s.min == 0)
     };
     if !complete {
         kept.push(run);
@@ -466,6 +470,11 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                 return Decision::End;
             }
             j += 1;
+        }
+        // A pending run may have skipped optional steps before the trailing
+        // negation, which still guards it.
+        if run.pending && before_deadline && probe.matches(steps.len() - 1, Some(run)) {
+            return Decision::End;
         }
     }
     if run.pending || pattern.contiguity != Contiguity::Strict {
