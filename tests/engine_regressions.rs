@@ -130,3 +130,36 @@ sequence:
     let alerts = run(&[rule], &[Ev("a", 4, None), Ev("c", 6, None), To(100)]);
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
+
+/// Post-mortem: one advance merged the alerts of all rules by alert time,
+/// but a session fires 1 ms after its time (when the watermark passes
+/// last + gap), so a tie with another rule's alert came out in a different
+/// order than with 1 ms advances.
+#[test]
+fn a_session_alert_fires_after_an_alert_of_equal_time_due_earlier() {
+    let session = "id: r1
+threshold:
+  window: {session: {gap: 2ms}}
+  aggregate: count
+  below: 1.5
+";
+    let heartbeat = "id: r2
+absence:
+  expect: \"type == 'b'\"
+  within: 2ms
+";
+    let jump = run(
+        &[session, heartbeat],
+        &[Ev("b", 0, None), Ev("a", 3, None), To(43)],
+    );
+    let steps = run(
+        &[session, heartbeat],
+        &[Ev("b", 0, None), To(1), To(2), Ev("a", 3, None), To(43)],
+    );
+    // The heartbeat is due at watermark 2, the session closes at 3.
+    assert_eq!(
+        summary(&jump)[..2],
+        [one("r2", 2, &[1]), one("r1", 2, &[1])]
+    );
+    assert_eq!(jump, steps);
+}

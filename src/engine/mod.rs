@@ -327,8 +327,10 @@ impl Engine {
 
     /// Sets the clock to `clock` (not earlier than it is) and fires what the
     /// new watermark makes due. Rules are independent, so each runs its own
-    /// timers in order; the alerts are then merged by time (ties keep rule
-    /// order), which makes one big advance equal to many small ones.
+    /// timers in order; the alerts are then merged by the watermark instant
+    /// at which each fired, then by time (ties keep rule order), which makes
+    /// one big advance equal to many small ones. (The instant is the alert's
+    /// time, except for sessions, which fire 1 ms after theirs.)
     fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
         let clock = state.clock.map_or(clock, |c| c.max(clock));
         state.clock = Some(clock);
@@ -344,22 +346,31 @@ impl Engine {
             dropped,
             ..
         } = state;
+        let mut instants: Vec<Timestamp> = Vec::new();
         for rule_state in states.iter_mut() {
             let entry = &self.rules.entries[rule_state.index as usize];
             let rule = &entry.rule;
             let env = RuleEnv::new(rule, key, attributes, &self.config);
+            let before = alerts.len();
+            let mut delay = Duration::ZERO;
             match (&rule.pattern, &mut rule_state.pattern) {
                 (Pattern::Sequence(p), PatternState::Sequence(s)) => {
                     let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
                     s.advance(&env, p, plan, wm, alerts, dropped);
                 }
                 (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, wm, alerts),
-                (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, wm, alerts),
+                (Pattern::Threshold(p), PatternState::Threshold(s)) => {
+                    s.advance(&env, p, wm, alerts);
+                    delay = threshold::firing_delay(p);
+                }
                 _ => unreachable!("aligned states match their rule's kind"),
             }
+            instants.extend(alerts[before..].iter().map(|a| a.time.plus(delay)));
         }
         states.retain(|s| !s.pattern.is_empty());
-        alerts[first_new..].sort_by_key(|a| a.time);
+        let mut fired: Vec<(Timestamp, Alert)> = instants.into_iter().zip(alerts.drain(first_new..)).collect();
+        fired.sort_by_key(|(instant, alert)| (*instant, alert.time));
+        alerts.extend(fired.into_iter().map(|(_, alert)| alert));
     }
 
     fn update_next_due(&self, state: &mut KeyState) {
