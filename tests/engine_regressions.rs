@@ -163,3 +163,18 @@ absence:
     );
     assert_eq!(jump, steps);
 }
+
+/// Post-mortem: a sliding window listed its events in time order, every
+/// other explanation in the order they were accepted; with events accepted
+/// out of order (within the lateness) "oldest first" meant two things.
+#[test]
+fn a_sliding_window_explains_in_acceptance_order() {
+    let rule = "id: r1
+threshold:
+  window: {sliding: 5ms}
+  aggregate: count
+  at_least: 2
+";
+    let alerts = run_with(&[rule], 2, &[Ev("a", 23, Some(0)), Ev("a", 22, Some(1))]);
+    assert_eq!(summary(&alerts), vec![one("r1", 22, &[1, 2])]);
+}
