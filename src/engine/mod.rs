@@ -17,6 +17,15 @@
 //! so every timer due at or before that watermark fires first; a deadline
 //! `d` fires when the watermark reaches `d`.
 //!
+//! Accepted events are evaluated in the order they were accepted (their
+//! ordinals), not re-sorted by time: with `allowed_lateness` above 0, an
+//! event that arrives after a later-stamped one is matched after it (a
+//! sequence step does not go back in time, an expected event accepted
+//! before its trigger does not cancel it). Flink CEP instead buffers events
+//! until the watermark passes them and matches them in time order, which
+//! delays every alert by the lateness. With the default lateness of 0 the
+//! two orders are the same.
+//!
 //! The semantics of each pattern kind live in one file: `sequence.rs`,
 //! `absence.rs`, `threshold.rs` (with `window.rs` and `aggregate.rs`).
 
