@@ -81,9 +81,7 @@ fn one(rule: &str, time: i64, ordinals: &[u64]) -> (String, i64, Vec<u64>) {
     (rule.to_owned(), time, ordinals.to_vec())
 }
 
-/// Post-mortem: `any` contiguity put each new branch right after its parent,
-/// ahead of older branches, so `past_last_event` emitted the newest of several
-/// matches that started together instead of the oldest.
+/// Post-mortem: `any` branches went ahead of older ones, so `past_last_event` emitted the newest tied match.
 #[test]
 fn any_contiguity_emits_the_oldest_branch_first() {
     let rule = "id: r1
@@ -106,9 +104,7 @@ sequence:
     assert_eq!(summary(&alerts), vec![one("r1", 0, &[1, 2, 4])]);
 }
 
-/// Post-mortem: a run completed only on its last positive step, so an
-/// optional last step before a trailing negation was in fact required; and a
-/// pending run that had skipped it was not ended by the trailing negation.
+/// Post-mortem: runs completed only on the last positive step, so an optional one there was required.
 #[test]
 fn an_optional_step_before_a_trailing_negation_may_be_skipped() {
     let rule = "id: r2
@@ -131,10 +127,7 @@ sequence:
     assert!(alerts.is_empty(), "{alerts:#?}");
 }
 
-/// Post-mortem: one advance merged the alerts of all rules by alert time,
-/// but a session fires 1 ms after its time (when the watermark passes
-/// last + gap), so a tie with another rule's alert came out in a different
-/// order than with 1 ms advances.
+/// Post-mortem: one advance sorted by alert time, but sessions fire 1 ms after theirs, so ties reordered.
 #[test]
 fn a_session_alert_fires_after_an_alert_of_equal_time_due_earlier() {
     let session = "id: r1
@@ -164,9 +157,7 @@ absence:
     assert_eq!(jump, steps);
 }
 
-/// Post-mortem: a sliding window listed its events in time order, every
-/// other explanation in the order they were accepted; with events accepted
-/// out of order (within the lateness) "oldest first" meant two things.
+/// Post-mortem: sliding windows explained in time order, every other kind in acceptance order.
 #[test]
 fn a_sliding_window_explains_in_acceptance_order() {
     let rule = "id: r1
