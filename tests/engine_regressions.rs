@@ -19,19 +19,15 @@ enum In {
 }
 use In::{Ev, To};
 
-/// Runs `inputs` for one key through `rules` (YAML) with `lateness` ms;
-/// returns every alert in order.
-fn run_with(rules: &[&str], lateness: i64, inputs: &[In]) -> Vec<Alert> {
+/// Runs `inputs` for one key through `rules` (YAML) with `config`; returns
+/// every alert in order.
+fn run_config(rules: &[&str], config: EngineConfig, inputs: &[In]) -> Vec<Alert> {
     let compiled = rules.iter().map(|yaml| {
         Arc::new(
             load(yaml, Format::Yaml, 1, &RuleLimits::default())
                 .unwrap_or_else(|p| panic!("{p:#?}")),
         )
     });
-    let config = EngineConfig {
-        allowed_lateness: Duration(lateness),
-        ..EngineConfig::default()
-    };
     let engine = Engine::new(Arc::new(RuleSet::new(compiled)), config);
     let mut state = KeyState::new("k");
     let mut alerts = Vec::new();
@@ -59,6 +55,15 @@ fn run_with(rules: &[&str], lateness: i64, inputs: &[In]) -> Vec<Alert> {
     alerts
 }
 
+/// The same with `lateness` ms of allowed lateness.
+fn run_with(rules: &[&str], lateness: i64, inputs: &[In]) -> Vec<Alert> {
+    let config = EngineConfig {
+        allowed_lateness: Duration(lateness),
+        ..EngineConfig::default()
+    };
+    run_config(rules, config, inputs)
+}
+
 fn run(rules: &[&str], inputs: &[In]) -> Vec<Alert> {
     run_with(rules, 0, inputs)
 }
@@ -81,9 +86,9 @@ fn one(rule: &str, time: i64, ordinals: &[u64]) -> (String, i64, Vec<u64>) {
     (rule.to_owned(), time, ordinals.to_vec())
 }
 
-/// Post-mortem: `any` branches went ahead of older ones, so `past_last_event` emitted the newest tied match.
+/// Post-mortem: `any` branches went ahead of older ones, so `past_last_event` emitted a later tied match.
 #[test]
-fn any_contiguity_emits_the_oldest_branch_first() {
+fn any_contiguity_emits_the_leftmost_of_matches_with_one_start() {
     let rule = "id: r1
 sequence:
   contiguity: any
@@ -100,8 +105,45 @@ sequence:
             Ev("b", 0, None),
         ],
     );
-    // [a1 a2 b4] was complete-able before [a1 a3 b4] and [a2 a3 b4].
+    // Of [a1 a2 b4], [a1 a3 b4] and [a2 a3 b4]: the earliest start, then the
+    // earliest events, as `relaxed` would match.
     assert_eq!(summary(&alerts), vec![one("r1", 0, &[1, 2, 4])]);
+}
+
+/// Post-mortem: tied `any` branches were ordered by their bounded explanation, which hides the middle events.
+#[test]
+fn tied_branches_are_told_apart_by_every_event_not_the_explanation() {
+    let rule = "id: r1
+sequence:
+  contiguity: any
+  steps:
+    - {name: s1, match: \"type == 'c'\"}
+    - {name: s2, match: \"true\", times: 2}
+    - {name: s3, match: \"true\"}
+    - {name: s4, match: \"type == 'c'\"}
+";
+    let config = EngineConfig {
+        max_explained_events: 2,
+        ..EngineConfig::default()
+    };
+    let events = [
+        Ev("c", 0, None),
+        Ev("a", 0, None),
+        Ev("a", 0, None),
+        Ev("a", 0, None),
+        Ev("a", 0, None),
+        Ev("c", 0, None),
+    ];
+    let alerts = run_config(&[rule], config, &events);
+    // Every branch explains itself as [c1, c6]; the match is c1 a2 a3 a4 c6.
+    assert_eq!(summary(&alerts), vec![one("r1", 0, &[1, 6])]);
+    assert_eq!(alerts[0].values["events_omitted"], json!(3));
+    let leftmost = run(&[rule], &events);
+    assert_eq!(summary(&leftmost), vec![one("r1", 0, &[1, 2, 3, 4, 6])]);
+    assert_eq!(
+        alerts[0].id, leftmost[0].id,
+        "the same match, explained at two lengths"
+    );
 }
 
 /// Post-mortem: runs completed only on the last positive step, so an optional one there was required.

@@ -26,11 +26,7 @@
 //! negated step — completed at that deadline (the alert's time).
 //!
 //! Under `any` contiguity every take also leaves the untaken run in place
-//! (Flink `followedByAny`), so one run branches into several. A branch is a
-//! new run, as old as the take that made it: it joins the list after every
-//! run already held (branches made by one event keep the order of the runs
-//! they came from). So among matches that started with the same event, the
-//! one that took its events first is the oldest.
+//! (Flink `followedByAny`), so one run branches into several.
 //!
 //! A run completes when its current step has reached its minimum and every
 //! positive step after it is optional: when its last positive step reaches
@@ -45,7 +41,8 @@
 //! the contiguity.
 //!
 //! After a match, `past_last_event` emits the earliest-started completed run
-//! only and discards every other run (all started at or before the match's
+//! only (among branches with the same start, the one whose events come
+//! first, event by event: the match `relaxed` would find) and discards every other run (all started at or before the match's
 //! last event; for a timer-completed match, the deadline counts as its end),
 //! and the completing event starts no new run. `all` emits every completed
 //! run and keeps the others.
@@ -81,6 +78,9 @@ pub(crate) struct SequencePlan {
     /// Per step: some predicate or the message reads this step's events,
     /// so runs keep them (otherwise runs keep only references).
     keep_events: Vec<bool>,
+    /// Runs branch (`any` contiguity), so branches with the same start can
+    /// complete together: runs keep the ordinals they took to tell them apart.
+    keep_ordinals: bool,
     /// The sequence ends with a negated step (a timer).
     trailing_negation: bool,
 }
@@ -110,6 +110,7 @@ impl SequencePlan {
         SequencePlan {
             uses_bindings,
             keep_events,
+            keep_ordinals: pattern.contiguity == Contiguity::Any,
             trailing_negation: last_positive + 1 < n,
         }
     }
@@ -140,6 +141,11 @@ struct Run {
     /// Reached the trailing negated step: waits for its deadline.
     #[serde(default)]
     pending: bool,
+    /// Ordinal of every event taken, in order, under `any` contiguity only
+    /// (one number per event; the explanation is bounded and cannot order
+    /// branches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ordinals: Vec<u64>,
 }
 
 /// What one step of a run has taken.
@@ -238,6 +244,9 @@ impl Run {
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
         self.explanation.push(EventRef::of(event, ordinal), explain_limit);
+        if plan.keep_ordinals {
+            self.ordinals.push(ordinal);
+        }
     }
 
     fn start(steps: usize, event: &Event, ordinal: u64) -> Run {
@@ -250,6 +259,7 @@ impl Run {
             fingerprint: MatchFingerprint::default(),
             explanation: Explanation::default(),
             pending: false,
+            ordinals: Vec::new(),
         }
     }
 }
@@ -294,11 +304,13 @@ impl SequenceState {
         let explain = env.config.max_explained_events;
         let mut completed: Vec<Run> = Vec::new();
         let mut kept: Vec<Run> = Vec::with_capacity(self.runs.len() + 1);
-        // Branches (`any` contiguity) are new runs: younger than every run
-        // already held, so they join the list after them.
-        let mut branches: Vec<Run> = Vec::new();
 
-        for mut run in std::mem::take(&mut self.runs) {
+        let runs = std::mem::take(&mut self.runs);
+        let total = runs.len();
+        for (i, mut run) in runs.into_iter().enumerate() {
+            // NB: runs not visited yet will each be kept too, so they count
+            // against the cap before a branch may be added.
+            let unvisited = total - i - 1;
             let decision = if pattern.any_order {
                 decide_any_order(&mut probe, &run)
             } else {
@@ -312,12 +324,12 @@ impl SequenceState {
                         // The untaken run stays; the taken one is a new branch.
                         let mut branch = run.clone();
                         kept.push(run);
-                        if kept.len() + branches.len() + completed.len() >= cap {
+                        if kept.len() + completed.len() + unvisited >= cap {
                             dropped.partial_matches += 1;
                             continue;
                         }
                         branch.take(j, event, ordinal, plan, explain);
-                        settle(branch, pattern, plan, &mut branches, &mut completed);
+                        settle(branch, pattern, plan, &mut kept, &mut completed);
                     } else {
                         run.take(j, event, ordinal, plan, explain);
                         settle(run, pattern, plan, &mut kept, &mut completed);
@@ -325,7 +337,6 @@ impl SequenceState {
                 }
             }
         }
-        kept.append(&mut branches);
 
         let skip_all = pattern.skip == SkipStrategy::All;
         if !completed.is_empty() {
@@ -334,7 +345,7 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, Some(event), event.time));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, &completed[0], Some(event), event.time));
+                alerts.push(self_alert(env, pattern, preferred(&completed), Some(event), event.time));
                 // Every other run started at or before this event.
                 kept.clear();
                 self.runs = kept;
@@ -392,7 +403,7 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, None, deadline));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, &completed[0], None, deadline));
+                alerts.push(self_alert(env, pattern, preferred(&completed), None, deadline));
                 self.runs.retain(|run| run.min_time > deadline);
             }
         }
@@ -433,6 +444,21 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
     } else {
         done.push(run);
     }
+}
+
+/// The match `past_last_event` emits among runs completed by the same event
+/// or deadline: the earliest-started; among runs with the same start (the
+/// branches of `any` contiguity), the one whose events come first, compared
+/// event by event — the match `relaxed` contiguity would have found.
+///
+/// NB: only branches share a start, and only they keep `ordinals`; the
+/// explanation cannot stand in, because once bounded it hides the events in
+/// the middle that tell branches apart.
+fn preferred(completed: &[Run]) -> &Run {
+    completed
+        .iter()
+        .min_by(|a, b| a.first_ordinal.cmp(&b.first_ordinal).then_with(|| a.ordinals.cmp(&b.ordinals)))
+        .expect("called with at least one completed run")
 }
 
 fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {

@@ -1168,7 +1168,10 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                         fired.push((k, emit(run, deadline, "sequence-deadline")));
                     }
                 } else {
-                    fired.push((k, emit(&completed[0], deadline, "sequence-deadline")));
+                    fired.push((
+                        k,
+                        emit(preferred(&completed), deadline, "sequence-deadline"),
+                    ));
                     runs.retain(|r| r.first_time() > deadline);
                 }
             }
@@ -1178,7 +1181,6 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         };
         // Offer the event to every run, oldest first.
         let mut kept = Vec::new();
-        let mut branches = Vec::new();
         let mut completed = Vec::new();
         for run in runs {
             match decide(&run, e) {
@@ -1189,15 +1191,10 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                     next.taken.push((j, e, ordinal));
                     let done = complete(&next) && !trailing;
                     if spec.contiguity == Contig::Any {
-                        // The untaken run stays where it is; the branch is
-                        // a new run, younger than every existing one.
+                        // The untaken run stays; the branch is another run.
                         kept.push(run);
-                        if done {
-                            completed.push(next);
-                        } else {
-                            branches.push(next);
-                        }
-                    } else if done {
+                    }
+                    if done {
                         completed.push(next);
                     } else {
                         kept.push(next);
@@ -1205,7 +1202,6 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 }
             }
         }
-        kept.extend(branches);
         runs = kept;
         if !completed.is_empty() {
             if spec.skip_all {
@@ -1213,7 +1209,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                     fired.push((k, emit(run, e.time, "sequence")));
                 }
             } else {
-                fired.push((k, emit(&completed[0], e.time, "sequence")));
+                fired.push((k, emit(preferred(&completed), e.time, "sequence")));
                 runs.clear();
                 continue;
             }
@@ -1233,6 +1229,18 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         }
     }
     fired
+}
+
+/// The one match `past_last_event` emits among runs completed together:
+/// the earliest-started (first event accepted first) and, among branches
+/// with the same start, the one whose events come first, event by event —
+/// the match `relaxed` contiguity would find.
+fn preferred<'r, 'a>(completed: &'r [Run<'a>]) -> &'r Run<'a> {
+    let ordinals = |r: &Run<'_>| r.taken.iter().map(|(_, _, o)| *o).collect::<Vec<u64>>();
+    completed
+        .iter()
+        .min_by_key(|r| ordinals(r))
+        .expect("at least one completed run")
 }
 
 // --- driving the engine ------------------------------------------------------------------------
