@@ -269,20 +269,7 @@ impl ThresholdState {
 /// The watermark at which a session whose last event is at `last` closes:
 /// it must pass `last + gap`, because an event at exactly `last + gap` joins.
 fn close_at(last: Timestamp, gap: Duration) -> Timestamp {
-    last.plus(gap).plus(SESSION_DELAY)
-}
-
-/// How far past a session alert's time (`last + gap`) the watermark is when
-/// the session closes.
-const SESSION_DELAY: Duration = Duration(1);
-
-/// How far past an alert's time the watermark is when the alert fires:
-/// [`SESSION_DELAY`] for sessions, nothing for other windows.
-pub(crate) fn firing_delay(pattern: &ThresholdPattern) -> Duration {
-    match pattern.window {
-        WindowSpec::Session { .. } => SESSION_DELAY,
-        _ => Duration::ZERO,
-    }
+    last.plus(gap).plus(Duration(1))
 }
 
 fn window_json(start: Timestamp, acc: &Accumulator) -> Value {
