@@ -505,7 +505,9 @@ fn disable_and_enable() {
         StatusCode::OK,
         "enable",
     );
-    assert_eq!(enabled["version"], 1);
+    // A disabled rule kept no state: enabling stores a new version that
+    // starts afresh.
+    assert_eq!(enabled["version"], 2);
     assert!(
         enabled["rule"].get("enabled").is_none_or(|e| e == true),
         "{enabled}"

@@ -17,6 +17,15 @@
 //! so every timer due at or before that watermark fires first; a deadline
 //! `d` fires when the watermark reaches `d`.
 //!
+//! Accepted events are evaluated in the order they were accepted (their
+//! ordinals), not re-sorted by time: with `allowed_lateness` above 0, an
+//! event that arrives after a later-stamped one is matched after it (a
+//! sequence step does not go back in time, an expected event accepted
+//! before its trigger does not cancel it). Flink CEP instead buffers events
+//! until the watermark passes them and matches them in time order, which
+//! delays every alert by the lateness. With the default lateness of 0 the
+//! two orders are the same.
+//!
 //! The semantics of each pattern kind live in one file: `sequence.rs`,
 //! `absence.rs`, `threshold.rs` (with `window.rs` and `aggregate.rs`).
 
@@ -326,9 +335,12 @@ impl Engine {
     }
 
     /// Sets the clock to `clock` (not earlier than it is) and fires what the
-    /// new watermark makes due. Rules are independent, so each runs its own
-    /// timers in order; the alerts are then merged by time (ties keep rule
-    /// order), which makes one big advance equal to many small ones.
+    /// new watermark makes due, one watermark instant at a time (the earliest
+    /// deadline of any rule, in turn), each instant's alerts ordered by time
+    /// (ties keep rule order). So one big advance fires exactly what many
+    /// small ones would, in the same order, whatever the distance between an
+    /// alert's time and the instant it fires at (a session's alert time is
+    /// 1 ms before it closes).
     fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
         let clock = state.clock.map_or(clock, |c| c.max(clock));
         state.clock = Some(clock);
@@ -336,7 +348,6 @@ impl Engine {
             return;
         }
         let wm = clock.minus(self.config.allowed_lateness);
-        let first_new = alerts.len();
         let KeyState {
             key,
             attributes,
@@ -344,42 +355,56 @@ impl Engine {
             dropped,
             ..
         } = state;
-        for rule_state in states.iter_mut() {
-            let entry = &self.rules.entries[rule_state.index as usize];
-            let rule = &entry.rule;
-            let env = RuleEnv::new(rule, key, attributes, &self.config);
-            match (&rule.pattern, &mut rule_state.pattern) {
-                (Pattern::Sequence(p), PatternState::Sequence(s)) => {
-                    let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
-                    s.advance(&env, p, plan, wm, alerts, dropped);
+        let mut done: Option<Timestamp> = None;
+        loop {
+            // NB: every advance processes all it has due up to its watermark,
+            // so instants strictly increase; the final pass at `wm` only
+            // guards against a deadline that would not move.
+            let instant = match states.iter().filter_map(|s| self.deadline(s)).min() {
+                Some(d) if d <= wm && done.is_none_or(|p| d > p) => d,
+                Some(d) if d <= wm => wm,
+                _ => break,
+            };
+            let first = alerts.len();
+            for rule_state in states.iter_mut() {
+                let entry = &self.rules.entries[rule_state.index as usize];
+                let rule = &entry.rule;
+                let env = RuleEnv::new(rule, key, attributes, &self.config);
+                match (&rule.pattern, &mut rule_state.pattern) {
+                    (Pattern::Sequence(p), PatternState::Sequence(s)) => {
+                        let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
+                        s.advance(&env, p, plan, instant, alerts, dropped);
+                    }
+                    (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, instant, alerts),
+                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, instant, alerts),
+                    _ => unreachable!("aligned states match their rule's kind"),
                 }
-                (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, wm, alerts),
-                (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, wm, alerts),
-                _ => unreachable!("aligned states match their rule's kind"),
             }
+            alerts[first..].sort_by_key(|a| a.time);
+            if instant == wm {
+                break;
+            }
+            done = Some(instant);
         }
         states.retain(|s| !s.pattern.is_empty());
-        alerts[first_new..].sort_by_key(|a| a.time);
+    }
+
+    /// The watermark at which one rule's timers next act.
+    fn deadline(&self, s: &RuleState) -> Option<Timestamp> {
+        let rule = &self.rules.entries[s.index as usize].rule;
+        match (&rule.pattern, &s.pattern) {
+            (Pattern::Sequence(p), PatternState::Sequence(s)) => s.next_deadline(p),
+            (Pattern::Absence(_), PatternState::Absence(s)) => s.next_deadline(),
+            (Pattern::Threshold(p), PatternState::Threshold(s)) => s.next_deadline(p),
+            _ => None,
+        }
     }
 
     fn update_next_due(&self, state: &mut KeyState) {
         let lateness = self.config.allowed_lateness;
-        state.next_due = state
-            .rules
-            .iter()
-            .filter_map(|s| {
-                let rule = &self.rules.entries[s.index as usize].rule;
-                let deadline = match (&rule.pattern, &s.pattern) {
-                    (Pattern::Sequence(p), PatternState::Sequence(s)) => s.next_deadline(p),
-                    (Pattern::Absence(_), PatternState::Absence(s)) => s.next_deadline(),
-                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.next_deadline(p),
-                    _ => None,
-                };
-                // NB: a deadline is in watermark terms; the clock must run
-                // `lateness` further before the watermark reaches it.
-                deadline.map(|d| d.plus(lateness))
-            })
-            .min();
+        // NB: a deadline is in watermark terms; the clock must run
+        // `lateness` further before the watermark reaches it.
+        state.next_due = state.rules.iter().filter_map(|s| self.deadline(s)).min().map(|d| d.plus(lateness));
     }
 
     /// Re-aligns `state` to this rule set: keeps the state of rules present

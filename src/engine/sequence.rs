@@ -28,12 +28,16 @@
 //! Under `any` contiguity every take also leaves the untaken run in place
 //! (Flink `followedByAny`), so one run branches into several.
 //!
-//! A run completes when its last positive step reaches its minimum (a
-//! trailing quantifier completes at its minimum; alerts are never held back
-//! to see if more would come). If the sequence ends with a negated step it
-//! instead becomes *pending*: it still takes more events for its last
-//! positive step, is ended by a matching negated event, and completes at
-//! `first + within`; while pending, unrelated events are ignored whatever
+//! A run completes when its current step has reached its minimum and every
+//! positive step after it is optional: when its last positive step reaches
+//! its minimum, or earlier if that step is optional (allowed only before a
+//! trailing negated step). A trailing quantifier completes at its minimum;
+//! alerts are never held back to see if more would come. If the sequence
+//! ends with a negated step the run instead becomes *pending*: it still
+//! takes more events for its current and later steps (rules 1 and 2), is
+//! ended by an event matching the trailing negated step (or a negated step
+//! directly after its current one) before `first + within`, and completes
+//! at `first + within`; while pending, unrelated events are ignored whatever
 //! the contiguity.
 //!
 //! After a match, `past_last_event` emits the earliest-started completed run
@@ -74,8 +78,9 @@ pub(crate) struct SequencePlan {
     /// Per step: some predicate or the message reads this step's events,
     /// so runs keep them (otherwise runs keep only references).
     keep_events: Vec<bool>,
-    /// Index of the last positive step.
-    last_positive: usize,
+    /// Runs branch (`any` contiguity), so branches with the same start can
+    /// complete together: runs keep the ordinals they took to tell them apart.
+    keep_ordinals: bool,
     /// The sequence ends with a negated step (a timer).
     trailing_negation: bool,
 }
@@ -105,7 +110,7 @@ impl SequencePlan {
         SequencePlan {
             uses_bindings,
             keep_events,
-            last_positive,
+            keep_ordinals: pattern.contiguity == Contiguity::Any,
             trailing_negation: last_positive + 1 < n,
         }
     }
@@ -136,6 +141,11 @@ struct Run {
     /// Reached the trailing negated step: waits for its deadline.
     #[serde(default)]
     pending: bool,
+    /// Ordinal of every event taken, in order, under `any` contiguity only
+    /// (one number per event; the explanation is bounded and cannot order
+    /// branches).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ordinals: Vec<u64>,
 }
 
 /// What one step of a run has taken.
@@ -234,6 +244,9 @@ impl Run {
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
         self.explanation.push(EventRef::of(event, ordinal), explain_limit);
+        if plan.keep_ordinals {
+            self.ordinals.push(ordinal);
+        }
     }
 
     fn start(steps: usize, event: &Event, ordinal: u64) -> Run {
@@ -246,6 +259,7 @@ impl Run {
             fingerprint: MatchFingerprint::default(),
             explanation: Explanation::default(),
             pending: false,
+            ordinals: Vec::new(),
         }
     }
 }
@@ -416,8 +430,11 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
     let complete = if pattern.any_order {
         pattern.steps.iter().zip(&run.steps).all(|(s, m)| m.count >= s.min)
     } else {
+        // Every positive step after the current one may be skipped (an
+        // optional last positive step, allowed before a trailing negation,
+        // need not be taken).
         let j = run.step as usize;
-        j == plan.last_positive && run.steps[j].count >= pattern.steps[j].min
+        run.steps[j].count >= pattern.steps[j].min && pattern.steps[j + 1..].iter().all(|s| s.negated || s.min == 0)
     };
     if !complete {
         kept.push(run);
@@ -433,11 +450,14 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
 /// or deadline: the earliest-started; among runs with the same start (the
 /// branches of `any` contiguity), the one whose events come first, compared
 /// event by event — the match `relaxed` contiguity would have found.
+///
+/// NB: only branches share a start, and only they keep `ordinals`; the
+/// explanation cannot stand in, because once bounded it hides the events in
+/// the middle that tell branches apart.
 fn preferred(completed: &[Run]) -> &Run {
-    let ordinals = |r: &Run| r.explanation.events.iter().map(|e| e.ordinal).collect::<Vec<_>>();
     completed
         .iter()
-        .min_by(|a, b| a.first_ordinal.cmp(&b.first_ordinal).then_with(|| ordinals(a).cmp(&ordinals(b))))
+        .min_by(|a, b| a.first_ordinal.cmp(&b.first_ordinal).then_with(|| a.ordinals.cmp(&b.ordinals)))
         .expect("called with at least one completed run")
 }
 
@@ -476,6 +496,11 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                 return Decision::End;
             }
             j += 1;
+        }
+        // A pending run may have skipped optional steps before the trailing
+        // negation, which still guards it.
+        if run.pending && before_deadline && probe.matches(steps.len() - 1, Some(run)) {
+            return Decision::End;
         }
     }
     if run.pending || pattern.contiguity != Contiguity::Strict {

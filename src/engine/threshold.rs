@@ -366,9 +366,13 @@ impl SlidingWindow {
         let value = self.value(pattern);
         let holds = value.is_some_and(|v| pattern.comparison.holds(v));
         if holds && !self.holding {
+            // Entries are kept in time order; explanations list events in
+            // the order the entity accepted them (see `Alert::events`).
+            let mut listed: Vec<&EventRef> = self.entries.iter().map(|e| &e.event).collect();
+            listed.sort_by_key(|e| e.ordinal);
             let mut explanation = Explanation::default();
-            for e in &self.entries {
-                explanation.push(e.event.clone(), env.config.max_explained_events);
+            for e in listed {
+                explanation.push(e.clone(), env.config.max_explained_events);
             }
             let mut id = env.alert_id("sliding");
             id.add_i64(at.millis()).add_u64(ordinal.unwrap_or(0));
