@@ -17,6 +17,8 @@ pub const EVENTS_REJECTED: &str = "cepheus_events_rejected_total";
 pub const EVENTS_DUPLICATE: &str = "cepheus_events_duplicate_total";
 /// Events older than their entity's watermark.
 pub const EVENTS_LATE: &str = "cepheus_events_late_total";
+/// Events late for a rule, by rule and policy.
+pub const EVENTS_LATE_BY_RULE: &str = "cepheus_rule_late_events_total";
 /// Requests refused with 429.
 pub const INGEST_OVERLOADED: &str = "cepheus_ingest_overloaded_total";
 /// Alerts recorded, by rule.
@@ -74,6 +76,12 @@ pub fn overloaded() {
 /// Counts late events.
 pub fn events_late(n: usize) {
     counter!(EVENTS_LATE).increment(n as u64);
+}
+
+/// Counts an event late for `rule`, and what the rule did with it
+/// (`dead_letter` or `evaluate`).
+pub fn late_for_rule(rule: &str, policy: &'static str) {
+    counter!(EVENTS_LATE_BY_RULE, "rule" => rule.to_owned(), "policy" => policy).increment(1);
 }
 
 /// Counts one alert of `rule`.

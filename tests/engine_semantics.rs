@@ -634,3 +634,50 @@ fn state_survives_a_snapshot_and_restore_without_changing_the_alerts() {
     assert_eq!(a, b);
     assert_eq!(live.advance(100.0), restored.advance(100.0));
 }
+
+// ---- per-rule lateness (`lateness: {allowed, late}`) ------------------------
+
+#[test]
+fn a_rule_with_more_allowed_lateness_evaluates_events_the_others_find_late() {
+    let strict = "id: strict\nsequence:\n  steps:\n    - match: type == \"x\"\n";
+    let patient = "id: patient\nlateness: {allowed: 10s}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
+    let mut world = World::new(&[strict, patient]);
+    assert_eq!(world.send("x", 100.0).len(), 2);
+    let outcome = world.outcome("k", "x", 95.0, json!({}));
+    assert!(outcome.late, "late for `strict`, which dead-letters it");
+    assert_eq!(outcome.alerts.len(), 1);
+    assert_eq!(&*outcome.alerts[0].rule, "patient");
+    let late_for: Vec<&str> = outcome.late_for.iter().map(|(r, _)| &**r).collect();
+    assert_eq!(late_for, ["strict"]);
+    // 11 s behind is late for both.
+    let outcome = world.outcome("k", "x", 89.0, json!({}));
+    assert!(outcome.late && outcome.alerts.is_empty());
+}
+
+#[test]
+fn a_rule_that_evaluates_late_events_still_counts_them() {
+    let eager = "id: eager\nlateness: {late: evaluate}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
+    let mut world = World::new(&[eager]);
+    world.send("x", 100.0);
+    let outcome = world.outcome("k", "x", 50.0, json!({}));
+    assert!(!outcome.late, "evaluated, so not a dead letter");
+    assert_eq!(outcome.alerts.len(), 1);
+    assert_eq!(outcome.late_for.len(), 1);
+    assert_eq!(outcome.late_for[0].1, cepheus::rules::LatePolicy::Evaluate);
+}
+
+#[test]
+fn a_rules_timers_wait_for_its_own_watermark() {
+    // Heartbeat loss within 30 s; the patient rule allows 10 s of lateness,
+    // so its watermark (clock − 10 s) reaches the deadline 10 s later.
+    let quick = "id: quick\nabsence:\n  expect: type == \"hb\"\n  within: 30s\n";
+    let patient = "id: patient\nlateness: {allowed: 10s}\nabsence:\n  expect: type == \"hb\"\n  within: 30s\n";
+    let mut world = World::new(&[quick, patient]);
+    world.send("hb", 0.0);
+    let at_30: Vec<String> = world.advance(30.0).iter().map(|a| a.rule.to_string()).collect();
+    assert_eq!(at_30, ["quick"]);
+    assert!(world.advance(39.999).is_empty());
+    let at_40 = only(world.advance(40.0));
+    assert_eq!(&*at_40.rule, "patient");
+    assert_eq!(secs(at_40.time), 30.0, "the alert's time is still the deadline");
+}

@@ -146,8 +146,12 @@ impl EntityActor {
             }
             let before = self.state.clock;
             let outcome = engine.on_event(&mut self.state, &d.event);
+            for (rule, policy) in &outcome.late_for {
+                telemetry::late_for_rule(rule, policy.as_str());
+            }
             if outcome.late {
-                late.push((d.seq, d.index, d.event));
+                let rules: Vec<String> = outcome.late_for.iter().map(|(r, _)| r.to_string()).collect();
+                late.push((d.seq, d.index, d.event, rules));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -191,7 +195,7 @@ impl EntityActor {
 
     /// Dead-letters late events, each identified by its key and log
     /// position: a replay after a crash evaluates them again.
-    fn record_late(&self, late: Vec<(u64, u32, Arc<Event>)>, now: Timestamp) {
+    fn record_late(&self, late: Vec<(u64, u32, Arc<Event>, Vec<String>)>, now: Timestamp) {
         if late.is_empty() {
             return;
         }
@@ -202,7 +206,7 @@ impl EntityActor {
             .map(|c| c.minus(self.runtime.engine().config().allowed_lateness));
         let letters: Vec<(Vec<u8>, DeadLetter)> = late
             .iter()
-            .map(|(seq, index, e)| {
+            .map(|(seq, index, e, rules)| {
                 let mut identity = self.key.as_bytes().to_vec();
                 identity.push(0);
                 identity.extend_from_slice(&seq.to_be_bytes());
@@ -210,11 +214,20 @@ impl EntityActor {
                 let letter = DeadLetter {
                     seq: 0,
                     reason: DeadLetterReason::Late,
-                    error: format!(
-                        "event time {} is older than the entity's watermark {}",
-                        e.time,
-                        watermark.map_or_else(|| "-".into(), |w| w.to_string())
-                    ),
+                    error: if rules.is_empty() {
+                        format!(
+                            "event time {} is older than the entity's watermark {}",
+                            e.time,
+                            watermark.map_or_else(|| "-".into(), |w| w.to_string())
+                        )
+                    } else {
+                        format!(
+                            "event time {} is older than the watermark of rule(s) {} (the entity's clock {} minus the allowed lateness)",
+                            e.time,
+                            rules.join(", "),
+                            self.state.clock.map_or_else(|| "-".into(), |c| c.to_string())
+                        )
+                    },
                     key: Some(self.key.clone()),
                     received_at: now,
                     event: serde_json::to_value(&**e).unwrap_or(Value::Null),

@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 
 use crate::event::Event;
 use crate::rules::expr::{EvalContext, Expr};
-use crate::rules::{Pattern, Rule};
+use crate::rules::{LatePolicy, Pattern, Rule};
 use crate::time::{Duration, Timestamp};
 
 pub use alert::Alert;
@@ -87,9 +87,14 @@ impl Default for EngineConfig {
 pub struct EventOutcome {
     /// Alerts, in the order they fired: timers due before the event first.
     pub alerts: Vec<Alert>,
-    /// The event was older than the entity's watermark and was not evaluated.
+    /// The event is late and must be kept as a dead letter: a rule that
+    /// would have seen it found it late and does not evaluate late events,
+    /// or it is older than the entity's watermark and no rule saw it.
     pub late: bool,
-    /// The event's position in its entity's stream (absent when late).
+    /// Rules the event was late for, with what each did about it.
+    pub late_for: Vec<(Arc<str>, LatePolicy)>,
+    /// The event's position in its entity's stream (absent when no rule
+    /// evaluated a late event).
     pub ordinal: Option<u64>,
     /// Drops caused by this call (also added to `KeyState::dropped`).
     pub dropped: DropCounters,
@@ -113,6 +118,8 @@ pub struct RuleSet {
     partitioned: Vec<u32>,
     by_id: HashMap<Arc<str>, u32>,
     fingerprint: u64,
+    /// Some rule has its own lateness policy.
+    any_own_lateness: bool,
 }
 
 impl RuleSet {
@@ -162,6 +169,7 @@ impl RuleSet {
             })
             .collect();
         RuleSet {
+            any_own_lateness: entries.iter().any(|e| e.rule.lateness.is_some()),
             entries,
             by_type,
             any_type,
@@ -258,25 +266,25 @@ impl Engine {
     pub fn on_event(&self, state: &mut KeyState, event: &Arc<Event>) -> EventOutcome {
         self.align(state);
         let mut outcome = EventOutcome::default();
-        if let Some(clock) = state.clock {
-            if event.time < clock.minus(self.config.allowed_lateness) {
-                outcome.late = true;
-                return outcome;
-            }
+        let previous = state.clock;
+        let late_for = |allowed: Duration| previous.is_some_and(|c| event.time < c.minus(allowed));
+        let entity_late = late_for(self.config.allowed_lateness);
+        if entity_late && !self.rules.any_own_lateness {
+            // Every rule keeps the service's lateness: late for all of them.
+            self.late_everywhere(state, event, &mut outcome);
+            return outcome;
         }
-        let clock = state.clock.map_or(event.time, |c| c.max(event.time));
+        let clock = previous.map_or(event.time, |c| c.max(event.time));
         let before = state.dropped;
         self.fire_timers(state, clock, &mut outcome.alerts);
 
-        state.events_seen += 1;
-        let ordinal = state.events_seen;
-        outcome.ordinal = Some(ordinal);
-        let wm = clock.minus(self.config.allowed_lateness);
+        let mut considered = false;
         let KeyState {
             key,
             attributes,
             rules: states,
             dropped,
+            events_seen,
             ..
         } = state;
         for &i in self.rules.candidates(&event.event_type) {
@@ -297,12 +305,26 @@ impl Engine {
                     continue;
                 }
             }
+            considered = true;
+            let allowed = self.allowed_lateness(rule);
+            if late_for(allowed) {
+                let policy = rule.lateness.map(|l| l.late).unwrap_or_default();
+                outcome.late_for.push((Arc::clone(&rule.id), policy));
+                if policy == LatePolicy::DeadLetter {
+                    outcome.late = true;
+                    continue;
+                }
+            }
+            let ordinal = *outcome.ordinal.get_or_insert_with(|| {
+                *events_seen += 1;
+                *events_seen
+            });
             let env = RuleEnv::new(rule, key, attributes, &self.config);
             let slot = state_slot(states, i, rule);
             match (&rule.pattern, &mut states[slot].pattern) {
                 (Pattern::Sequence(p), PatternState::Sequence(s)) => {
                     let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
-                    s.on_event(&env, p, plan, event, ordinal, wm, &mut outcome.alerts, dropped);
+                    s.on_event(&env, p, plan, event, ordinal, clock.minus(allowed), &mut outcome.alerts, dropped);
                 }
                 (Pattern::Absence(p), PatternState::Absence(s)) => {
                     s.on_event(&env, p, event, ordinal, dropped);
@@ -316,9 +338,37 @@ impl Engine {
                 states.remove(slot);
             }
         }
+        if entity_late && !considered {
+            outcome.late = true;
+        }
+        if !entity_late && outcome.ordinal.is_none() {
+            // An on-time event counts in its entity's stream even when no
+            // rule looked at it, so ordinals do not depend on the rules.
+            *events_seen += 1;
+            outcome.ordinal = Some(*events_seen);
+        }
         outcome.dropped = diff(state.dropped, before);
         self.update_next_due(state);
         outcome
+    }
+
+    /// A late event when every rule keeps the service's lateness: reported
+    /// for every rule that would have seen it, evaluated by none.
+    fn late_everywhere(&self, state: &KeyState, event: &Arc<Event>, outcome: &mut EventOutcome) {
+        outcome.late = true;
+        for &i in self.rules.candidates(&event.event_type) {
+            let rule = &self.rules.entries[i as usize].rule;
+            if rule_applies_to_key(rule, event, &state.key) {
+                outcome.late_for.push((Arc::clone(&rule.id), LatePolicy::DeadLetter));
+            }
+        }
+    }
+
+    /// How far behind the clock an event is still on time for `rule`.
+    fn allowed_lateness(&self, rule: &Rule) -> Duration {
+        rule.lateness
+            .and_then(|l| l.allowed)
+            .unwrap_or(self.config.allowed_lateness)
     }
 
     /// Moves the entity's clock to at least `clock`, firing every timer whose
@@ -344,10 +394,11 @@ impl Engine {
     fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
         let clock = state.clock.map_or(clock, |c| c.max(clock));
         state.clock = Some(clock);
-        if state.rules.is_empty() {
+        // NB: `next_due` is kept current after every call (and alignment),
+        // so when it is not reached nothing can fire: the common case.
+        if state.rules.is_empty() || state.next_due.is_none_or(|due| due > clock) {
             return;
         }
-        let wm = clock.minus(self.config.allowed_lateness);
         let KeyState {
             key,
             attributes,
@@ -357,36 +408,46 @@ impl Engine {
         } = state;
         let mut done: Option<Timestamp> = None;
         loop {
-            // NB: every advance processes all it has due up to its watermark,
-            // so instants strictly increase; the final pass at `wm` only
-            // guards against a deadline that would not move.
-            let instant = match states.iter().filter_map(|s| self.deadline(s)).min() {
-                Some(d) if d <= wm && done.is_none_or(|p| d > p) => d,
-                Some(d) if d <= wm => wm,
+            // Instants are clock times; each rule sees its own watermark
+            // (the instant minus its allowed lateness). Every advance
+            // processes all it has due up to its watermark, so instants
+            // strictly increase; the final pass at `clock` only guards
+            // against a deadline that would not move.
+            let instant = match states.iter().filter_map(|s| self.due(s)).min() {
+                Some(d) if d <= clock && done.is_none_or(|p| d > p) => d,
+                Some(d) if d <= clock => clock,
                 _ => break,
             };
             let first = alerts.len();
             for rule_state in states.iter_mut() {
                 let entry = &self.rules.entries[rule_state.index as usize];
                 let rule = &entry.rule;
+                let wm = instant.minus(self.allowed_lateness(rule));
                 let env = RuleEnv::new(rule, key, attributes, &self.config);
                 match (&rule.pattern, &mut rule_state.pattern) {
                     (Pattern::Sequence(p), PatternState::Sequence(s)) => {
                         let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
-                        s.advance(&env, p, plan, instant, alerts, dropped);
+                        s.advance(&env, p, plan, wm, alerts, dropped);
                     }
-                    (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, instant, alerts),
-                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, instant, alerts),
+                    (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, wm, alerts),
+                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, wm, alerts),
                     _ => unreachable!("aligned states match their rule's kind"),
                 }
             }
             alerts[first..].sort_by_key(|a| a.time);
-            if instant == wm {
+            if instant == clock {
                 break;
             }
             done = Some(instant);
         }
         states.retain(|s| !s.pattern.is_empty());
+    }
+
+    /// The clock time at which one rule's timers next act: its deadline (a
+    /// watermark) plus the rule's allowed lateness.
+    fn due(&self, s: &RuleState) -> Option<Timestamp> {
+        let rule = &self.rules.entries[s.index as usize].rule;
+        self.deadline(s).map(|d| d.plus(self.allowed_lateness(rule)))
     }
 
     /// The watermark at which one rule's timers next act.
@@ -401,10 +462,7 @@ impl Engine {
     }
 
     fn update_next_due(&self, state: &mut KeyState) {
-        let lateness = self.config.allowed_lateness;
-        // NB: a deadline is in watermark terms; the clock must run
-        // `lateness` further before the watermark reaches it.
-        state.next_due = state.rules.iter().filter_map(|s| self.deadline(s)).min().map(|d| d.plus(lateness));
+        state.next_due = state.rules.iter().filter_map(|s| self.due(s)).min();
     }
 
     /// Re-aligns `state` to this rule set: keeps the state of rules present

@@ -24,7 +24,7 @@ pub mod template;
 pub use limits::RuleLimits;
 pub use locations::Locations;
 pub use model::{
-    AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, Mode, Pattern, Rule,
+    AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, LatePolicy, Lateness, Mode, Pattern, Rule,
     SequencePattern, Severity, SkipStrategy, Step, ThresholdPattern, WindowSpec,
 };
 pub use parse::Format;

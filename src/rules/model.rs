@@ -86,12 +86,46 @@ pub struct Rule {
     pub pattern: Pattern,
     /// The alert message; `None` uses a generated description.
     pub message: Option<Template>,
+    /// The rule's own lateness policy; `None` uses the service's
+    /// `allowed_lateness` and dead-letters late events.
+    pub lateness: Option<Lateness>,
     /// Event types this rule can accept at all (from static analysis of
     /// `when` and the pattern's predicates); `None` when any type may match.
     /// The engine skips the rule for other types without evaluating anything.
     pub event_types: Option<BTreeSet<String>>,
     /// The document the rule was compiled from, as the user wrote it.
     pub document: RuleDocument,
+}
+
+/// A rule's lateness policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lateness {
+    /// How far behind the entity's clock an event is still on time for this
+    /// rule; `None` keeps the service's `allowed_lateness`.
+    pub allowed: Option<Duration>,
+    /// What happens to events late for this rule.
+    pub late: LatePolicy,
+}
+
+/// What happens to an event that is late for a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LatePolicy {
+    /// Not evaluated by the rule; kept as a dead letter with reason `late`.
+    #[default]
+    DeadLetter,
+    /// Evaluated anyway (counted as late).
+    Evaluate,
+}
+
+impl LatePolicy {
+    /// The name used in documents and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LatePolicy::DeadLetter => "dead_letter",
+            LatePolicy::Evaluate => "evaluate",
+        }
+    }
 }
 
 /// Exactly one pattern kind per rule (DESIGN §3).

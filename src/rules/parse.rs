@@ -14,11 +14,11 @@ use std::path::Path;
 use crate::rules::limits::RuleLimits;
 use crate::rules::located::{self, Node, Value};
 use crate::rules::locations::Locations;
-use crate::rules::model::{Contiguity, Mode, Severity, SkipStrategy};
+use crate::rules::model::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
 use crate::rules::problem::{Position, Problem};
 use crate::rules::schema::{
-    AbsenceDoc, AlertDoc, HoppingDoc, RuleDocument, SequenceDoc, SessionDoc, StepDoc, ThresholdDoc,
-    TimesDoc, WindowDoc,
+    AbsenceDoc, AlertDoc, HoppingDoc, LatenessDoc, RuleDocument, SequenceDoc, SessionDoc, StepDoc,
+    ThresholdDoc, TimesDoc, WindowDoc,
 };
 use crate::rules::suggest;
 
@@ -136,6 +136,7 @@ const RULE_FIELDS: &[&str] = &[
     "absence",
     "threshold",
     "alert",
+    "lateness",
 ];
 const SEQUENCE_FIELDS: &[&str] = &["within", "contiguity", "any_order", "skip", "steps"];
 const STEP_FIELDS: &[&str] = &["name", "match", "times", "optional", "not"];
@@ -154,6 +155,7 @@ const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session"];
 const HOPPING_FIELDS: &[&str] = &["size", "advance"];
 const SESSION_FIELDS: &[&str] = &["gap"];
 const ALERT_FIELDS: &[&str] = &["message"];
+const LATENESS_FIELDS: &[&str] = &["allowed", "late"];
 
 /// Where each field name is valid, to tell a user who put one at the wrong
 /// level where it belongs.
@@ -165,10 +167,12 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("`threshold`", THRESHOLD_FIELDS),
     ("`threshold.window`", WINDOW_FIELDS),
     ("`alert`", ALERT_FIELDS),
+    ("`lateness`", LATENESS_FIELDS),
 ];
 
 const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
 const MODES: &[&str] = &["live", "shadow"];
+const LATE_POLICIES: &[&str] = &["dead_letter", "evaluate"];
 const CONTIGUITIES: &[&str] = &["relaxed", "strict", "any"];
 const SKIPS: &[&str] = &["past_last_event", "all"];
 
@@ -335,6 +339,10 @@ impl Walker<'_> {
                 ThresholdDoc::placeholder,
             ),
             alert: self.section(&f, "alert", Walker::alert, || AlertDoc { message: None }),
+            lateness: self.section(&f, "lateness", Walker::lateness, || LatenessDoc {
+                allowed: None,
+                late: None,
+            }),
         };
         Some(document)
     }
@@ -541,6 +549,20 @@ impl Walker<'_> {
                 "gap",
                 "give the largest gap inside a session, e.g. gap: 30s",
             ),
+        })
+    }
+
+    fn lateness(&mut self, node: &Node, path: &str) -> Option<LatenessDoc> {
+        let f = self.fields(node, path, "`lateness`", LATENESS_FIELDS)?;
+        Some(LatenessDoc {
+            allowed: self.text(&f, "allowed"),
+            late: self.choice(&f, "late", LATE_POLICIES).map(|p| {
+                if p == "evaluate" {
+                    LatePolicy::Evaluate
+                } else {
+                    LatePolicy::DeadLetter
+                }
+            }),
         })
     }
 

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::rules::model::{Contiguity, Mode, Severity, SkipStrategy};
+use crate::rules::model::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
 
 /// A rule as written by its author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -59,6 +59,25 @@ pub struct RuleDocument {
     /// How alerts read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<AlertDoc>,
+    /// This rule's lateness policy (default: the service's allowed lateness,
+    /// late events dead-lettered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lateness: Option<LatenessDoc>,
+}
+
+/// `lateness:` — how late an event may be for this rule, and what happens
+/// to later ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatenessDoc {
+    /// How far behind the entity's clock an event is still on time, e.g.
+    /// `10s` (default: the service's `allowed_lateness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<String>,
+    /// `dead_letter` (default): late events are not evaluated and are kept as
+    /// dead letters; `evaluate`: they are evaluated anyway. Counted either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late: Option<LatePolicy>,
 }
 
 /// `sequence:` — steps in order.

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use crate::rules::expr::{self, Expr, Scope};
 use crate::rules::limits::RuleLimits;
 use crate::rules::locations::Locations;
-use crate::rules::model::{template_scope, Pattern, Rule};
+use crate::rules::model::{template_scope, Lateness, Pattern, Rule};
 use crate::rules::problem::Problem;
-use crate::rules::schema::RuleDocument;
+use crate::rules::schema::{LatenessDoc, RuleDocument};
 use crate::rules::template::Template;
 use crate::time::Duration;
 
@@ -83,6 +83,7 @@ pub fn compile(
     // NB: the message is checked even when the pattern has problems, as
     // long as the pattern kind (and so the names the message sees) is known.
     let message = template_scope.and_then(|scope| c.message(document, &scope));
+    let lateness = document.lateness.as_ref().map(|l| c.lateness(l));
     let mut problems = c.problems;
     if !problems.is_empty() {
         Problem::sort(&mut problems);
@@ -104,6 +105,7 @@ pub fn compile(
         partition_by,
         pattern,
         message,
+        lateness,
         event_types,
         document: document.clone(),
     })
@@ -318,6 +320,22 @@ impl Checker<'_> {
                 })
                 .or_else(|| self.locations.of(path));
             self.problems.push(Problem::new(path, error.message).at(at));
+        }
+    }
+
+    /// The rule's lateness policy. The allowance may be 0 (on time means
+    /// exactly at or after the clock).
+    fn lateness(&mut self, doc: &LatenessDoc) -> Lateness {
+        let allowed = doc.allowed.as_deref().and_then(|text| {
+            if Duration::parse(text) == Ok(Duration::ZERO) {
+                Some(Duration::ZERO)
+            } else {
+                self.duration("lateness.allowed", text)
+            }
+        });
+        Lateness {
+            allowed,
+            late: doc.late.unwrap_or_default(),
         }
     }
 
