@@ -1,7 +1,8 @@
 //! Events per second through the pattern engine alone (no actors, no disk):
 //! one benchmark per pattern kind and one for a mixed three-rule set over
-//! 100,000 keys, each key's state in a `HashMap<String, KeyState>` as an
-//! entity registry would hold it.
+//! 100,000 keys, each key's state in a `HashMap<String, KeyState>` (with
+//! the Fx hash, as a registry that trusts its keys would use) as an entity
+//! registry would hold it.
 //!
 //! The rules are the example files `patterns/brute-force-login.yaml` (a
 //! sequence), `patterns/cart-abandoned.yaml` (an absence) and
@@ -17,7 +18,7 @@
 //!
 //! Run with `cargo bench --bench engine`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,7 +197,7 @@ impl Workload {
 
     /// Fresh, empty states for every key (built outside the timed region).
     fn fresh_states(&self) -> HashMap<String, KeyState> {
-        let mut states = HashMap::with_capacity(self.keys.len());
+        let mut states = HashMap::with_capacity_and_hasher(self.keys.len(), Default::default());
         for key in &self.keys {
             states.insert(key.clone(), KeyState::new(key.as_str()));
         }

@@ -38,7 +38,7 @@ pub mod state;
 mod threshold;
 mod window;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -137,9 +137,9 @@ impl RuleSet {
             })
             .collect();
         let mut any_type = Vec::new();
-        let mut typed: HashMap<String, Vec<u32>> = HashMap::new();
+        let mut typed: HashMap<String, Vec<u32>> = HashMap::default();
         let mut partitioned = Vec::new();
-        let mut by_id = HashMap::new();
+        let mut by_id = HashMap::default();
         let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
         for (i, entry) in entries.iter().enumerate() {
             let i = i as u32;

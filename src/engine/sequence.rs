@@ -300,6 +300,11 @@ impl SequenceState {
             event,
             cache: PredicateCache::new(),
         };
+        // The common case, an event no run waits for and that starts none,
+        // costs only the first step's predicate.
+        if self.runs.is_empty() && start_step(&mut probe).is_none() {
+            return;
+        }
         let cap = env.config.max_partial_matches.max(1);
         let explain = env.config.max_explained_events;
         let mut completed: Vec<Run> = Vec::new();
