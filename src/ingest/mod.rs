@@ -119,15 +119,28 @@ pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestCon
     let mut accepted = 0;
     let mut duplicates = 0;
     if !decoded.events.is_empty() {
-        let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        let (fresh, repeated) = dedup::filter(&runtime.store, decoded.events, now, config.dedup_horizon)?;
+        let mut last_accepted = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        // NB: the acceptance time is taken under the lock and never goes
+        // back, and events sent without `time` get it, so their times follow
+        // log order. Stamped at decoding (before the lock), two concurrent
+        // requests could enter the log in the other order, and the earlier
+        // stamp was then late for its entity: dead-lettered, not evaluated.
+        let accepted_at = wall_now().max(*last_accepted);
+        *last_accepted = accepted_at;
+        let mut events = decoded.events;
+        for &i in &decoded.untimed {
+            if let Some((_, event)) = events.get_mut(i) {
+                event.time = accepted_at;
+            }
+        }
+        let (fresh, repeated) = dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
         duplicates = repeated;
         if !fresh.is_empty() {
             let record = LogRecord {
                 events: fresh,
-                accepted_at: now,
+                accepted_at,
             };
-            let ids = dedup::remembering(&record.events, now);
+            let ids = dedup::remembering(&record.events, accepted_at);
             let seq = runtime.store.log().append_with(&record, (runtime.store.dedup_tree(), &ids))?;
             accepted = record.events.len();
             let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();

@@ -99,6 +99,35 @@ impl Server {
         &self.client
     }
 
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` of
+    /// `/proc/<pid>/status`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Replaces the config file (read at the next start).
+    pub fn set_config(&self, config_toml: &str) {
+        std::fs::write(self.dir.path().join("cepheus.toml"), config_toml)
+            .expect("the config file can be written");
+    }
+
+    /// Whether the process is still running (false once it exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("server.log")
     }
