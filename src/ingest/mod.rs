@@ -22,7 +22,7 @@ use crate::actors::checkpoint::route_batch;
 use crate::actors::{wall_now, Runtime};
 use crate::event::Event;
 use crate::store::deadletters::{DeadLetter, DeadLetterReason};
-use crate::store::log::LogRecord;
+use crate::store::log::split_batch;
 use crate::store::StoreError;
 use crate::telemetry;
 use crate::time::Duration;
@@ -74,6 +74,27 @@ pub enum IngestError {
 pub struct IngestConfig {
     /// How long an event id is remembered per key.
     pub dedup_horizon: Duration,
+}
+
+/// About the size of `event` in the log (its data as JSON plus its strings).
+fn encoded_size(event: &Event) -> usize {
+    let mut counter = ByteCounter(0);
+    let _ = serde_json::to_writer(&mut counter, &event.data);
+    counter.0 + event.key.len() + event.event_type.len() + event.id.as_ref().map_or(0, String::len) + 32
+}
+
+/// A writer that only counts.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Accepts `decoded`: dead-letters the rejected events, drops duplicates,
@@ -136,15 +157,15 @@ pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestCon
         let (fresh, repeated) = dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
         duplicates = repeated;
         if !fresh.is_empty() {
-            let record = LogRecord {
-                events: fresh,
-                accepted_at,
-            };
-            let ids = dedup::remembering(&record.events, accepted_at);
-            let seq = runtime.store.log().append_with(&record, (runtime.store.dedup_tree(), &ids))?;
-            accepted = record.events.len();
-            let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
-            route_batch(runtime, &engine, seq, &events);
+            let ids = dedup::remembering(&fresh, accepted_at);
+            accepted = fresh.len();
+            // A large batch is logged as several records, in one transaction.
+            let records = split_batch(fresh, accepted_at, encoded_size);
+            let first = runtime.store.log().append_with(&records, (runtime.store.dedup_tree(), &ids))?;
+            for (seq, record) in (first..).zip(records) {
+                let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
+                route_batch(runtime, &engine, seq, &events);
+            }
         }
     }
     runtime.store.sync().await?;
