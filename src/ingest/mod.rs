@@ -97,6 +97,21 @@ impl std::io::Write for ByteCounter {
     }
 }
 
+/// Refuses a request before its body is read when the events waiting for
+/// evaluation already fill `max_inflight_events`: no event could be
+/// accepted, so reading (and buffering) the body would be wasted memory.
+pub fn check_capacity(runtime: &Runtime) -> Result<(), IngestError> {
+    let inflight = runtime.router.inflight_events();
+    if inflight >= runtime.config.max_inflight_events {
+        telemetry::overloaded();
+        return Err(IngestError::Overloaded {
+            inflight,
+            retry_after_secs: 1,
+        });
+    }
+    Ok(())
+}
+
 /// Accepts `decoded`: dead-letters the rejected events, drops duplicates,
 /// logs and routes the rest, and returns once they are durable.
 pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestConfig) -> Result<IngestSummary, IngestError> {
