@@ -52,6 +52,17 @@ impl Server {
 
     /// As [`Server::start`], also loading the rule files in `rules_dir`.
     pub fn start_with(config_toml: &str, rules_dir: Option<&Path>) -> Server {
+        Server::start_prepared(config_toml, rules_dir, |_| {})
+    }
+
+    /// As [`Server::start_with`], calling `prepare` with the server's
+    /// directory before the first start (the data directory will be
+    /// `dir/data`; e.g. mount a small file system there).
+    pub fn start_prepared(
+        config_toml: &str,
+        rules_dir: Option<&Path>,
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("cepheus-itest-")
             .tempdir()
@@ -69,6 +80,7 @@ impl Server {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("the HTTP client builds");
+        prepare(dir.path());
         let mut server = Server {
             child: None,
             port: free_port(),
