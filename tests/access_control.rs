@@ -491,6 +491,16 @@ fn self_signed(dir: &Path) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     status.success().then_some((cert, key))
 }
 
+/// A child process killed when dropped (also when a test panics).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One HTTPS GET over rustls trusting only `ca`; returns the raw answer.
 fn https_get(port: u16, path: &str, ca: &Path) -> std::io::Result<String> {
     use rustls::pki_types::pem::PemObject;
@@ -530,7 +540,7 @@ fn tls_with_a_certificate_and_key_serves_https_only() {
         panic!("openssl is needed to make the test certificate (.ci/run installs it)");
     };
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cepheus"))
+    let child = Command::new(env!("CARGO_BIN_EXE_cepheus"))
         .arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -545,6 +555,7 @@ fn tls_with_a_certificate_and_key_serves_https_only() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Killed(child);
     let answer = wait_until("cepheus to answer over TLS", || {
         https_get(port, "/readyz", &cert)
             .ok()
@@ -566,8 +577,7 @@ fn tls_with_a_certificate_and_key_serves_https_only() {
     let other = tempfile::tempdir().unwrap();
     let (stranger, _) = self_signed(other.path()).unwrap();
     assert!(https_get(port, "/readyz", &stranger).is_err());
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
 
     // A key that does not fit the certificate is a clear start error.
     let (_, other_key) = (stranger, other.path().join("key.pem"));
