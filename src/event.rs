@@ -24,7 +24,7 @@ pub struct Event {
     /// What happened, e.g. `login_failed`.
     #[serde(rename = "type")]
     pub event_type: String,
-    /// Event time; the receive time when the producer sent none.
+    /// Event time; the acceptance time when the producer sent none.
     pub time: Timestamp,
     /// The payload: any JSON object.
     #[serde(default)]

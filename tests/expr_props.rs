@@ -15,6 +15,14 @@ use cepheus::time::Timestamp;
 use proptest::prelude::*;
 use serde_json::{json, Map, Number, Value};
 
+/// Cases per property: `PROPTEST_CASES` (fuzzing, see `docs/testing.md`), or `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn scope() -> Scope {
     Scope {
         bindings: vec![Arc::from("failures"), Arc::from("success")],
@@ -229,7 +237,7 @@ impl World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
 
     #[test]
     fn arbitrary_text_never_panics_the_compiler(text in any::<String>()) {
@@ -382,7 +390,7 @@ fn reference(source: &str, data: &Value) -> Option<Result<Value, ()>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1024))]
+    #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
 
     #[test]
     fn agrees_with_the_cel_interpreter(source in arb_data_expr()) {

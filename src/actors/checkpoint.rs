@@ -111,6 +111,10 @@ pub async fn checkpoint(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     }
     result?;
     runtime.store.set_meta_u64(CHECKPOINT, through)?;
+    // Durable, then recorded beside the store: a start that finds sled
+    // holding less knows its files lost data (see `Store::open`).
+    runtime.store.sync().await?;
+    runtime.store.mark_durable_checkpoint(through)?;
     Ok(through)
 }
 

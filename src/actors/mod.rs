@@ -101,8 +101,10 @@ pub struct Runtime {
     engine_config: EngineConfig,
     /// Held while a batch is appended to the log and routed, so log order
     /// is delivery order for every key (DESIGN §7: per-key order is the
-    /// order of acceptance).
-    pub sequencer: Mutex<()>,
+    /// order of acceptance). Holds the last acceptance time: events sent
+    /// without `time` get the acceptance time, taken under this lock and
+    /// never going back, so their times follow log order.
+    pub sequencer: Mutex<Timestamp>,
     ready: AtomicBool,
     /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
     /// a passivated entity moves its clock to it when it wakes.
@@ -127,7 +129,7 @@ impl Runtime {
             config,
             engine: RwLock::new(Arc::new(engine)),
             engine_config,
-            sequencer: Mutex::new(()),
+            sequencer: Mutex::new(Timestamp(i64::MIN)),
             ready: AtomicBool::new(false),
             clock_floor: AtomicI64::new(floor),
             checkpoint_round: tokio::sync::Mutex::new(()),

@@ -52,6 +52,8 @@ pub struct ClockAdvanced {
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())

@@ -116,6 +116,7 @@ pub async fn get_entity(state: web::Data<AppState>, key: web::Path<String>) -> R
         (status = 200, description = "The entity with its new attributes", body = EntityBody),
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 413, description = "Attributes over the size limit", body = ErrorBody),
+        (status = 415, description = "The body is not `application/json`", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),

@@ -60,6 +60,7 @@ pub async fn post_events(
             content_type.unwrap_or_default()
         ))
     })?;
+    ingest::check_capacity(&state.runtime)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
     let decoded = ingest::decode(&body, format, &state.limits.decode, wall_now())?;
     let summary = ingest::ingest(&state.runtime, decoded, &state.limits.ingest).await?;

@@ -170,7 +170,7 @@ pub async fn create_rule(
 ) -> Result<HttpResponse, ApiError> {
     let (text, format) = rule_text(&state, &request, payload).await?;
     let stored = state.catalog.create(&state.runtime, &text, format)?;
-    state.runtime.store.sync().await?;
+    settle(&state).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/rules/{}", stored.document.id)))
         .json(RuleBody::from(stored)))
@@ -267,7 +267,7 @@ pub async fn replace_rule(
     let (text, format) = rule_text(&state, &request, payload).await?;
     let policy = query.state.unwrap_or_default();
     let stored = state.catalog.replace(&state.runtime, &id, &text, format, policy)?;
-    state.runtime.store.sync().await?;
+    settle(&state).await?;
     Ok(HttpResponse::Ok().json(RuleBody::from(stored)))
 }
 
@@ -329,7 +329,7 @@ pub async fn get_version(state: web::Data<AppState>, path: web::Path<(String, u6
 )]
 pub async fn delete_rule(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     state.catalog.delete(&state.runtime, &id)?;
-    state.runtime.store.sync().await?;
+    settle(&state).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -368,8 +368,23 @@ pub async fn disable_rule(state: web::Data<AppState>, id: web::Path<String>) -> 
     switch(state, id, false).await
 }
 
+/// Makes a rule change durable together with a checkpoint, before it is
+/// acknowledged.
+///
+/// NB: without the checkpoint, a crash after the change made recovery
+/// replay the events accepted before it through the new rule set: a
+/// replaced (or re-enabled) rule continued from state the old version had
+/// built, and fired where it would not have without the crash. The
+/// checkpoint covers every event logged before the change; the entities'
+/// snapshots keep the old version's state, which the new version drops.
+async fn settle(state: &AppState) -> Result<(), ApiError> {
+    crate::actors::checkpoint::checkpoint(&state.runtime).await?;
+    state.runtime.store.sync().await?;
+    Ok(())
+}
+
 async fn switch(state: web::Data<AppState>, id: web::Path<String>, enabled: bool) -> Result<HttpResponse, ApiError> {
     let stored = state.catalog.set_enabled(&state.runtime, &id, enabled)?;
-    state.runtime.store.sync().await?;
+    settle(&state).await?;
     Ok(HttpResponse::Ok().json(RuleBody::from(stored)))
 }

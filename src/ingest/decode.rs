@@ -58,6 +58,9 @@ pub struct Decoded {
     pub events: Vec<(usize, Event)>,
     /// Invalid events.
     pub rejected: Vec<Rejection>,
+    /// Positions in `events` of the events sent without `time`: they carry
+    /// `received_at` for now, and ingest gives them their acceptance time.
+    pub untimed: Vec<usize>,
 }
 
 /// Why a whole body was refused.
@@ -138,11 +141,21 @@ pub fn decode(
             from_plain(&value, received_at)
         };
         match event.and_then(|e| e.check(&limits.event, None).map(|()| e).map_err(|x| x.to_string())) {
-            Ok(event) => decoded.events.push((index, event)),
+            Ok(event) => {
+                if has_no_time(&value) {
+                    decoded.untimed.push(decoded.events.len());
+                }
+                decoded.events.push((index, event))
+            }
             Err(error) => decoded.rejected.push(Rejection { index, error, raw: value }),
         }
     }
     Ok(decoded)
+}
+
+/// Whether `value` (an event that decoded) has no `time` of its own.
+fn has_no_time(value: &Value) -> bool {
+    matches!(value.get("time"), None | Some(Value::Null))
 }
 
 /// One element of a body: a JSON value, or why it is not one (with the raw text).
@@ -294,6 +307,16 @@ mod tests {
         let d = run(r#"{"key":"a","type":"t"}"#, BodyFormat::Json).unwrap();
         assert_eq!(d.events[0].1.time, Timestamp(42));
         assert!(d.events[0].1.data.is_empty());
+    }
+
+    #[test]
+    fn events_without_time_are_listed_as_untimed() {
+        let body = r#"[{"key":"a","type":"t"},{"key":"a","type":"t","time":"2026-01-01T00:00:00Z"},
+                       {"key":"a","type":"t","time":null}]"#;
+        let d = run(body, BodyFormat::Json).unwrap();
+        assert_eq!(d.untimed, vec![0, 2]);
+        let d = run("{\"type\":\"t\"}\n{\"key\":\"a\",\"type\":\"t\"}", BodyFormat::NdJson).unwrap();
+        assert_eq!(d.untimed, vec![0], "positions in `events`, not in the body");
     }
 
     #[test]

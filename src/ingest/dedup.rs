@@ -52,7 +52,7 @@ pub fn filter(
 }
 
 /// The writes that remember the ids of accepted `events`, to be applied
-/// with their log record ([`crate::store::log::EventLog::append_with`]).
+/// with their log records ([`crate::store::log::EventLog::append_with`]).
 pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for event in events {

@@ -22,7 +22,7 @@ use crate::actors::checkpoint::route_batch;
 use crate::actors::{wall_now, Runtime};
 use crate::event::Event;
 use crate::store::deadletters::{DeadLetter, DeadLetterReason};
-use crate::store::log::LogRecord;
+use crate::store::log::split_batch;
 use crate::store::StoreError;
 use crate::telemetry;
 use crate::time::Duration;
@@ -76,6 +76,42 @@ pub struct IngestConfig {
     pub dedup_horizon: Duration,
 }
 
+/// About the size of `event` in the log (its data as JSON plus its strings).
+fn encoded_size(event: &Event) -> usize {
+    let mut counter = ByteCounter(0);
+    let _ = serde_json::to_writer(&mut counter, &event.data);
+    counter.0 + event.key.len() + event.event_type.len() + event.id.as_ref().map_or(0, String::len) + 32
+}
+
+/// A writer that only counts.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Refuses a request before its body is read when the events waiting for
+/// evaluation already fill `max_inflight_events`: no event could be
+/// accepted, so reading (and buffering) the body would be wasted memory.
+pub fn check_capacity(runtime: &Runtime) -> Result<(), IngestError> {
+    let inflight = runtime.router.inflight_events();
+    if inflight >= runtime.config.max_inflight_events {
+        telemetry::overloaded();
+        return Err(IngestError::Overloaded {
+            inflight,
+            retry_after_secs: 1,
+        });
+    }
+    Ok(())
+}
+
 /// Accepts `decoded`: dead-letters the rejected events, drops duplicates,
 /// logs and routes the rest, and returns once they are durable.
 pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestConfig) -> Result<IngestSummary, IngestError> {
@@ -119,19 +155,32 @@ pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestCon
     let mut accepted = 0;
     let mut duplicates = 0;
     if !decoded.events.is_empty() {
-        let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        let (fresh, repeated) = dedup::filter(&runtime.store, decoded.events, now, config.dedup_horizon)?;
+        let mut last_accepted = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        // NB: the acceptance time is taken under the lock and never goes
+        // back, and events sent without `time` get it, so their times follow
+        // log order. Stamped at decoding (before the lock), two concurrent
+        // requests could enter the log in the other order, and the earlier
+        // stamp was then late for its entity: dead-lettered, not evaluated.
+        let accepted_at = wall_now().max(*last_accepted);
+        *last_accepted = accepted_at;
+        let mut events = decoded.events;
+        for &i in &decoded.untimed {
+            if let Some((_, event)) = events.get_mut(i) {
+                event.time = accepted_at;
+            }
+        }
+        let (fresh, repeated) = dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
         duplicates = repeated;
         if !fresh.is_empty() {
-            let record = LogRecord {
-                events: fresh,
-                accepted_at: now,
-            };
-            let ids = dedup::remembering(&record.events, now);
-            let seq = runtime.store.log().append_with(&record, (runtime.store.dedup_tree(), &ids))?;
-            accepted = record.events.len();
-            let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
-            route_batch(runtime, &engine, seq, &events);
+            let ids = dedup::remembering(&fresh, accepted_at);
+            accepted = fresh.len();
+            // A large batch is logged as several records, in one transaction.
+            let records = split_batch(fresh, accepted_at, encoded_size);
+            let first = runtime.store.log().append_with(&records, (runtime.store.dedup_tree(), &ids))?;
+            for (seq, record) in (first..).zip(records) {
+                let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
+                route_batch(runtime, &engine, seq, &events);
+            }
         }
     }
     runtime.store.sync().await?;

@@ -13,7 +13,47 @@ use crate::store::codec::{be, decode, encode, read_be};
 use crate::store::{record, StoreError, StoreResult};
 use crate::time::Timestamp;
 
-/// One accepted batch.
+/// Largest log record cepheus writes when it can (an event larger than
+/// this is a record on its own).
+///
+/// NB: sled 0.34 stores a tree node larger than a quarter of its 512 KiB
+/// segment as a blob and counts it in its page cache by the size of the
+/// pointer, not of the data, so such nodes are never evicted: memory grew
+/// with every large record logged (a flood of 2,000-event batches grew the
+/// server by the size of the log, whatever `storage.cache_bytes` said). A
+/// leaf node holds up to 16 entries, so records under 8 KiB keep every
+/// node under the threshold and the cache bound holds.
+pub const MAX_RECORD_BYTES: usize = 6 * 1024;
+
+/// Splits accepted events into records of about [`MAX_RECORD_BYTES`]
+/// each (at least one event per record), in order. `size` estimates an
+/// event's encoded size.
+pub fn split_batch(events: Vec<Event>, accepted_at: Timestamp, size: impl Fn(&Event) -> usize) -> Vec<LogRecord> {
+    let mut records = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let n = size(&event);
+        if !current.is_empty() && bytes + n > MAX_RECORD_BYTES {
+            records.push(LogRecord {
+                events: std::mem::take(&mut current),
+                accepted_at,
+            });
+            bytes = 0;
+        }
+        bytes += n;
+        current.push(event);
+    }
+    if !current.is_empty() {
+        records.push(LogRecord {
+            events: current,
+            accepted_at,
+        });
+    }
+    records
+}
+
+/// One accepted batch (or, for a large batch, one part of it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// The accepted events, normalized (time filled in), in request order.
@@ -62,9 +102,10 @@ impl EventLog {
         Ok(seq)
     }
 
-    /// Appends a batch together with `ids`, writes to another tree (the
-    /// event ids the batch makes known), in one transaction: after a crash
-    /// both are there or neither. Returns the seq.
+    /// Appends records together with `ids`, writes to another tree (the
+    /// event ids they make known), in one transaction: after a crash all
+    /// are there or none. The records get consecutive seqs; returns the
+    /// first.
     ///
     /// NB: two separate writes are not enough. sled recovers a prefix of
     /// the writes, and a record kept without its ids would be accepted
@@ -72,15 +113,18 @@ impl EventLog {
     /// whose answer the crash took.
     ///
     /// # Invariants
-    /// As [`EventLog::append`].
-    pub fn append_with(&self, record: &LogRecord, ids: (&sled::Tree, &sled::Batch)) -> StoreResult<u64> {
+    /// As [`EventLog::append`]. Callers keep each record under
+    /// [`MAX_RECORD_BYTES`] when they can ([`split_batch`]).
+    pub fn append_with(&self, records: &[LogRecord], ids: (&sled::Tree, &sled::Batch)) -> StoreResult<u64> {
         use sled::transaction::TransactionError;
         use sled::Transactional;
-        let bytes = encode(record)?;
-        let seq = self.next.load(Ordering::Acquire);
+        let encoded = records.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
+        let first = self.next.load(Ordering::Acquire);
         (&self.tree, ids.0)
             .transaction(|(log, other)| {
-                log.insert(&be(seq)[..], bytes.as_slice())?;
+                for (seq, bytes) in (first..).zip(&encoded) {
+                    log.insert(&be(seq)[..], bytes.as_slice())?;
+                }
                 other.apply_batch(ids.1)?;
                 Ok(())
             })
@@ -88,8 +132,10 @@ impl EventLog {
                 TransactionError::Storage(e) => StoreError::from(e),
                 TransactionError::Abort(()) => StoreError::Sled("the log transaction aborted".into()),
             })?;
-        self.next.store(seq + 1, Ordering::Release);
-        Ok(seq)
+        self.next.store(first + encoded.len() as u64, Ordering::Release);
+        let size: usize = encoded.iter().map(Vec::len).sum();
+        self.bytes.fetch_add(size as u64, Ordering::AcqRel);
+        Ok(first)
     }
 
     /// The seq the next append will get.
@@ -185,6 +231,25 @@ mod tests {
             events: vec![],
             accepted_at: Timestamp(at),
         }
+    }
+
+    #[test]
+    fn large_batches_are_split_in_order_and_small_ones_are_not() {
+        let event = |n: usize| Event {
+            id: Some(n.to_string()),
+            key: "k".into(),
+            event_type: "t".into(),
+            time: Timestamp(0),
+            data: serde_json::Map::new(),
+        };
+        let size = |_: &Event| 1_000;
+        let records = split_batch((0..15).map(event).collect(), Timestamp(7), size);
+        let lens: Vec<usize> = records.iter().map(|r| r.events.len()).collect();
+        assert_eq!(lens, [6, 6, 3]);
+        let ids: Vec<String> = records.iter().flat_map(|r| r.events.iter().map(|e| e.id.clone().unwrap())).collect();
+        assert_eq!(ids, (0..15).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(split_batch(vec![event(0)], Timestamp(7), |_| 1 << 20).len(), 1);
+        assert!(split_batch(vec![], Timestamp(7), size).is_empty());
     }
 
     #[test]

@@ -139,6 +139,8 @@ impl Store {
                 reason: describe_open_error(&config.path, &e),
             })?;
         let meta = db.open_tree("meta")?;
+        let durable = read_marker(&config.path)?;
+        check_against_marker(&meta, config, durable)?;
         check_format(&meta, config)?;
         let partitions = match meta.get("partitions")?.as_deref().and_then(read_be) {
             Some(p) => p as u16,
@@ -160,7 +162,35 @@ impl Store {
             db,
             partitions,
         };
-        Ok(Store { inner: Arc::new(inner) })
+        let store = Store { inner: Arc::new(inner) };
+        if durable.is_none() {
+            // A new store (or one made before the marker existed): what
+            // sled holds now is durable, then the marker says so.
+            store.flush_blocking()?;
+            store.mark_durable_checkpoint(store.meta_u64(CHECKPOINT_META)?.unwrap_or(0))?;
+        }
+        Ok(store)
+    }
+
+    /// Records, in a file beside sled's ([`MARKER_FILE`]), that the
+    /// checkpoint at log seq `seq` is durable in sled. Call only after a
+    /// flush that covers it.
+    ///
+    /// NB: sled recovers a prefix of its writes, so after any crash the
+    /// checkpoint it holds is at least the one recorded here; one behind it
+    /// at start means sled's files lost data (corrupt, truncated or
+    /// replaced), which sled itself opens as a shorter or empty store.
+    pub fn mark_durable_checkpoint(&self, seq: u64) -> StoreResult<()> {
+        use std::io::Write as _;
+        let marker = self.inner.path.join(MARKER_FILE);
+        let temporary = self.inner.path.join(format!("{MARKER_FILE}.new"));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temporary)?;
+            write!(file, "{MARKER_HEADER}\ncheckpoint {seq}\n")?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &marker)
+        };
+        write().map_err(|e| StoreError::Sled(format!("cannot write {}: {e}", marker.display())))
     }
 
     /// The event log.
@@ -244,6 +274,70 @@ impl Store {
     }
 }
 
+/// The file beside sled's that records the last checkpoint known durable.
+pub const MARKER_FILE: &str = "cepheus-durable";
+
+const MARKER_HEADER: &str = "cepheus store: the checkpoint below was durable in sled";
+
+/// The meta key of the checkpoint (written by `crate::actors::checkpoint`).
+const CHECKPOINT_META: &str = "checkpoint";
+
+/// The checkpoint the marker file records, if there is one.
+fn read_marker(path: &Path) -> StoreResult<Option<u64>> {
+    let marker = path.join(MARKER_FILE);
+    let text = match std::fs::read_to_string(&marker) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot read {}: {e}", marker.display()),
+            })
+        }
+    };
+    text.lines()
+        .find_map(|line| line.strip_prefix("checkpoint ")?.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| StoreError::Open {
+            path: path.to_owned(),
+            reason: format!(
+                "{} is corrupt (no `checkpoint` line); restore the directory from a backup or move it aside",
+                marker.display()
+            ),
+        })
+}
+
+/// Refuses a store that holds less than the marker says was durable.
+fn check_against_marker(meta: &sled::Tree, config: &StoreConfig, durable: Option<u64>) -> StoreResult<()> {
+    let Some(durable) = durable else { return Ok(()) };
+    let db = config.path.join("db");
+    let marker = config.path.join(MARKER_FILE);
+    if meta.get("format")?.is_none() {
+        return Err(StoreError::Open {
+            path: config.path.clone(),
+            reason: format!(
+                "{} holds no cepheus data, yet {} says this directory held a store durable through log seq {durable}: \
+                 sled's files are corrupt, truncated or were replaced; restore the directory from a backup or move it aside",
+                db.display(),
+                marker.display()
+            ),
+        });
+    }
+    let checkpoint = meta.get(CHECKPOINT_META)?.as_deref().and_then(read_be).unwrap_or(0);
+    if checkpoint < durable {
+        return Err(StoreError::Open {
+            path: config.path.clone(),
+            reason: format!(
+                "sled recovered {} only up to the checkpoint at log seq {checkpoint}, but the one at {durable} was durable \
+                 ({}): the file is corrupt or truncated; restore the directory from a backup or move it aside",
+                db.display(),
+                marker.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn check_format(meta: &sled::Tree, config: &StoreConfig) -> StoreResult<()> {
     match meta.get("format")?.as_deref().and_then(read_be) {
         None => {
@@ -306,7 +400,13 @@ impl GroupCommit {
             return Ok(());
         }
         let number = self.started.fetch_add(1, Ordering::AcqRel) + 1;
-        let result = db.flush_async().await;
+        // NB: after an I/O error sled may never finish a flush; a bounded
+        // wait turns that into an error the caller can answer (503) instead
+        // of a request that hangs and holds every later flush.
+        let result = match tokio::time::timeout(FLUSH_TIMEOUT, db.flush_async()).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no flush finished within {} s", FLUSH_TIMEOUT.as_secs())),
+        };
         let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(_) => {
@@ -322,6 +422,9 @@ impl GroupCommit {
         }
     }
 }
+
+/// Longest wait for one flush before it counts as failed.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Implements [`Record`] for a type with its kind name and format version.
 macro_rules! record {

@@ -52,6 +52,17 @@ impl Server {
 
     /// As [`Server::start`], also loading the rule files in `rules_dir`.
     pub fn start_with(config_toml: &str, rules_dir: Option<&Path>) -> Server {
+        Server::start_prepared(config_toml, rules_dir, |_| {})
+    }
+
+    /// As [`Server::start_with`], calling `prepare` with the server's
+    /// directory before the first start (the data directory will be
+    /// `dir/data`; e.g. mount a small file system there).
+    pub fn start_prepared(
+        config_toml: &str,
+        rules_dir: Option<&Path>,
+        prepare: impl FnOnce(&Path),
+    ) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("cepheus-itest-")
             .tempdir()
@@ -69,6 +80,7 @@ impl Server {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("the HTTP client builds");
+        prepare(dir.path());
         let mut server = Server {
             child: None,
             port: free_port(),
@@ -97,6 +109,35 @@ impl Server {
     /// The HTTP client.
     pub fn http(&self) -> &Client {
         &self.client
+    }
+
+    /// The server process's id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` of
+    /// `/proc/<pid>/status`), while it runs.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Replaces the config file (read at the next start).
+    pub fn set_config(&self, config_toml: &str) {
+        std::fs::write(self.dir.path().join("cepheus.toml"), config_toml)
+            .expect("the config file can be written");
+    }
+
+    /// Whether the process is still running (false once it exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
     }
 
     fn log_path(&self) -> PathBuf {
