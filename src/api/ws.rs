@@ -143,7 +143,23 @@ async fn subscription(
         }
     };
     let _ = session.close(reason).await;
+    // Finish the closing handshake: read until the client answers the close
+    // (or goes away, or a few seconds pass). Dropping the connection with
+    // the client's frames unread would make the kernel reset it, and the
+    // reset can destroy the close frame (and its reason) before the client
+    // reads it.
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Close(_) = message {
+                break;
+            }
+        }
+    })
+    .await;
 }
+
+/// How long a closing socket waits for the client's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Sends logged alerts with seq in `(after, through]`; returns the last seq
 /// covered, or `None` if the client went away.
