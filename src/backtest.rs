@@ -142,7 +142,9 @@ pub fn run(
     'records: for batch in events {
         let batch = batch.map_err(BacktestError::Store)?;
         progress.records.fetch_add(1, Ordering::Relaxed);
-        if started.elapsed().as_secs_f64() > bounds.max_seconds || progress.cancel.load(Ordering::Relaxed) {
+        if started.elapsed().as_secs_f64() > bounds.max_seconds
+            || progress.cancel.load(Ordering::Relaxed)
+        {
             truncated = true;
             break 'records;
         }
@@ -157,7 +159,9 @@ pub fn run(
                     if !states.contains_key(&key) && states.len() >= bounds.max_entities {
                         return Err(BacktestError::TooManyEntities(bounds.max_entities));
                     }
-                    let state = states.entry(key.clone()).or_insert_with(|| KeyState::new(key));
+                    let state = states
+                        .entry(key.clone())
+                        .or_insert_with(|| KeyState::new(key));
                     let outcome = engine.on_event(state, &event);
                     late += u64::from(outcome.late);
                     keep(run, outcome.alerts, bounds.max_alerts);
@@ -257,17 +261,32 @@ mod tests {
             key: key.into(),
             event_type: kind.into(),
             time: Timestamp(t),
-            data: serde_json::json!({"amount": amount}).as_object().cloned().unwrap(),
+            data: serde_json::json!({"amount": amount})
+                .as_object()
+                .cloned()
+                .unwrap(),
         }
     }
 
     #[test]
     fn two_versions_give_their_alerts_and_the_difference() {
-        let v1 = rule("id: big\nsequence:\n  steps:\n    - match: data.amount > 100\n", 1);
-        let v2 = rule("id: big\nsequence:\n  steps:\n    - match: data.amount > 500\n", 2);
+        let v1 = rule(
+            "id: big\nsequence:\n  steps:\n    - match: data.amount > 100\n",
+            1,
+        );
+        let v2 = rule(
+            "id: big\nsequence:\n  steps:\n    - match: data.amount > 500\n",
+            2,
+        );
         let log = vec![
-            Ok(vec![event("a", "t", 1_000, 200), event("b", "t", 2_000, 800)]),
-            Ok(vec![event("a", "t", 3_000, 900), event("a", "t", 9_000, 950)]),
+            Ok(vec![
+                event("a", "t", 1_000, 200),
+                event("b", "t", 2_000, 800),
+            ]),
+            Ok(vec![
+                event("a", "t", 3_000, 900),
+                event("a", "t", 9_000, 950),
+            ]),
         ];
         let outcome = run(
             &[v1, v2],
@@ -312,7 +331,15 @@ mod tests {
             ..Bounds::default()
         };
         assert!(matches!(
-            run(&[absent], log.into_iter(), Timestamp(0), Timestamp(60_000), &EngineConfig::default(), &tight, &Progress::default()),
+            run(
+                &[absent],
+                log.into_iter(),
+                Timestamp(0),
+                Timestamp(60_000),
+                &EngineConfig::default(),
+                &tight,
+                &Progress::default()
+            ),
             Err(BacktestError::TooManyEntities(1))
         ));
     }

@@ -102,7 +102,10 @@ impl Catalog {
 
     /// Every current rule, by id.
     pub fn list(&self) -> Vec<StoredRule> {
-        self.lock().values().map(|(stored, _)| stored.clone()).collect()
+        self.lock()
+            .values()
+            .map(|(stored, _)| stored.clone())
+            .collect()
     }
 
     /// The current version of rule `id`.
@@ -116,7 +119,12 @@ impl Catalog {
     }
 
     /// Creates a rule from text.
-    pub fn create(&self, runtime: &Runtime, text: &str, format: Format) -> Result<StoredRule, CatalogError> {
+    pub fn create(
+        &self,
+        runtime: &Runtime,
+        text: &str,
+        format: Format,
+    ) -> Result<StoredRule, CatalogError> {
         let document = self.read(text, format)?;
         let mut compiled = self.lock();
         if compiled.contains_key(&document.id) {
@@ -164,7 +172,8 @@ impl Catalog {
         let state_since = match policy {
             StatePolicy::Reset => version,
             StatePolicy::Keep => {
-                let candidate = rules::check_document(&document, version, &self.limits).map_err(CatalogError::Invalid)?;
+                let candidate = rules::check_document(&document, version, &self.limits)
+                    .map_err(CatalogError::Invalid)?;
                 if let Some(reason) = rules::shape::incompatibility(previous_rule, &candidate) {
                     return Err(CatalogError::CannotKeepState {
                         version: previous.version,
@@ -188,7 +197,12 @@ impl Catalog {
     /// enabling one stores it as a new version that starts afresh (entities
     /// passivated while it was disabled may still hold the old state, which
     /// the new version does not continue); disabling keeps the version.
-    pub fn set_enabled(&self, runtime: &Runtime, id: &str, enabled: bool) -> Result<StoredRule, CatalogError> {
+    pub fn set_enabled(
+        &self,
+        runtime: &Runtime,
+        id: &str,
+        enabled: bool,
+    ) -> Result<StoredRule, CatalogError> {
         let mut compiled = self.lock();
         let Some((previous, _)) = compiled.get(id) else {
             return Err(CatalogError::NotFound(id.to_owned()));
@@ -248,7 +262,8 @@ impl Catalog {
     /// new ids are created, changed documents replace the stored ones, the
     /// same documents are left alone. Any invalid file refuses them all.
     pub fn load_dir(&self, runtime: &Runtime, dir: &Path) -> Result<usize, Vec<String>> {
-        let files = crate::cli::check::rule_files(dir).map_err(|e| vec![format!("{}: {e}", dir.display())])?;
+        let files = crate::cli::check::rule_files(dir)
+            .map_err(|e| vec![format!("{}: {e}", dir.display())])?;
         let mut loaded = Vec::new();
         let mut errors = Vec::new();
         for file in files {
@@ -259,9 +274,16 @@ impl Catalog {
                     continue;
                 }
             };
-            match rules::load(&text, Format::from_path(&file).unwrap_or(Format::Yaml), 1, &self.limits) {
+            match rules::load(
+                &text,
+                Format::from_path(&file).unwrap_or(Format::Yaml),
+                1,
+                &self.limits,
+            ) {
                 Ok(rule) => loaded.push((file, rule.document)),
-                Err(problems) => errors.extend(problems.iter().map(|p| format!("{}: {p}", file.display()))),
+                Err(problems) => {
+                    errors.extend(problems.iter().map(|p| format!("{}: {p}", file.display())))
+                }
             }
         }
         if !errors.is_empty() {
@@ -272,7 +294,13 @@ impl Catalog {
             let text = serde_json::to_string(&document).unwrap_or_default();
             let result = match self.get(&document.id) {
                 Some(current) if current.document == document => continue,
-                Some(_) => self.replace(runtime, &document.id, &text, Format::Json, StatePolicy::Reset),
+                Some(_) => self.replace(
+                    runtime,
+                    &document.id,
+                    &text,
+                    Format::Json,
+                    StatePolicy::Reset,
+                ),
                 None => self.create(runtime, &text, Format::Json),
             };
             match result {

@@ -149,7 +149,9 @@ impl Event {
         }
         let size = match data_bytes {
             Some(n) => n,
-            None => serde_json::to_vec(&self.data).map(|v| v.len()).unwrap_or(usize::MAX),
+            None => serde_json::to_vec(&self.data)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX),
         };
         if size > limits.max_data_bytes {
             return Err(EventError::DataTooLarge {
@@ -229,6 +231,9 @@ mod tests {
         assert_eq!(e.check(&limits, None), Err(EventError::MissingKey));
         let mut e = event(json!({}));
         e.event_type = "x".repeat(129);
-        assert!(matches!(e.check(&limits, None), Err(EventError::TooLong { field: "type", .. })));
+        assert!(matches!(
+            e.check(&limits, None),
+            Err(EventError::TooLong { field: "type", .. })
+        ));
     }
 }

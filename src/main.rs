@@ -47,7 +47,8 @@ fn main() -> ExitCode {
         Command::Openapi { output } => {
             let json = cepheus::api::docs::openapi_json();
             let written = match output {
-                Some(path) => std::fs::write(&path, json + "\n").map_err(|e| format!("{}: {e}", path.display())),
+                Some(path) => std::fs::write(&path, json + "\n")
+                    .map_err(|e| format!("{}: {e}", path.display())),
                 None => {
                     use std::io::Write as _;
                     // A closed pipe (`| head`) is not an error worth a panic.

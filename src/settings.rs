@@ -228,7 +228,8 @@ pub enum SettingsError {
 impl Settings {
     /// Reads a TOML config file over the defaults.
     pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read(path.to_owned(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| SettingsError::Read(path.to_owned(), e))?;
         toml::from_str(&text).map_err(|e| SettingsError::Parse(path.to_owned(), e.to_string()))
     }
 }
@@ -273,9 +274,13 @@ mod tests {
     #[test]
     fn the_documented_defaults_are_the_defaults() {
         let doc = include_str!("../docs/configuration.md");
-        let start = doc.find("```toml\n").expect("docs/configuration.md has a toml block") + 8;
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/configuration.md has a toml block")
+            + 8;
         let end = start + doc[start..].find("```").expect("the block ends");
-        let documented: Settings = toml::from_str(&doc[start..end]).expect("the documented block parses");
+        let documented: Settings =
+            toml::from_str(&doc[start..end]).expect("the documented block parses");
         assert_eq!(
             documented,
             Settings::default(),

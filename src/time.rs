@@ -205,7 +205,9 @@ pub enum TimeError {
     #[error("`{0}` is not an RFC 3339 timestamp such as 2026-01-01T00:00:00Z ({1})")]
     BadTimestamp(String, String),
     /// Not a duration.
-    #[error("`{0}` is not a duration: write a number and a unit (ms, s, m, h, d), e.g. 30s, 5m, 1h30m")]
+    #[error(
+        "`{0}` is not a duration: write a number and a unit (ms, s, m, h, d), e.g. 30s, 5m, 1h30m"
+    )]
     BadDuration(String),
 }
 
@@ -232,7 +234,16 @@ mod tests {
 
     #[test]
     fn bad_durations_are_rejected() {
-        for text in ["", "5", "m", "5 m", "5min", "-5s", "1.5s", "99999999999999999999d"] {
+        for text in [
+            "",
+            "5",
+            "m",
+            "5 m",
+            "5min",
+            "-5s",
+            "1.5s",
+            "99999999999999999999d",
+        ] {
             assert!(Duration::parse(text).is_err(), "{text}");
         }
     }

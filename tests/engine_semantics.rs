@@ -640,7 +640,8 @@ fn state_survives_a_snapshot_and_restore_without_changing_the_alerts() {
 #[test]
 fn a_rule_with_more_allowed_lateness_evaluates_events_the_others_find_late() {
     let strict = "id: strict\nsequence:\n  steps:\n    - match: type == \"x\"\n";
-    let patient = "id: patient\nlateness: {allowed: 10s}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
+    let patient =
+        "id: patient\nlateness: {allowed: 10s}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
     let mut world = World::new(&[strict, patient]);
     assert_eq!(world.send("x", 100.0).len(), 2);
     let outcome = world.outcome("k", "x", 95.0, json!({}));
@@ -656,7 +657,8 @@ fn a_rule_with_more_allowed_lateness_evaluates_events_the_others_find_late() {
 
 #[test]
 fn a_rule_that_evaluates_late_events_still_counts_them() {
-    let eager = "id: eager\nlateness: {late: evaluate}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
+    let eager =
+        "id: eager\nlateness: {late: evaluate}\nsequence:\n  steps:\n    - match: type == \"x\"\n";
     let mut world = World::new(&[eager]);
     world.send("x", 100.0);
     let outcome = world.outcome("k", "x", 50.0, json!({}));
@@ -674,10 +676,18 @@ fn a_rules_timers_wait_for_its_own_watermark() {
     let patient = "id: patient\nlateness: {allowed: 10s}\nabsence:\n  expect: type == \"hb\"\n  within: 30s\n";
     let mut world = World::new(&[quick, patient]);
     world.send("hb", 0.0);
-    let at_30: Vec<String> = world.advance(30.0).iter().map(|a| a.rule.to_string()).collect();
+    let at_30: Vec<String> = world
+        .advance(30.0)
+        .iter()
+        .map(|a| a.rule.to_string())
+        .collect();
     assert_eq!(at_30, ["quick"]);
     assert!(world.advance(39.999).is_empty());
     let at_40 = only(world.advance(40.0));
     assert_eq!(&*at_40.rule, "patient");
-    assert_eq!(secs(at_40.time), 30.0, "the alert's time is still the deadline");
+    assert_eq!(
+        secs(at_40.time),
+        30.0,
+        "the alert's time is still the deadline"
+    );
 }

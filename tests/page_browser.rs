@@ -33,7 +33,10 @@ impl Browser {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists());
         let Some(binary) = binary else {
-            assert!(std::env::var_os("CI").is_none(), "CI must have chromium (see .ci/run)");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must have chromium (see .ci/run)"
+            );
             eprintln!("chromium is not installed: skipping the browser test");
             return None;
         };
@@ -97,7 +100,9 @@ impl Browser {
         self.page.send(Message::text(request.to_string())).unwrap();
         loop {
             let message = self.page.read().expect("the DevTools socket stays open");
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
                 return reply["result"]["result"]["value"].clone();
@@ -116,7 +121,10 @@ impl Browser {
             if truthy {
                 return value;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; last value {value}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; last value {value}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -148,9 +156,14 @@ alert:
 fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
     let server = Server::start(FAST_TIMING);
     server.create_rule(RULE);
-    let Some(mut browser) = Browser::open(&server.url("/")) else { return };
+    let Some(mut browser) = Browser::open(&server.url("/")) else {
+        return;
+    };
 
-    browser.wait_for("the alert stream to connect", "document.getElementById('status').textContent === 'live'");
+    browser.wait_for(
+        "the alert stream to connect",
+        "document.getElementById('status').textContent === 'live'",
+    );
     browser.wait_for(
         "the rule to be listed",
         "!!document.querySelector('tr[data-rule=\"brute-force-login\"]')",
@@ -169,7 +182,10 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
         "[...document.querySelectorAll('#alerts li.alert .message')].map(e => e.textContent).join('\\n')",
     );
     assert!(
-        shown.as_str().unwrap().contains("acct-42: 3 failed logins, then a success from 203.0.113.9"),
+        shown
+            .as_str()
+            .unwrap()
+            .contains("acct-42: 3 failed logins, then a success from 203.0.113.9"),
         "{shown}"
     );
 
@@ -184,11 +200,16 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
         "document.getElementById('entity-key').value = 'acct-42';\
          document.getElementById('lookup').requestSubmit(); true",
     );
-    let summary = browser.wait_for("the entity summary", "document.querySelector('#entity .summary')?.textContent");
+    let summary = browser.wait_for(
+        "the entity summary",
+        "document.querySelector('#entity .summary')?.textContent",
+    );
     assert!(summary.as_str().unwrap().contains("4 events"), "{summary}");
 
     // The switch disables the rule through the API.
-    browser.eval("document.querySelector('tr[data-rule=\"brute-force-login\"] input.enabled').click(); true");
+    browser.eval(
+        "document.querySelector('tr[data-rule=\"brute-force-login\"] input.enabled').click(); true",
+    );
     wait_until("the rule to be disabled", || {
         let rule = server.get_json("/v1/rules/brute-force-login");
         (rule["rule"]["enabled"] == json!(false)).then_some(())

@@ -62,9 +62,15 @@ fn replay_prints_the_alerts_of_a_file_the_same_way_every_time() {
     let (first, summary, code) = replay(&rules, &file);
     assert_eq!(code, Some(0), "{summary}");
     let (second, _, _) = replay(&rules, &file);
-    assert_eq!(first, second, "the same input must give byte-identical output");
+    assert_eq!(
+        first, second,
+        "the same input must give byte-identical output"
+    );
 
-    let alerts: Vec<serde_json::Value> = first.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let alerts: Vec<serde_json::Value> = first
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let offline = alerts.iter().filter(|a| a["rule"] == "offline").count();
     // Devices 0, 7, ..., 196 (29 of them) fall silent after minute 1: one alert each.
     assert_eq!(offline, 29);
@@ -79,7 +85,11 @@ fn replay_prints_the_alerts_of_a_file_the_same_way_every_time() {
 #[test]
 fn lines_without_time_or_json_are_rejected_with_their_line_number() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "r.yaml", "id: r\nsequence:\n  steps:\n    - match: type == \"x\"\n");
+    write(
+        dir.path(),
+        "r.yaml",
+        "id: r\nsequence:\n  steps:\n    - match: type == \"x\"\n",
+    );
     let file = dir.path().join("e.ndjson");
     std::fs::write(
         &file,
@@ -89,6 +99,9 @@ fn lines_without_time_or_json_are_rejected_with_their_line_number() {
     let (out, err, code) = replay(&dir.path().join("r.yaml"), &file);
     assert_eq!(out.lines().count(), 1);
     assert_eq!(code, Some(3));
-    assert!(err.contains("line 2: offline replay needs a `time`"), "{err}");
+    assert!(
+        err.contains("line 2: offline replay needs a `time`"),
+        "{err}"
+    );
     assert!(err.contains("line 3: not valid JSON"), "{err}");
 }

@@ -42,7 +42,11 @@ pub(crate) fn replay(runtime: &Arc<Runtime>) -> StoreResult<u64> {
         routed += events.len() as u64;
     }
     if routed > 0 {
-        tracing::info!(events = routed, after = checkpoint, "replayed the event log");
+        tracing::info!(
+            events = routed,
+            after = checkpoint,
+            "replayed the event log"
+        );
     }
     Ok(routed)
 }
@@ -56,7 +60,8 @@ pub(crate) fn route_batch(
     events: &[Arc<crate::event::Event>],
 ) {
     let mut order: Vec<String> = Vec::new();
-    let mut by_key: std::collections::HashMap<String, Vec<Delivery>> = std::collections::HashMap::new();
+    let mut by_key: std::collections::HashMap<String, Vec<Delivery>> =
+        std::collections::HashMap::new();
     for (index, event) in events.iter().enumerate() {
         for key in engine.routes(event) {
             let delivery = Delivery {
@@ -76,7 +81,9 @@ pub(crate) fn route_batch(
     for key in order {
         if let Some(deliveries) = by_key.remove(&key) {
             let n = deliveries.len();
-            runtime.router.deliver(runtime, &key, EntityMsg::Deliver(deliveries), n);
+            runtime
+                .router
+                .deliver(runtime, &key, EntityMsg::Deliver(deliveries), n);
         }
     }
 }
@@ -103,7 +110,10 @@ pub async fn checkpoint(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     let _round = runtime.checkpoint_round.lock().await;
     let (through, touched) = {
         let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        (runtime.store.log().next_seq() - 1, runtime.router.take_touched())
+        (
+            runtime.store.log().next_seq() - 1,
+            runtime.router.take_touched(),
+        )
     };
     let result = persist(runtime, &touched).await;
     if result.is_err() {
@@ -123,7 +133,10 @@ async fn persist(runtime: &Arc<Runtime>, touched: &Touched) -> StoreResult<()> {
     for key in &touched.keys {
         let (tx, rx) = oneshot::channel();
         let force = touched.force.contains(key);
-        if runtime.router.deliver_if_live(key, EntityMsg::Persist { force, done: tx }) {
+        if runtime
+            .router
+            .deliver_if_live(key, EntityMsg::Persist { force, done: tx })
+        {
             replies.push(rx);
         }
     }
@@ -132,7 +145,10 @@ async fn persist(runtime: &Arc<Runtime>, touched: &Touched) -> StoreResult<()> {
         if let Ok(Some(write)) = reply.await {
             writes.push(write);
             if writes.len() >= WRITE_BATCH {
-                runtime.store.entities().write(&std::mem::take(&mut writes))?;
+                runtime
+                    .store
+                    .entities()
+                    .write(&std::mem::take(&mut writes))?;
             }
         }
     }

@@ -51,7 +51,10 @@ pub enum EntityMsg {
     /// Describe the live state.
     Describe(oneshot::Sender<EntityView>),
     /// Replace the static attributes and persist them.
-    SetAttributes(Map<String, Value>, oneshot::Sender<Result<EntityView, StoreError>>),
+    SetAttributes(
+        Map<String, Value>,
+        oneshot::Sender<Result<EntityView, StoreError>>,
+    ),
 }
 
 impl Message for EntityMsg {
@@ -91,7 +94,12 @@ pub struct EntityActor {
 }
 
 impl EntityActor {
-    pub(crate) fn new(key: String, runtime: Arc<Runtime>, pending: Arc<AtomicU32>, id: u64) -> Self {
+    pub(crate) fn new(
+        key: String,
+        runtime: Arc<Runtime>,
+        pending: Arc<AtomicU32>,
+        id: u64,
+    ) -> Self {
         EntityActor {
             state: KeyState::new(key.clone()),
             key,
@@ -150,7 +158,11 @@ impl EntityActor {
                 telemetry::late_for_rule(rule, policy.as_str());
             }
             if outcome.late {
-                let rules: Vec<String> = outcome.late_for.iter().map(|(r, _)| r.to_string()).collect();
+                let rules: Vec<String> = outcome
+                    .late_for
+                    .iter()
+                    .map(|(r, _)| r.to_string())
+                    .collect();
                 late.push((d.seq, d.index, d.event, rules));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
@@ -167,7 +179,9 @@ impl EntityActor {
     }
 
     fn tick(&mut self, now: Timestamp) {
-        let Some(due) = self.state.next_deadline() else { return };
+        let Some(due) = self.state.next_deadline() else {
+            return;
+        };
         let clock = match self.anchor {
             Some(anchor) => anchor.clock_at(now),
             None => now,
@@ -252,7 +266,9 @@ impl EntityActor {
     fn rearm_timer(&mut self) {
         let due = self.wall_due();
         if due != self.live_timer {
-            self.runtime.timers.schedule(&self.key, due, self.live_timer);
+            self.runtime
+                .timers
+                .schedule(&self.key, due, self.live_timer);
             self.live_timer = due;
         }
     }
@@ -292,7 +308,9 @@ impl EntityActor {
         }
         // Keep an entity whose timer is about to fire: waking it from disk
         // a moment later would cost more than staying.
-        let soon = wall_now().plus(crate::time::Duration(2 * self.runtime.config.timer_tick.as_millis() as i64));
+        let soon = wall_now().plus(crate::time::Duration(
+            2 * self.runtime.config.timer_tick.as_millis() as i64,
+        ));
         if self.wall_due().is_some_and(|due| due <= soon) {
             return;
         }
@@ -304,7 +322,9 @@ impl EntityActor {
             }
         }
         if self.runtime.router.remove_if_idle(&self.key, self.id) {
-            self.runtime.timers.schedule(&self.key, None, self.live_timer);
+            self.runtime
+                .timers
+                .schedule(&self.key, None, self.live_timer);
             self.live_timer = None;
             telemetry::passivated();
             ctx.stop();
@@ -318,7 +338,8 @@ impl Actor for EntityActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.restore();
         self.rearm_timer();
-        let every = (self.runtime.config.passivate_after / 2).max(std::time::Duration::from_millis(50));
+        let every =
+            (self.runtime.config.passivate_after / 2).max(std::time::Duration::from_millis(50));
         ctx.run_interval(every, |actor, ctx| actor.maybe_passivate(ctx));
         telemetry::activated();
     }

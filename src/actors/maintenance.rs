@@ -19,17 +19,28 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
     loop {
         interval.tick().await;
         let now = wall_now();
-        let checkpoint = runtime.store.meta_u64(CHECKPOINT).ok().flatten().unwrap_or(0);
-        match runtime
+        let checkpoint = runtime
             .store
-            .log()
-            .compact(now.minus(config.retention), config.max_log_bytes, checkpoint)
-        {
+            .meta_u64(CHECKPOINT)
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        match runtime.store.log().compact(
+            now.minus(config.retention),
+            config.max_log_bytes,
+            checkpoint,
+        ) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(records = n, "compacted the event log"),
             Err(e) => tracing::warn!(error = %e, "cannot compact the event log"),
         }
-        if let Err(e) = dedup::purge(&runtime.store, now, config.dedup_horizon, &mut dedup_cursor, DEDUP_BUDGET) {
+        if let Err(e) = dedup::purge(
+            &runtime.store,
+            now,
+            config.dedup_horizon,
+            &mut dedup_cursor,
+            DEDUP_BUDGET,
+        ) {
             tracing::warn!(error = %e, "cannot purge old event ids");
         }
     }

@@ -118,9 +118,18 @@ pub struct Runtime {
 impl Runtime {
     /// A runtime over `store` evaluating `rules`. Starts no tasks; see
     /// [`Runtime::start`].
-    pub fn new(store: Store, rules: RuleSet, engine_config: EngineConfig, config: RuntimeConfig) -> Arc<Runtime> {
+    pub fn new(
+        store: Store,
+        rules: RuleSet,
+        engine_config: EngineConfig,
+        config: RuntimeConfig,
+    ) -> Arc<Runtime> {
         let engine = Engine::new(Arc::new(rules), engine_config.clone());
-        let floor = store.meta_u64(CLOCK_FLOOR).ok().flatten().map_or(i64::MIN, |f| f as i64);
+        let floor = store
+            .meta_u64(CLOCK_FLOOR)
+            .ok()
+            .flatten()
+            .map_or(i64::MIN, |f| f as i64);
         Arc::new(Runtime {
             router: Router::new(config.arbiters, store.partitions()),
             timers: TimerService::new(),

@@ -77,7 +77,8 @@ impl Router {
     /// `events` is how many events the message carries (for backpressure).
     pub fn deliver(&self, runtime: &Arc<Runtime>, key: &str, msg: EntityMsg, events: usize) {
         if events > 0 {
-            self.inflight_events.fetch_add(events as i64, Ordering::AcqRel);
+            self.inflight_events
+                .fetch_add(events as i64, Ordering::AcqRel);
         }
         self.mark_touched(key);
         let handle = match self.entities.get(key) {
@@ -108,7 +109,8 @@ impl Router {
     pub(crate) fn handled(&self, pending: &AtomicU32, events: usize) {
         pending.fetch_sub(1, Ordering::AcqRel);
         if events > 0 {
-            self.inflight_events.fetch_sub(events as i64, Ordering::AcqRel);
+            self.inflight_events
+                .fetch_sub(events as i64, Ordering::AcqRel);
         }
     }
 
@@ -116,7 +118,9 @@ impl Router {
     /// whether it did (and the actor must then stop).
     pub(crate) fn remove_if_idle(&self, key: &str, id: u64) -> bool {
         self.entities
-            .remove_if(key, |_, h| h.id == id && h.pending.load(Ordering::Acquire) == 0)
+            .remove_if(key, |_, h| {
+                h.id == id && h.pending.load(Ordering::Acquire) == 0
+            })
             .is_some()
     }
 
@@ -174,9 +178,17 @@ impl Router {
     fn spawn(&self, runtime: &Arc<Runtime>, key: &str) -> EntityHandle {
         let pending = Arc::new(AtomicU32::new(0));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let arbiters = self.arbiters.get().expect("arbiters start before any entity");
+        let arbiters = self
+            .arbiters
+            .get()
+            .expect("arbiters start before any entity");
         let arbiter = &arbiters[usize::from(partition_of(key, self.partitions)) % arbiters.len()];
-        let actor = EntityActor::new(key.to_owned(), Arc::clone(runtime), Arc::clone(&pending), id);
+        let actor = EntityActor::new(
+            key.to_owned(),
+            Arc::clone(runtime),
+            Arc::clone(&pending),
+            id,
+        );
         let addr = EntityActor::start_in_arbiter(arbiter, move |_| actor);
         EntityHandle { addr, pending, id }
     }

@@ -73,12 +73,20 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
         interval.tick().await;
         let now = wall_now();
         for key in runtime.timers.take_due(now) {
-            runtime.router.deliver(&runtime, &key, EntityMsg::Tick(now), 0);
+            runtime
+                .router
+                .deliver(&runtime, &key, EntityMsg::Tick(now), 0);
         }
-        match runtime.store.entities().due_timers(&cursor, now, WAKE_BATCH) {
+        match runtime
+            .store
+            .entities()
+            .due_timers(&cursor, now, WAKE_BATCH)
+        {
             Ok((due, next)) => {
                 for (_, key) in &due {
-                    runtime.router.deliver(&runtime, key, EntityMsg::Tick(now), 0);
+                    runtime
+                        .router
+                        .deliver(&runtime, key, EntityMsg::Tick(now), 0);
                 }
                 cursor = next;
             }

@@ -74,7 +74,10 @@ const SCAN_LIMIT: usize = 100_000;
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn list_alerts(state: web::Data<AppState>, query: web::Query<AlertQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_alerts(
+    state: web::Data<AppState>,
+    query: web::Query<AlertQuery>,
+) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100);
     if limit == 0 || limit > state.limits.max_page {
         return Err(ApiError::bad_request(format!(
@@ -86,12 +89,16 @@ pub async fn list_alerts(state: web::Data<AppState>, query: web::Query<AlertQuer
     let through = state.runtime.alerts.published();
     // `scanned` is the last seq looked at (or `after`): everything up to it
     // was either returned or filtered out, so it is the cursor.
-    let (alerts, scanned) = state
-        .runtime
-        .store
-        .alerts()
-        .query(&query.filter(), after, through, limit, SCAN_LIMIT)?;
-    Ok(HttpResponse::Ok().json(AlertPage { alerts, next: scanned }))
+    let (alerts, scanned) =
+        state
+            .runtime
+            .store
+            .alerts()
+            .query(&query.filter(), after, through, limit, SCAN_LIMIT)?;
+    Ok(HttpResponse::Ok().json(AlertPage {
+        alerts,
+        next: scanned,
+    }))
 }
 
 /// One alert by id.
@@ -106,7 +113,10 @@ pub async fn list_alerts(state: web::Data<AppState>, query: web::Query<AlertQuer
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn get_alert(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_alert(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let published = state.runtime.alerts.published();
     match state.runtime.store.alerts().get_by_id(&id)? {
         Some(alert) if alert.seq <= published => Ok(HttpResponse::Ok().json(alert)),

@@ -75,7 +75,9 @@ impl Auth {
             .iter()
             .map(|t| match decode_hex(&t.sha256) {
                 Some(hash) => Ok((hash, t.scopes.clone())),
-                None => Err(BadTokenConfig { name: t.name.clone() }),
+                None => Err(BadTokenConfig {
+                    name: t.name.clone(),
+                }),
             })
             .collect::<Result<_, _>>()?;
         Ok(Auth { tokens })
@@ -100,7 +102,11 @@ impl Auth {
             ));
         };
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let Some((_, scopes)) = self.tokens.iter().find(|(hash, _)| constant_time_eq(hash, &presented)) else {
+        let Some((_, scopes)) = self
+            .tokens
+            .iter()
+            .find(|(hash, _)| constant_time_eq(hash, &presented))
+        else {
             return Err(ApiError::Unauthorized("the API token is not valid".into()));
         };
         if scopes.contains(&Scope::Admin) || scopes.contains(&needed) {
@@ -117,7 +123,10 @@ impl Auth {
 /// The scope a route needs; `None` for public routes (health, readiness,
 /// the API description). Kept as one table beside the route table.
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    if matches!(path, "/" | "/healthz" | "/readyz" | "/openapi.json") || path == "/docs" || path.starts_with("/docs/") {
+    if matches!(path, "/" | "/healthz" | "/readyz" | "/openapi.json")
+        || path == "/docs"
+        || path.starts_with("/docs/")
+    {
         return None;
     }
     let reading = *method == Method::GET || *method == Method::HEAD;
@@ -141,14 +150,21 @@ pub async fn require_token(
             .headers()
             .get(actix_web::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let query = if request.path() == "/v1/alerts/ws" {
             query_token(request.query_string())
         } else {
             None
         };
-        auth.check(request.method(), request.path(), header.or(query.as_deref()))?;
+        auth.check(
+            request.method(),
+            request.path(),
+            header.or(query.as_deref()),
+        )?;
     }
     next.call(request).await
 }
@@ -207,12 +223,30 @@ mod tests {
 
     #[test]
     fn routes_need_the_scope_of_their_table_row() {
-        assert_eq!(required_scope(&Method::POST, "/v1/events"), Some(Scope::Ingest));
-        assert_eq!(required_scope(&Method::GET, "/v1/rules/x"), Some(Scope::Read));
-        assert_eq!(required_scope(&Method::PUT, "/v1/rules/x"), Some(Scope::Admin));
-        assert_eq!(required_scope(&Method::POST, "/v1/rules/validate"), Some(Scope::Read));
-        assert_eq!(required_scope(&Method::PUT, "/v1/entities/k"), Some(Scope::Admin));
-        assert_eq!(required_scope(&Method::GET, "/v1/alerts/ws"), Some(Scope::Read));
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/events"),
+            Some(Scope::Ingest)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/rules/x"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/rules/x"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/rules/validate"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::PUT, "/v1/entities/k"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/alerts/ws"),
+            Some(Scope::Read)
+        );
         assert_eq!(required_scope(&Method::GET, "/healthz"), None);
         assert_eq!(required_scope(&Method::GET, "/docs/index.html"), None);
     }
@@ -220,7 +254,9 @@ mod tests {
     #[test]
     fn tokens_are_checked_by_hash_and_scope() {
         let (auth, token) = auth_with(vec![Scope::Ingest]);
-        assert!(auth.check(&Method::POST, "/v1/events", Some(&token)).is_ok());
+        assert!(auth
+            .check(&Method::POST, "/v1/events", Some(&token))
+            .is_ok());
         assert!(matches!(
             auth.check(&Method::GET, "/v1/alerts", Some(&token)),
             Err(ApiError::Forbidden(_))
@@ -229,15 +265,22 @@ mod tests {
             auth.check(&Method::POST, "/v1/events", Some("wrong")),
             Err(ApiError::Unauthorized(_))
         ));
-        assert!(matches!(auth.check(&Method::POST, "/v1/events", None), Err(ApiError::Unauthorized(_))));
+        assert!(matches!(
+            auth.check(&Method::POST, "/v1/events", None),
+            Err(ApiError::Unauthorized(_))
+        ));
         assert!(auth.check(&Method::GET, "/healthz", None).is_ok());
         let (admin, token) = auth_with(vec![Scope::Admin]);
-        assert!(admin.check(&Method::DELETE, "/v1/rules/x", Some(&token)).is_ok());
+        assert!(admin
+            .check(&Method::DELETE, "/v1/rules/x", Some(&token))
+            .is_ok());
     }
 
     #[test]
     fn no_tokens_means_open_and_bad_hashes_are_refused() {
-        assert!(Auth::default().check(&Method::POST, "/v1/clock", None).is_ok());
+        assert!(Auth::default()
+            .check(&Method::POST, "/v1/clock", None)
+            .is_ok());
         assert!(Auth::new(&[TokenConfig {
             name: "x".into(),
             sha256: "abc".into(),

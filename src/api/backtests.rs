@@ -140,7 +140,11 @@ impl Jobs {
         while jobs.len() > KEPT_JOBS {
             // Cancel what falls off the end, so nothing runs unobserved.
             if let Some(old) = jobs.pop_front() {
-                old.lock().unwrap_or_else(|p| p.into_inner()).progress.cancel.store(true, Ordering::Relaxed);
+                old.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .progress
+                    .cancel
+                    .store(true, Ordering::Relaxed);
             }
         }
         state
@@ -155,14 +159,19 @@ impl Jobs {
 }
 
 fn resolve(state: &AppState, reference: &RuleRef) -> Result<Rule, ApiError> {
-    let forms = [reference.document.is_some(), reference.yaml.is_some(), reference.id.is_some()];
+    let forms = [
+        reference.document.is_some(),
+        reference.yaml.is_some(),
+        reference.id.is_some(),
+    ];
     if forms.iter().filter(|f| **f).count() != 1 {
         return Err(ApiError::bad_request(
             "a rule reference needs exactly one of `document`, `yaml` or `id` (with an optional `version`)",
         ));
     }
     let rule = if let Some(document) = &reference.document {
-        let text = serde_json::to_string(document).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let text =
+            serde_json::to_string(document).map_err(|e| ApiError::Internal(e.to_string()))?;
         state.catalog.compile_text(&text, Format::Json)?
     } else if let Some(yaml) = &reference.yaml {
         state.catalog.compile_text(yaml, Format::Yaml)?
@@ -170,7 +179,10 @@ fn resolve(state: &AppState, reference: &RuleRef) -> Result<Rule, ApiError> {
         let id = reference.id.as_deref().unwrap_or_default();
         let stored = match reference.version {
             Some(version) => state.catalog.version(id, version)?,
-            None => state.catalog.get(id).ok_or_else(|| CatalogError::NotFound(id.to_owned()))?,
+            None => state
+                .catalog
+                .get(id)
+                .ok_or_else(|| CatalogError::NotFound(id.to_owned()))?,
         };
         state.catalog.compile_version(&stored)?
     };
@@ -211,16 +223,24 @@ pub async fn start_backtest(
     }
     let max_alerts = request.max_alerts.unwrap_or(1_000);
     if max_alerts == 0 || max_alerts > 100_000 {
-        return Err(ApiError::bad_request("`max_alerts` must be between 1 and 100000"));
+        return Err(ApiError::bad_request(
+            "`max_alerts` must be between 1 and 100000",
+        ));
     }
     let mut rules = vec![Arc::new(resolve(&state, &request.rule)?)];
     if let Some(other) = &request.compare {
         rules.push(Arc::new(resolve(&state, other)?));
     }
     let store = state.runtime.store.clone();
-    let first = store.log().first()?.map_or(store.log().next_seq(), |(seq, _)| seq);
+    let first = store
+        .log()
+        .first()?
+        .map_or(store.log().next_seq(), |(seq, _)| seq);
     let progress = Arc::new(Progress::default());
-    let id = format!("bt-{}", state.backtests.next.fetch_add(1, Ordering::Relaxed) + 1);
+    let id = format!(
+        "bt-{}",
+        state.backtests.next.fetch_add(1, Ordering::Relaxed) + 1
+    );
     let job = state.backtests.add(JobState {
         job: Job {
             id: id.clone(),
@@ -238,10 +258,10 @@ pub async fn start_backtest(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let (from, to) = (request.from, request.to);
     std::thread::spawn(move || {
-        let records = store
-            .log()
-            .read_from(first)
-            .map(|item| item.map(|(_, record)| record.events).map_err(|e| e.to_string()));
+        let records = store.log().read_from(first).map(|item| {
+            item.map(|(_, record)| record.events)
+                .map_err(|e| e.to_string())
+        });
         let bounds = Bounds {
             max_alerts,
             ..Bounds::default()
@@ -289,10 +309,17 @@ pub async fn start_backtest(
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn get_backtest(state: web::Data<AppState>, job: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_backtest(
+    state: web::Data<AppState>,
+    job: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state
         .backtests
         .get(&job)
         .map(|job| HttpResponse::Ok().json(job))
-        .ok_or_else(|| ApiError::NotFound(format!("no backtest job `{job}` (only the last {KEPT_JOBS} are kept)")))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no backtest job `{job}` (only the last {KEPT_JOBS} are kept)"
+            ))
+        })
 }

@@ -58,14 +58,21 @@ pub struct ClockAdvanced {
     ),
     security(("token" = ["admin"]), ())
 )]
-pub async fn advance_clock(state: web::Data<AppState>, body: web::Json<ClockAdvance>) -> Result<HttpResponse, ApiError> {
+pub async fn advance_clock(
+    state: web::Data<AppState>,
+    body: web::Json<ClockAdvance>,
+) -> Result<HttpResponse, ApiError> {
     let runtime = &state.runtime;
     let to = body.advance_to;
     runtime.raise_clock_floor(to);
     let mut keys = runtime.router.live_keys();
     let mut cursor = Vec::new();
     loop {
-        let (due, next) = runtime.store.entities().due_timers(&cursor, Timestamp(i64::MAX), 10_000)?;
+        let (due, next) =
+            runtime
+                .store
+                .entities()
+                .due_timers(&cursor, Timestamp(i64::MAX), 10_000)?;
         keys.extend(due.into_iter().map(|(_, key)| key));
         if next == cursor {
             break;
@@ -77,7 +84,9 @@ pub async fn advance_clock(state: web::Data<AppState>, body: web::Json<ClockAdva
     let mut replies = Vec::with_capacity(keys.len());
     for key in &keys {
         let (tx, rx) = oneshot::channel();
-        runtime.router.deliver(runtime, key, EntityMsg::AdvanceClock(to, tx), 0);
+        runtime
+            .router
+            .deliver(runtime, key, EntityMsg::AdvanceClock(to, tx), 0);
         replies.push(rx);
     }
     for reply in replies {

@@ -7,7 +7,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::api::{alerts, backtests, clock, deadletters, entities, error, events, health, rules, ws};
+use crate::api::{
+    alerts, backtests, clock, deadletters, entities, error, events, health, rules, ws,
+};
 
 /// The API description, generated from the handlers' annotations.
 #[derive(OpenApi)]

@@ -87,10 +87,16 @@ pub struct EntityAttributes {
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn get_entity(state: web::Data<AppState>, key: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_entity(
+    state: web::Data<AppState>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let runtime = &state.runtime;
     let (tx, rx) = oneshot::channel();
-    if runtime.router.deliver_if_live(&key, EntityMsg::Describe(tx)) {
+    if runtime
+        .router
+        .deliver_if_live(&key, EntityMsg::Describe(tx))
+    {
         if let Ok(view) = rx.await {
             return Ok(HttpResponse::Ok().json(EntityBody::new(view, true)));
         }
@@ -144,9 +150,12 @@ pub async fn put_entity(
     }
     let runtime = &state.runtime;
     let (tx, rx) = oneshot::channel();
-    runtime
-        .router
-        .deliver(runtime, &key, EntityMsg::SetAttributes(body.into_inner().attributes, tx), 0);
+    runtime.router.deliver(
+        runtime,
+        &key,
+        EntityMsg::SetAttributes(body.into_inner().attributes, tx),
+        0,
+    );
     let view = rx
         .await
         .map_err(|_| ApiError::Internal("the entity stopped before answering".into()))??;

@@ -126,7 +126,10 @@ impl ResponseError for ApiError {
             details,
         };
         let mut response = HttpResponse::build(self.status_code()).json(body);
-        if let ApiError::Overloaded { retry_after_secs, .. } = self {
+        if let ApiError::Overloaded {
+            retry_after_secs, ..
+        } = self
+        {
             if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
@@ -150,7 +153,9 @@ impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
         match e {
             DecodeError::Unparseable(message) => ApiError::bad_request(message),
-            too_many @ DecodeError::TooManyEvents { .. } => ApiError::TooLarge(too_many.to_string()),
+            too_many @ DecodeError::TooManyEvents { .. } => {
+                ApiError::TooLarge(too_many.to_string())
+            }
         }
     }
 }
@@ -158,7 +163,9 @@ impl From<DecodeError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(e: IngestError) -> Self {
         match e {
-            IngestError::Overloaded { retry_after_secs, .. } => ApiError::Overloaded {
+            IngestError::Overloaded {
+                retry_after_secs, ..
+            } => ApiError::Overloaded {
                 message: e.to_string(),
                 retry_after_secs,
             },

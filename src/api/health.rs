@@ -26,7 +26,9 @@ pub struct Status {
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Alive", body = Status)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Status { status: "ok".into() })
+    HttpResponse::Ok().json(Status {
+        status: "ok".into(),
+    })
 }
 
 /// The service can take traffic: recovery finished and the store works.
@@ -42,7 +44,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         state.runtime.store.health().err()
     };
     match reason {
-        None => HttpResponse::Ok().json(Status { status: "ok".into() }),
+        None => HttpResponse::Ok().json(Status {
+            status: "ok".into(),
+        }),
         Some(message) => HttpResponse::ServiceUnavailable().json(ErrorBody {
             error: "not_ready".into(),
             message,

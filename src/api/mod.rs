@@ -84,7 +84,11 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
         .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
-        .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|e, _| json_error(e)))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(|e, _| json_error(e)),
+        )
         .configure(events::configure)
         .configure(deadletters::configure)
         // NB: before `rules`, so `/v1/rules/backtest` is not taken for an id.
@@ -129,8 +133,15 @@ pub async fn record_latency(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = request.method().to_string();
-    let route = request.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let response = next.call(request).await?;
-    telemetry::http_request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    telemetry::http_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     Ok(response)
 }

@@ -22,7 +22,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/v1/rules/{id}", web::put().to(replace_rule))
         .route("/v1/rules/{id}", web::delete().to(delete_rule))
         .route("/v1/rules/{id}/versions", web::get().to(list_versions))
-        .route("/v1/rules/{id}/versions/{version}", web::get().to(get_version))
+        .route(
+            "/v1/rules/{id}/versions/{version}",
+            web::get().to(get_version),
+        )
         .route("/v1/rules/{id}/enable", web::post().to(enable_rule))
         .route("/v1/rules/{id}/disable", web::post().to(disable_rule));
 }
@@ -76,7 +79,8 @@ impl From<CatalogError> for ApiError {
         match e {
             CatalogError::Invalid(problems) => {
                 let count = problems.len();
-                let summary: Vec<String> = problems.iter().take(3).map(ToString::to_string).collect();
+                let summary: Vec<String> =
+                    problems.iter().take(3).map(ToString::to_string).collect();
                 let mut details = Map::new();
                 details.insert("problems".into(), json!(problems));
                 ApiError::BadRequest {
@@ -105,7 +109,11 @@ impl From<CatalogError> for ApiError {
 
 /// Reads a rule body: JSON or YAML by content type (default YAML, which
 /// also reads JSON).
-async fn rule_text(state: &AppState, request: &HttpRequest, payload: web::Payload) -> Result<(String, Format), ApiError> {
+async fn rule_text(
+    state: &AppState,
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(String, Format), ApiError> {
     let format = match request
         .headers()
         .get(actix_web::http::header::CONTENT_TYPE)
@@ -119,7 +127,8 @@ async fn rule_text(state: &AppState, request: &HttpRequest, payload: web::Payloa
         })?,
     };
     let body = read_body(payload, state.limits.max_rule_bytes).await?;
-    let text = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("the rule is not UTF-8 text"))?;
+    let text = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("the rule is not UTF-8 text"))?;
     Ok((text, format))
 }
 
@@ -134,7 +143,12 @@ async fn rule_text(state: &AppState, request: &HttpRequest, payload: web::Payloa
     security(("token" = ["read"]), ())
 )]
 pub async fn list_rules(state: web::Data<AppState>) -> HttpResponse {
-    let rules = state.catalog.list().into_iter().map(RuleBody::from).collect();
+    let rules = state
+        .catalog
+        .list()
+        .into_iter()
+        .map(RuleBody::from)
+        .collect();
     HttpResponse::Ok().json(RuleList { rules })
 }
 
@@ -216,7 +230,10 @@ pub async fn validate_rule(
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn get_rule(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_rule(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     match state.catalog.get(&id) {
         Some(stored) => Ok(HttpResponse::Ok().json(RuleBody::from(stored))),
         None => Err(CatalogError::NotFound(id.into_inner()).into()),
@@ -266,7 +283,9 @@ pub async fn replace_rule(
 ) -> Result<HttpResponse, ApiError> {
     let (text, format) = rule_text(&state, &request, payload).await?;
     let policy = query.state.unwrap_or_default();
-    let stored = state.catalog.replace(&state.runtime, &id, &text, format, policy)?;
+    let stored = state
+        .catalog
+        .replace(&state.runtime, &id, &text, format, policy)?;
     settle(&state).await?;
     Ok(HttpResponse::Ok().json(RuleBody::from(stored)))
 }
@@ -293,8 +312,16 @@ pub struct VersionList {
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn list_versions(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let versions = state.catalog.versions(&id)?.into_iter().map(RuleBody::from).collect();
+pub async fn list_versions(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let versions = state
+        .catalog
+        .versions(&id)?
+        .into_iter()
+        .map(RuleBody::from)
+        .collect();
     Ok(HttpResponse::Ok().json(VersionList { versions }))
 }
 
@@ -310,7 +337,10 @@ pub async fn list_versions(state: web::Data<AppState>, id: web::Path<String>) ->
     ),
     security(("token" = ["read"]), ())
 )]
-pub async fn get_version(state: web::Data<AppState>, path: web::Path<(String, u64)>) -> Result<HttpResponse, ApiError> {
+pub async fn get_version(
+    state: web::Data<AppState>,
+    path: web::Path<(String, u64)>,
+) -> Result<HttpResponse, ApiError> {
     let (id, version) = path.into_inner();
     Ok(HttpResponse::Ok().json(RuleBody::from(state.catalog.version(&id, version)?)))
 }
@@ -327,7 +357,10 @@ pub async fn get_version(state: web::Data<AppState>, path: web::Path<(String, u6
     ),
     security(("token" = ["admin"]), ())
 )]
-pub async fn delete_rule(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn delete_rule(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.catalog.delete(&state.runtime, &id)?;
     settle(&state).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -348,7 +381,10 @@ pub async fn delete_rule(state: web::Data<AppState>, id: web::Path<String>) -> R
     ),
     security(("token" = ["admin"]), ())
 )]
-pub async fn enable_rule(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn enable_rule(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     switch(state, id, true).await
 }
 
@@ -364,7 +400,10 @@ pub async fn enable_rule(state: web::Data<AppState>, id: web::Path<String>) -> R
     ),
     security(("token" = ["admin"]), ())
 )]
-pub async fn disable_rule(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn disable_rule(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     switch(state, id, false).await
 }
 
@@ -383,7 +422,11 @@ async fn settle(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn switch(state: web::Data<AppState>, id: web::Path<String>, enabled: bool) -> Result<HttpResponse, ApiError> {
+async fn switch(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
     let stored = state.catalog.set_enabled(&state.runtime, &id, enabled)?;
     settle(&state).await?;
     Ok(HttpResponse::Ok().json(RuleBody::from(stored)))

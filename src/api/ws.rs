@@ -60,14 +60,20 @@ pub async fn alerts_ws(
             state.limits.max_subscribers
         )));
     }
-    let (response, session, stream) =
-        actix_ws::handle(&request, body).map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
+    let (response, session, stream) = actix_ws::handle(&request, body)
+        .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
     let query = query.into_inner();
     // NB: subscribe before answering, not in the spawned task: once the
     // client holds the 101 it counts against `max_subscribers` and misses
     // no alert published after it.
     let live = state.runtime.alerts.subscribe();
-    actix_web::rt::spawn(subscription(state.into_inner(), session, stream, query, live));
+    actix_web::rt::spawn(subscription(
+        state.into_inner(),
+        session,
+        stream,
+        query,
+        live,
+    ));
     Ok(response)
 }
 
@@ -172,7 +178,12 @@ async fn replay(
 ) -> Option<u64> {
     let mut cursor = after;
     while cursor < through {
-        let (page, scanned) = match state.runtime.store.alerts().query(filter, cursor, through, 1_000, 100_000) {
+        let (page, scanned) = match state
+            .runtime
+            .store
+            .alerts()
+            .query(filter, cursor, through, 1_000, 100_000)
+        {
             Ok(page) => page,
             Err(e) => {
                 let reason = CloseReason {

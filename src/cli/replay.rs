@@ -61,7 +61,8 @@ pub struct Summary {
 /// Runs the replay; returns false when some input lines were rejected.
 pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
     let rule_set = load_rules(&args.rules)?;
-    let lateness = Duration::parse(&args.allowed_lateness).map_err(|e| anyhow::anyhow!("--allowed-lateness: {e}"))?;
+    let lateness = Duration::parse(&args.allowed_lateness)
+        .map_err(|e| anyhow::anyhow!("--allowed-lateness: {e}"))?;
     let advance_to = args
         .advance_to
         .as_deref()
@@ -85,12 +86,19 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
     };
     let mut output: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?,
         )),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let progress = Progress::new(size);
-    let summary = replay(&engine, BufReader::new(input), advance_to, &mut output, &progress)?;
+    let summary = replay(
+        &engine,
+        BufReader::new(input),
+        advance_to,
+        &mut output,
+        &progress,
+    )?;
     output.flush()?;
     progress.finish();
     print_summary(&summary);
@@ -98,13 +106,20 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<bool> {
 }
 
 fn load_rules(path: &std::path::Path) -> anyhow::Result<RuleSet> {
-    let files = crate::cli::check::rule_files(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let files = crate::cli::check::rule_files(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let limits = RuleLimits::default();
     let mut compiled = Vec::new();
     let mut problems = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-        match rules::load(&text, Format::from_path(&file).unwrap_or(Format::Yaml), 1, &limits) {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        match rules::load(
+            &text,
+            Format::from_path(&file).unwrap_or(Format::Yaml),
+            1,
+            &limits,
+        ) {
             Ok(rule) => compiled.push(Arc::new(rule)),
             Err(found) => problems.extend(found.iter().map(|p| format!("{}: {p}", file.display()))),
         }
@@ -149,7 +164,9 @@ pub fn replay(
         };
         latest = latest.max(Some(event.time));
         for key in engine.routes(&event) {
-            let state = entities.entry(key.clone()).or_insert_with(|| KeyState::new(key));
+            let state = entities
+                .entry(key.clone())
+                .or_insert_with(|| KeyState::new(key));
             let outcome = engine.on_event(state, &event);
             summary.late += u64::from(outcome.late);
             write_alerts(&outcome.alerts, output, &mut summary)?;
@@ -177,15 +194,23 @@ fn parse_line(line: &str, limits: &DecodeLimits) -> Result<crate::event::Event, 
     if value.get("time").is_none_or(serde_json::Value::is_null) {
         return Err("offline replay needs a `time` on every event".into());
     }
-    let decoded = decode(line.as_bytes(), BodyFormat::Json, limits, Timestamp(0)).map_err(|e| e.to_string())?;
-    match (decoded.events.into_iter().next(), decoded.rejected.into_iter().next()) {
+    let decoded = decode(line.as_bytes(), BodyFormat::Json, limits, Timestamp(0))
+        .map_err(|e| e.to_string())?;
+    match (
+        decoded.events.into_iter().next(),
+        decoded.rejected.into_iter().next(),
+    ) {
         (Some((_, event)), _) => Ok(event),
         (None, Some(rejection)) => Err(rejection.error),
         (None, None) => Err("no event on the line".into()),
     }
 }
 
-fn write_alerts(alerts: &[Alert], output: &mut impl Write, summary: &mut Summary) -> anyhow::Result<()> {
+fn write_alerts(
+    alerts: &[Alert],
+    output: &mut impl Write,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
     for alert in alerts {
         serde_json::to_writer(&mut *output, alert)?;
         output.write_all(b"\n")?;
@@ -212,7 +237,10 @@ fn print_summary(summary: &Summary) {
         eprintln!("  line {line}: {reason}");
     }
     if summary.rejected.len() > 20 {
-        eprintln!("  ... and {} more rejected lines", summary.rejected.len() - 20);
+        eprintln!(
+            "  ... and {} more rejected lines",
+            summary.rejected.len() - 20
+        );
     }
 }
 
@@ -247,12 +275,18 @@ impl Progress {
 
     fn advance(&self, bytes: u64) {
         self.done.set(self.done.get() + bytes);
-        let (Some(total), true) = (self.total, self.visible) else { return };
+        let (Some(total), true) = (self.total, self.visible) else {
+            return;
+        };
         let percent = (self.done.get() * 100 / total.max(1)).min(100);
         if percent != self.shown.get() {
             self.shown.set(percent);
             let filled = (percent / 2) as usize;
-            eprint!("\r[{}{}] {percent:>3}%", "#".repeat(filled), " ".repeat(50 - filled));
+            eprint!(
+                "\r[{}{}] {percent:>3}%",
+                "#".repeat(filled),
+                " ".repeat(50 - filled)
+            );
         }
     }
 

@@ -7,10 +7,10 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
 
 use crate::actors::{checkpoint, Runtime, RuntimeConfig, Upkeep};
+use crate::api::auth::{self, Auth};
 use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
 use crate::ingest::{DecodeLimits, IngestConfig};
-use crate::api::auth::{self, Auth};
 use crate::settings::{or_cores, std_duration, LogFormat, Settings, TlsSettings};
 use crate::store::{Store, StoreConfig};
 use crate::telemetry;
@@ -38,10 +38,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CEPHEUS_LOG", value_name = "FILTER")]
     pub log: Option<String>,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
-    #[arg(long, env = "CEPHEUS_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "CEPHEUS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key for --tls-cert.
-    #[arg(long, env = "CEPHEUS_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "CEPHEUS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Allow listening on a non-loopback address with no API tokens configured.
     #[arg(long, env = "CEPHEUS_INSECURE")]
@@ -96,7 +106,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
 #[cfg(unix)]
 async fn close_subscribers_on_signal(runtime: Arc<Runtime>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::warn!("cannot listen for signals; WebSocket subscribers will hold up shutdown");
         return;
     };
@@ -110,14 +123,19 @@ async fn close_subscribers_on_signal(runtime: Arc<Runtime>) {
 fn init_logs(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let _ = match settings.log_format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
 }
 
-async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::PrometheusHandle) -> anyhow::Result<()> {
+async fn serve(
+    settings: Settings,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> anyhow::Result<()> {
     let access = Auth::new(&settings.auth.tokens)?;
     refuse_open_exposure(&settings, &access)?;
     let tls = settings.tls.as_ref().map(tls_config).transpose()?;
@@ -134,13 +152,15 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
         RuntimeConfig {
             arbiters: or_cores(settings.arbiters),
             passivate_after: std_duration(settings.timing.passivate_after),
-            timer_tick: std_duration(settings.timing.timer_tick).max(std::time::Duration::from_millis(1)),
+            timer_tick: std_duration(settings.timing.timer_tick)
+                .max(std::time::Duration::from_millis(1)),
             checkpoint_interval: std_duration(settings.timing.checkpoint_interval)
                 .max(std::time::Duration::from_millis(10)),
             max_inflight_events: settings.limits.max_inflight_events,
             alert_backlog: settings.limits.subscriber_backlog,
             upkeep: Upkeep {
-                every: std_duration(settings.history.compact_every).max(std::time::Duration::from_millis(10)),
+                every: std_duration(settings.history.compact_every)
+                    .max(std::time::Duration::from_millis(10)),
                 retention: settings.history.retention,
                 max_log_bytes: settings.history.max_bytes,
                 dedup_horizon: settings.timing.dedup_horizon,
@@ -149,7 +169,11 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
     );
     if let Some(dir) = &settings.rules_dir {
         let changed = catalog.load_dir(&runtime, dir).map_err(|problems| {
-            anyhow::anyhow!("the rules in {} are invalid:\n  {}", dir.display(), problems.join("\n  "))
+            anyhow::anyhow!(
+                "the rules in {} are invalid:\n  {}",
+                dir.display(),
+                problems.join("\n  ")
+            )
         })?;
         tracing::info!(dir = %dir.display(), changed, "loaded rule files");
     }
@@ -195,7 +219,11 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
             .default_service(web::to(api::not_found))
     })
     .workers(workers)
-    .shutdown_timeout(std_duration(settings.timing.shutdown_grace).as_secs().max(1));
+    .shutdown_timeout(
+        std_duration(settings.timing.shutdown_grace)
+            .as_secs()
+            .max(1),
+    );
     let server = match tls {
         Some(config) => server.bind_rustls_0_23(&settings.listen, config),
         None => server.bind(&settings.listen),
@@ -204,7 +232,9 @@ async fn serve(settings: Settings, metrics: metrics_exporter_prometheus::Prometh
     server.run().await?;
 
     tracing::info!("shutting down: persisting entity state");
-    checkpoint::checkpoint(&runtime).await.context("final checkpoint failed")?;
+    checkpoint::checkpoint(&runtime)
+        .await
+        .context("final checkpoint failed")?;
     runtime.store.flush_blocking()?;
     tracing::info!("stopped");
     Ok(())
@@ -216,9 +246,10 @@ fn refuse_open_exposure(settings: &Settings, access: &Auth) -> anyhow::Result<()
     if access.enabled() || settings.insecure {
         return Ok(());
     }
-    let addresses: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&settings.listen)
-        .with_context(|| format!("cannot resolve the listen address {}", settings.listen))?
-        .collect();
+    let addresses: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&settings.listen)
+            .with_context(|| format!("cannot resolve the listen address {}", settings.listen))?
+            .collect();
     if addresses.iter().all(|a| a.ip().is_loopback()) {
         return Ok(());
     }

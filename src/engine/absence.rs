@@ -90,7 +90,8 @@ impl AbsenceState {
             Some(after) => {
                 if expected {
                     let t = event.time;
-                    self.pending.retain(|p| !(p.event.time < t && t < p.deadline));
+                    self.pending
+                        .retain(|p| !(p.event.time < t && t < p.deadline));
                 }
                 if after.matches(&ctx) {
                     if self.pending.len() >= env.config.max_partial_matches.max(1) {
@@ -101,7 +102,10 @@ impl AbsenceState {
                 }
             }
             None => {
-                let newer = self.heartbeat.as_ref().is_none_or(|h| event.time >= h.event.time);
+                let newer = self
+                    .heartbeat
+                    .as_ref()
+                    .is_none_or(|h| event.time >= h.event.time);
                 // NB: after an alert `heartbeat` is None, so any expected
                 // event (not late, hence at or after the watermark) re-arms.
                 if expected && newer {
@@ -119,7 +123,11 @@ impl AbsenceState {
         watermark: Timestamp,
         alerts: &mut Vec<Alert>,
     ) {
-        if self.heartbeat.as_ref().is_some_and(|h| h.deadline <= watermark) {
+        if self
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.deadline <= watermark)
+        {
             if let Some(h) = self.heartbeat.take() {
                 alerts.push(alert(env, pattern, &h, false));
             }
@@ -158,7 +166,12 @@ fn alert(env: &RuleEnv<'_>, pattern: &AbsencePattern, p: &Pending, triggered: bo
     values.insert("deadline".into(), json!(p.deadline));
     values.insert("within_ms".into(), json!(within.millis()));
     values.insert(
-        if triggered { "trigger_time" } else { "last_seen" }.into(),
+        if triggered {
+            "trigger_time"
+        } else {
+            "last_seen"
+        }
+        .into(),
         json!(p.event.time),
     );
     let mut id = env.alert_id(if triggered { "absence" } else { "heartbeat" });

@@ -70,7 +70,13 @@ pub(crate) struct Accumulator {
 impl Accumulator {
     /// Adds one event. Returns false if a distinct value had to be dropped
     /// because the set is full (the event still counts).
-    pub fn add(&mut self, sample: &Sample, event: EventRef, full: Option<&Arc<Event>>, limits: (usize, usize)) -> bool {
+    pub fn add(
+        &mut self,
+        sample: &Sample,
+        event: EventRef,
+        full: Option<&Arc<Event>>,
+        limits: (usize, usize),
+    ) -> bool {
         let (max_distinct, max_explained) = limits;
         self.count += 1;
         let mut kept = true;
@@ -120,8 +126,10 @@ impl Accumulator {
             }
         }
         let newer_last = match (&self.last, &other.last) {
-            (Some(_), Some(_)) => other.explanation.events.last().map(|e| e.ordinal)
-                > self.explanation.events.last().map(|e| e.ordinal),
+            (Some(_), Some(_)) => {
+                other.explanation.events.last().map(|e| e.ordinal)
+                    > self.explanation.events.last().map(|e| e.ordinal)
+            }
             _ => true,
         };
         if newer_last && other.last.is_some() {
@@ -143,7 +151,14 @@ impl Accumulator {
     /// The aggregate's value, or `None` when it has none (avg, min or max of
     /// no numbers).
     pub fn value(&self, aggregate: &Aggregate) -> Option<f64> {
-        value_of(aggregate, self.count, self.sum, self.min, self.max, self.distinct.len())
+        value_of(
+            aggregate,
+            self.count,
+            self.sum,
+            self.min,
+            self.max,
+            self.distinct.len(),
+        )
     }
 }
 
@@ -168,7 +183,9 @@ pub(crate) fn value_of(
 
 /// The sum, min and max of samples in order (the sliding window recomputes
 /// these from its entries so they never drift).
-pub(crate) fn fold_numbers<'a>(samples: impl Iterator<Item = &'a Sample>) -> (f64, Option<f64>, Option<f64>) {
+pub(crate) fn fold_numbers<'a>(
+    samples: impl Iterator<Item = &'a Sample>,
+) -> (f64, Option<f64>, Option<f64>) {
     let mut sum = 0.0;
     let (mut min, mut max): (Option<f64>, Option<f64>) = (None, None);
     for s in samples {

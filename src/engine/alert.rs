@@ -60,8 +60,14 @@ impl AlertIdBuilder {
     /// Starts an id for `rule` at `version` under `key`, for a match of `kind`
     /// (a short constant per pattern kind, so kinds never collide).
     pub fn new(rule: &str, version: u64, key: &str, kind: &str) -> AlertIdBuilder {
-        let mut builder = AlertIdBuilder { hasher: Xxh3::new() };
-        builder.add_str(rule).add_u64(version).add_str(key).add_str(kind);
+        let mut builder = AlertIdBuilder {
+            hasher: Xxh3::new(),
+        };
+        builder
+            .add_str(rule)
+            .add_u64(version)
+            .add_str(key)
+            .add_str(kind);
         builder
     }
 
@@ -149,9 +155,15 @@ mod tests {
     #[test]
     fn ids_are_stable_and_distinguish_their_parts() {
         let id = AlertIdBuilder::new("r", 1, "k", "seq").add_u64(7).finish();
-        assert_eq!(id, AlertIdBuilder::new("r", 1, "k", "seq").add_u64(7).finish());
+        assert_eq!(
+            id,
+            AlertIdBuilder::new("r", 1, "k", "seq").add_u64(7).finish()
+        );
         assert_eq!(id.len(), 32);
-        assert_ne!(id, AlertIdBuilder::new("r", 2, "k", "seq").add_u64(7).finish());
+        assert_ne!(
+            id,
+            AlertIdBuilder::new("r", 2, "k", "seq").add_u64(7).finish()
+        );
         assert_ne!(
             AlertIdBuilder::new("ab", 1, "c", "seq").finish(),
             AlertIdBuilder::new("a", 1, "bc", "seq").finish()

@@ -36,7 +36,12 @@ pub(crate) struct Fired<'a> {
 }
 
 impl<'a> RuleEnv<'a> {
-    pub fn new(rule: &'a Rule, key: &'a str, entity: &'a Map<String, Value>, config: &'a EngineConfig) -> Self {
+    pub fn new(
+        rule: &'a Rule,
+        key: &'a str,
+        entity: &'a Map<String, Value>,
+        config: &'a EngineConfig,
+    ) -> Self {
         RuleEnv {
             rule,
             key,
@@ -46,7 +51,11 @@ impl<'a> RuleEnv<'a> {
     }
 
     /// An evaluation context for `event` with `bindings`.
-    pub fn ctx<'b>(&'b self, event: Option<&'b Event>, bindings: &'b [Binding<'b>]) -> EvalContext<'b> {
+    pub fn ctx<'b>(
+        &'b self,
+        event: Option<&'b Event>,
+        bindings: &'b [Binding<'b>],
+    ) -> EvalContext<'b> {
         EvalContext {
             key: self.key,
             event,

@@ -212,7 +212,10 @@ impl RuleSet {
     }
 
     fn candidates(&self, event_type: &str) -> &[u32] {
-        self.by_type.get(event_type).map(Vec::as_slice).unwrap_or(&self.any_type)
+        self.by_type
+            .get(event_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&self.any_type)
     }
 }
 
@@ -323,8 +326,20 @@ impl Engine {
             let slot = state_slot(states, i, rule);
             match (&rule.pattern, &mut states[slot].pattern) {
                 (Pattern::Sequence(p), PatternState::Sequence(s)) => {
-                    let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
-                    s.on_event(&env, p, plan, event, ordinal, clock.minus(allowed), &mut outcome.alerts, dropped);
+                    let plan = entry
+                        .sequence_plan
+                        .as_ref()
+                        .expect("sequence rules have a plan");
+                    s.on_event(
+                        &env,
+                        p,
+                        plan,
+                        event,
+                        ordinal,
+                        clock.minus(allowed),
+                        &mut outcome.alerts,
+                        dropped,
+                    );
                 }
                 (Pattern::Absence(p), PatternState::Absence(s)) => {
                     s.on_event(&env, p, event, ordinal, dropped);
@@ -359,7 +374,9 @@ impl Engine {
         for &i in self.rules.candidates(&event.event_type) {
             let rule = &self.rules.entries[i as usize].rule;
             if rule_applies_to_key(rule, event, &state.key) {
-                outcome.late_for.push((Arc::clone(&rule.id), LatePolicy::DeadLetter));
+                outcome
+                    .late_for
+                    .push((Arc::clone(&rule.id), LatePolicy::DeadLetter));
             }
         }
     }
@@ -426,11 +443,18 @@ impl Engine {
                 let env = RuleEnv::new(rule, key, attributes, &self.config);
                 match (&rule.pattern, &mut rule_state.pattern) {
                     (Pattern::Sequence(p), PatternState::Sequence(s)) => {
-                        let plan = entry.sequence_plan.as_ref().expect("sequence rules have a plan");
+                        let plan = entry
+                            .sequence_plan
+                            .as_ref()
+                            .expect("sequence rules have a plan");
                         s.advance(&env, p, plan, wm, alerts, dropped);
                     }
-                    (Pattern::Absence(p), PatternState::Absence(s)) => s.advance(&env, p, wm, alerts),
-                    (Pattern::Threshold(p), PatternState::Threshold(s)) => s.advance(&env, p, wm, alerts),
+                    (Pattern::Absence(p), PatternState::Absence(s)) => {
+                        s.advance(&env, p, wm, alerts)
+                    }
+                    (Pattern::Threshold(p), PatternState::Threshold(s)) => {
+                        s.advance(&env, p, wm, alerts)
+                    }
                     _ => unreachable!("aligned states match their rule's kind"),
                 }
             }
@@ -447,7 +471,8 @@ impl Engine {
     /// watermark) plus the rule's allowed lateness.
     fn due(&self, s: &RuleState) -> Option<Timestamp> {
         let rule = &self.rules.entries[s.index as usize].rule;
-        self.deadline(s).map(|d| d.plus(self.allowed_lateness(rule)))
+        self.deadline(s)
+            .map(|d| d.plus(self.allowed_lateness(rule)))
     }
 
     /// The watermark at which one rule's timers next act.
@@ -472,18 +497,22 @@ impl Engine {
         if state.ruleset == self.rules.fingerprint {
             return;
         }
-        state.rules.retain_mut(|s| match self.rules.by_id.get(&s.rule) {
-            // The same version, or an older one whose state this version
-            // continues (a replacement with the `keep` state policy).
-            Some(&i) if (self.rules.entries[i as usize].rule.state_since..=self.rules.entries[i as usize].rule.version)
-                .contains(&s.version) =>
-            {
-                s.index = i;
-                s.version = self.rules.entries[i as usize].rule.version;
-                true
-            }
-            _ => false,
-        });
+        state
+            .rules
+            .retain_mut(|s| match self.rules.by_id.get(&s.rule) {
+                // The same version, or an older one whose state this version
+                // continues (a replacement with the `keep` state policy).
+                Some(&i)
+                    if (self.rules.entries[i as usize].rule.state_since
+                        ..=self.rules.entries[i as usize].rule.version)
+                        .contains(&s.version) =>
+                {
+                    s.index = i;
+                    s.version = self.rules.entries[i as usize].rule.version;
+                    true
+                }
+                _ => false,
+            });
         state.rules.sort_by_key(|s| s.index);
         state.ruleset = self.rules.fingerprint;
         self.update_next_due(state);
@@ -590,7 +619,9 @@ fn state_slot(states: &mut Vec<RuleState>, index: u32, rule: &Rule) -> usize {
             let pattern = match &rule.pattern {
                 Pattern::Sequence(_) => PatternState::Sequence(Default::default()),
                 Pattern::Absence(_) => PatternState::Absence(Default::default()),
-                Pattern::Threshold(p) => PatternState::Threshold(threshold::ThresholdState::for_window(&p.window)),
+                Pattern::Threshold(p) => {
+                    PatternState::Threshold(threshold::ThresholdState::for_window(&p.window))
+                }
             };
             states.insert(
                 slot,

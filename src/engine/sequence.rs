@@ -227,10 +227,20 @@ impl Run {
 
     /// Span of event times if the run also took an event at `time`.
     fn span_with(&self, time: Timestamp) -> i64 {
-        self.max_time.max(time).0.saturating_sub(self.min_time.min(time).0)
+        self.max_time
+            .max(time)
+            .0
+            .saturating_sub(self.min_time.min(time).0)
     }
 
-    fn take(&mut self, j: usize, event: &Arc<Event>, ordinal: u64, plan: &SequencePlan, explain_limit: usize) {
+    fn take(
+        &mut self,
+        j: usize,
+        event: &Arc<Event>,
+        ordinal: u64,
+        plan: &SequencePlan,
+        explain_limit: usize,
+    ) {
         let step = &mut self.steps[j];
         step.count += 1;
         if plan.keep_events[j] {
@@ -243,7 +253,8 @@ impl Run {
         self.min_time = self.min_time.min(event.time);
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
-        self.explanation.push(EventRef::of(event, ordinal), explain_limit);
+        self.explanation
+            .push(EventRef::of(event, ordinal), explain_limit);
         if plan.keep_ordinals {
             self.ordinals.push(ordinal);
         }
@@ -350,7 +361,13 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, Some(event), event.time));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, preferred(&completed), Some(event), event.time));
+                alerts.push(self_alert(
+                    env,
+                    pattern,
+                    preferred(&completed),
+                    Some(event),
+                    event.time,
+                ));
                 // Every other run started at or before this event.
                 kept.clear();
                 self.runs = kept;
@@ -408,7 +425,13 @@ impl SequenceState {
                     alerts.push(self_alert(env, pattern, run, None, deadline));
                 }
             } else {
-                alerts.push(self_alert(env, pattern, preferred(&completed), None, deadline));
+                alerts.push(self_alert(
+                    env,
+                    pattern,
+                    preferred(&completed),
+                    None,
+                    deadline,
+                ));
                 self.runs.retain(|run| run.min_time > deadline);
             }
         }
@@ -431,15 +454,28 @@ impl SequenceState {
 }
 
 /// Files a run that just took an event: completed, pending or still open.
-fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &mut Vec<Run>, done: &mut Vec<Run>) {
+fn settle(
+    mut run: Run,
+    pattern: &SequencePattern,
+    plan: &SequencePlan,
+    kept: &mut Vec<Run>,
+    done: &mut Vec<Run>,
+) {
     let complete = if pattern.any_order {
-        pattern.steps.iter().zip(&run.steps).all(|(s, m)| m.count >= s.min)
+        pattern
+            .steps
+            .iter()
+            .zip(&run.steps)
+            .all(|(s, m)| m.count >= s.min)
     } else {
         // Every positive step after the current one may be skipped (an
         // optional last positive step, allowed before a trailing negation,
         // need not be taken).
         let j = run.step as usize;
-        run.steps[j].count >= pattern.steps[j].min && pattern.steps[j + 1..].iter().all(|s| s.negated || s.min == 0)
+        run.steps[j].count >= pattern.steps[j].min
+            && pattern.steps[j + 1..]
+                .iter()
+                .all(|s| s.negated || s.min == 0)
     };
     if !complete {
         kept.push(run);
@@ -462,7 +498,11 @@ fn settle(mut run: Run, pattern: &SequencePattern, plan: &SequencePlan, kept: &m
 fn preferred(completed: &[Run]) -> &Run {
     completed
         .iter()
-        .min_by(|a, b| a.first_ordinal.cmp(&b.first_ordinal).then_with(|| a.ordinals.cmp(&b.ordinals)))
+        .min_by(|a, b| {
+            a.first_ordinal
+                .cmp(&b.first_ordinal)
+                .then_with(|| a.ordinals.cmp(&b.ordinals))
+        })
         .expect("called with at least one completed run")
 }
 
@@ -472,7 +512,9 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
     let event_time = probe.event.time;
     let c = run.step as usize;
     let taken = run.steps[c].count;
-    let in_window = pattern.within.is_none_or(|w| run.span_with(event_time) < w.millis());
+    let in_window = pattern
+        .within
+        .is_none_or(|w| run.span_with(event_time) < w.millis());
     let can_leave = taken >= steps[c].min;
 
     if in_window {
@@ -494,7 +536,9 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         }
     }
     if can_leave {
-        let before_deadline = pattern.within.is_none_or(|w| event_time < run.min_time.plus(w));
+        let before_deadline = pattern
+            .within
+            .is_none_or(|w| event_time < run.min_time.plus(w));
         let mut j = c + 1;
         while j < steps.len() && steps[j].negated {
             if before_deadline && probe.matches(j, Some(run)) {
@@ -517,7 +561,10 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
 
 fn decide_any_order(probe: &mut Probe<'_>, run: &Run) -> Decision {
     let pattern = probe.pattern;
-    if pattern.within.is_some_and(|w| run.span_with(probe.event.time) >= w.millis()) {
+    if pattern
+        .within
+        .is_some_and(|w| run.span_with(probe.event.time) >= w.millis())
+    {
         return Decision::Ignore;
     }
     let mut open = None;
@@ -573,8 +620,14 @@ fn self_alert(
     if run.explanation.omitted > 0 {
         values.insert("events_omitted".into(), json!(run.explanation.omitted));
     }
-    let mut id = env.alert_id(if event.is_some() { "sequence" } else { "sequence-deadline" });
-    id.add_u64(run.first_ordinal).add_u64(run.fingerprint.0).add_u64(run.fingerprint.1);
+    let mut id = env.alert_id(if event.is_some() {
+        "sequence"
+    } else {
+        "sequence-deadline"
+    });
+    id.add_u64(run.first_ordinal)
+        .add_u64(run.fingerprint.0)
+        .add_u64(run.fingerprint.1);
     let bindings = run.bindings();
     let variables = env.common_variables();
     env.alert(Fired {

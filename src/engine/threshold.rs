@@ -119,7 +119,9 @@ impl ThresholdState {
     /// True when nothing needs remembering.
     pub fn is_empty(&self) -> bool {
         match self {
-            ThresholdState::Sliding(s) => s.entries.is_empty() && !s.holding && s.unsettled.is_none(),
+            ThresholdState::Sliding(s) => {
+                s.entries.is_empty() && !s.holding && s.unsettled.is_none()
+            }
             ThresholdState::Aligned(a) => a.windows.is_empty(),
             ThresholdState::Sessions(s) => s.sessions.is_empty(),
         }
@@ -142,9 +144,14 @@ impl ThresholdState {
                 Some(instant) => Some(instant.plus(Duration(1))),
                 None => s.entries.front().map(|e| e.event.time.plus(size)),
             },
-            (ThresholdState::Aligned(a), WindowSpec::Tumbling { size } | WindowSpec::Hopping { size, .. }) => {
-                a.windows.keys().next().map(|start| Timestamp(*start).plus(size))
-            }
+            (
+                ThresholdState::Aligned(a),
+                WindowSpec::Tumbling { size } | WindowSpec::Hopping { size, .. },
+            ) => a
+                .windows
+                .keys()
+                .next()
+                .map(|start| Timestamp(*start).plus(size)),
             (ThresholdState::Sessions(s), WindowSpec::Session { gap }) => {
                 s.sessions.iter().map(|x| close_at(x.last, gap)).min()
             }
@@ -170,19 +177,42 @@ impl ThresholdState {
         };
         let full = env.rule.message.is_some().then_some(event);
         let reference = EventRef::of(event, ordinal);
-        let limits = (env.config.max_window_entries.max(1), env.config.max_explained_events);
+        let limits = (
+            env.config.max_window_entries.max(1),
+            env.config.max_explained_events,
+        );
         match (self, pattern.window) {
             (ThresholdState::Sliding(s), WindowSpec::Sliding { size }) => {
-                s.insert(Entry { event: reference, sample }, full, limits.0, dropped);
+                s.insert(
+                    Entry {
+                        event: reference,
+                        sample,
+                    },
+                    full,
+                    limits.0,
+                    dropped,
+                );
                 // This evaluation also covers entries that left at this instant.
                 s.unsettled = None;
-                s.evaluate(env, pattern, size, event.time, Some(ordinal), Some(event), alerts);
+                s.evaluate(
+                    env,
+                    pattern,
+                    size,
+                    event.time,
+                    Some(ordinal),
+                    Some(event),
+                    alerts,
+                );
             }
             (ThresholdState::Aligned(a), WindowSpec::Tumbling { size }) => {
-                a.add(event.time, size, size, &sample, reference, full, limits, dropped);
+                a.add(
+                    event.time, size, size, &sample, reference, full, limits, dropped,
+                );
             }
             (ThresholdState::Aligned(a), WindowSpec::Hopping { size, advance }) => {
-                a.add(event.time, size, advance, &sample, reference, full, limits, dropped);
+                a.add(
+                    event.time, size, advance, &sample, reference, full, limits, dropped,
+                );
             }
             (ThresholdState::Sessions(s), WindowSpec::Session { gap }) => {
                 s.add(event.time, gap, &sample, reference, full, limits, dropped);
@@ -210,7 +240,11 @@ impl ThresholdState {
                     if leave > watermark {
                         break;
                     }
-                    while s.entries.front().is_some_and(|e| e.event.time.plus(size) <= leave) {
+                    while s
+                        .entries
+                        .front()
+                        .is_some_and(|e| e.event.time.plus(size) <= leave)
+                    {
                         if let Some(entry) = s.entries.pop_front() {
                             s.forget(&entry);
                         }
@@ -225,7 +259,10 @@ impl ThresholdState {
                     s.last = None;
                 }
             }
-            (ThresholdState::Aligned(a), WindowSpec::Tumbling { size } | WindowSpec::Hopping { size, .. }) => {
+            (
+                ThresholdState::Aligned(a),
+                WindowSpec::Tumbling { size } | WindowSpec::Hopping { size, .. },
+            ) => {
                 while let Some(entry) = a.windows.first_entry() {
                     let start = Timestamp(*entry.key());
                     let end = start.plus(size);
@@ -233,7 +270,9 @@ impl ThresholdState {
                         break;
                     }
                     let acc = entry.remove();
-                    if let Some(alert) = closed_window_alert(env, pattern, "window", start, end, &acc) {
+                    if let Some(alert) =
+                        closed_window_alert(env, pattern, "window", start, end, &acc)
+                    {
                         alerts.push(alert);
                     }
                 }
@@ -249,7 +288,9 @@ impl ThresholdState {
                 let Some(i) = due else { break };
                 let session = s.sessions.remove(i);
                 let end = session.last.plus(gap);
-                if let Some(alert) = closed_window_alert(env, pattern, "session", session.start, end, &session.acc) {
+                if let Some(alert) =
+                    closed_window_alert(env, pattern, "session", session.start, end, &session.acc)
+                {
                     alerts.push(alert);
                 }
             },
@@ -304,7 +345,13 @@ fn window_json(start: Timestamp, acc: &Accumulator) -> Value {
 }
 
 impl SlidingWindow {
-    fn insert(&mut self, entry: Entry, full: Option<&Arc<Event>>, cap: usize, dropped: &mut DropCounters) {
+    fn insert(
+        &mut self,
+        entry: Entry,
+        full: Option<&Arc<Event>>,
+        cap: usize,
+        dropped: &mut DropCounters,
+    ) {
         if let Sample::Text(t) = &entry.sample {
             *self.distinct.entry(t.clone()).or_insert(0) += 1;
         }

@@ -8,12 +8,21 @@ use crate::time::{Duration, Timestamp};
 
 /// Starts of every window of `size` (starting every `advance`) that contains
 /// `time`, ascending.
-pub(crate) fn starts_containing(time: Timestamp, size: Duration, advance: Duration) -> impl Iterator<Item = i64> {
+pub(crate) fn starts_containing(
+    time: Timestamp,
+    size: Duration,
+    advance: Duration,
+) -> impl Iterator<Item = i64> {
     let (t, size, advance) = (time.millis(), size.millis().max(1), advance.millis().max(1));
     let last = t.div_euclid(advance) * advance;
     // The earliest start s with s + size > t, rounded up to a multiple of advance.
     let lowest = t - size + 1;
-    let first = lowest.div_euclid(advance) * advance + if lowest.rem_euclid(advance) == 0 { 0 } else { advance };
+    let first = lowest.div_euclid(advance) * advance
+        + if lowest.rem_euclid(advance) == 0 {
+            0
+        } else {
+            advance
+        };
     (0..)
         .map(move |i: i64| first + i * advance)
         .take_while(move |s| *s <= last)

@@ -28,11 +28,19 @@ impl BodyFormat {
     /// `None` for a type cepheus does not accept.
     pub fn from_content_type(content_type: Option<&str>) -> Option<BodyFormat> {
         let essence = content_type
-            .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|c| {
+                c.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         match essence.as_str() {
             "" | "application/json" | "text/json" => Some(BodyFormat::Json),
-            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Some(BodyFormat::NdJson),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                Some(BodyFormat::NdJson)
+            }
             "application/cloudevents+json" => Some(BodyFormat::CloudEvent),
             "application/cloudevents-batch+json" => Some(BodyFormat::CloudEventBatch),
             _ => None,
@@ -99,13 +107,16 @@ pub fn decode(
     let items: Vec<(usize, Item)> = match format {
         BodyFormat::NdJson => split_lines(body)?,
         BodyFormat::Json | BodyFormat::CloudEvent | BodyFormat::CloudEventBatch => {
-            let value: Value = serde_json::from_slice(body)
-                .map_err(|e| DecodeError::Unparseable(format!("the body is not valid JSON: {e}")))?;
+            let value: Value = serde_json::from_slice(body).map_err(|e| {
+                DecodeError::Unparseable(format!("the body is not valid JSON: {e}"))
+            })?;
             match (value, format) {
                 (Value::Array(items), BodyFormat::Json | BodyFormat::CloudEventBatch) => {
                     items.into_iter().map(Ok).enumerate().collect()
                 }
-                (Value::Object(o), BodyFormat::Json | BodyFormat::CloudEvent) => vec![(0, Ok(Value::Object(o)))],
+                (Value::Object(o), BodyFormat::Json | BodyFormat::CloudEvent) => {
+                    vec![(0, Ok(Value::Object(o)))]
+                }
                 (_, BodyFormat::CloudEventBatch) => {
                     return Err(DecodeError::Unparseable(
                         "a CloudEvents batch must be a JSON array of events".into(),
@@ -140,14 +151,22 @@ pub fn decode(
         } else {
             from_plain(&value, received_at)
         };
-        match event.and_then(|e| e.check(&limits.event, None).map(|()| e).map_err(|x| x.to_string())) {
+        match event.and_then(|e| {
+            e.check(&limits.event, None)
+                .map(|()| e)
+                .map_err(|x| x.to_string())
+        }) {
             Ok(event) => {
                 if has_no_time(&value) {
                     decoded.untimed.push(decoded.events.len());
                 }
                 decoded.events.push((index, event))
             }
-            Err(error) => decoded.rejected.push(Rejection { index, error, raw: value }),
+            Err(error) => decoded.rejected.push(Rejection {
+                index,
+                error,
+                raw: value,
+            }),
         }
     }
     Ok(decoded)
@@ -173,8 +192,12 @@ fn split_lines(body: &[u8]) -> Result<Vec<(usize, Item)>, DecodeError> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
-            let item = serde_json::from_str::<Value>(line)
-                .map_err(|e| (format!("the line is not valid JSON: {e}"), Value::String(line.to_owned())));
+            let item = serde_json::from_str::<Value>(line).map_err(|e| {
+                (
+                    format!("the line is not valid JSON: {e}"),
+                    Value::String(line.to_owned()),
+                )
+            });
             (index, item)
         })
         .collect();
@@ -207,14 +230,23 @@ fn from_plain(value: &Value, received_at: Timestamp) -> Result<Event, String> {
 /// `time` and `data` map to themselves; other attributes (source,
 /// extensions) are accepted and not kept.
 fn from_cloud_event(value: &Value, received_at: Timestamp) -> Result<Event, String> {
-    let object = value.as_object().ok_or("a CloudEvent must be a JSON object")?;
+    let object = value
+        .as_object()
+        .ok_or("a CloudEvent must be a JSON object")?;
     match object.get("specversion").and_then(Value::as_str) {
         Some("1.0") => {}
-        Some(other) => return Err(format!("CloudEvents `specversion` {other} is not supported; use 1.0")),
+        Some(other) => {
+            return Err(format!(
+                "CloudEvents `specversion` {other} is not supported; use 1.0"
+            ))
+        }
         None => return Err("a CloudEvent needs `specversion`: \"1.0\"".into()),
     }
     if object.contains_key("data_base64") {
-        return Err("binary CloudEvent data (`data_base64`) is not supported; send `data` as a JSON object".into());
+        return Err(
+            "binary CloudEvent data (`data_base64`) is not supported; send `data` as a JSON object"
+                .into(),
+        );
     }
     build(
         object,
@@ -315,7 +347,11 @@ mod tests {
                        {"key":"a","type":"t","time":null}]"#;
         let d = run(body, BodyFormat::Json).unwrap();
         assert_eq!(d.untimed, vec![0, 2]);
-        let d = run("{\"type\":\"t\"}\n{\"key\":\"a\",\"type\":\"t\"}", BodyFormat::NdJson).unwrap();
+        let d = run(
+            "{\"type\":\"t\"}\n{\"key\":\"a\",\"type\":\"t\"}",
+            BodyFormat::NdJson,
+        )
+        .unwrap();
         assert_eq!(d.untimed, vec![0], "positions in `events`, not in the body");
     }
 
@@ -326,16 +362,29 @@ mod tests {
         assert_eq!(d.events.len(), 1);
         assert_eq!(d.rejected.len(), 2);
         assert_eq!(d.rejected[0].index, 1);
-        assert!(d.rejected[0].error.contains("`key`"), "{}", d.rejected[0].error);
+        assert!(
+            d.rejected[0].error.contains("`key`"),
+            "{}",
+            d.rejected[0].error
+        );
         assert_eq!(d.rejected[0].raw, json!({"type": "t"}));
         assert!(d.rejected[1].error.contains("unknown field `amount`"));
     }
 
     #[test]
     fn unreadable_bodies_and_too_many_events_refuse_the_request() {
-        assert!(matches!(run("{nope", BodyFormat::Json), Err(DecodeError::Unparseable(_))));
-        assert!(matches!(run("42", BodyFormat::Json), Err(DecodeError::Unparseable(_))));
-        assert!(matches!(run("nope\nnope", BodyFormat::NdJson), Err(DecodeError::Unparseable(_))));
+        assert!(matches!(
+            run("{nope", BodyFormat::Json),
+            Err(DecodeError::Unparseable(_))
+        ));
+        assert!(matches!(
+            run("42", BodyFormat::Json),
+            Err(DecodeError::Unparseable(_))
+        ));
+        assert!(matches!(
+            run("nope\nnope", BodyFormat::NdJson),
+            Err(DecodeError::Unparseable(_))
+        ));
         let four = r#"[{"key":"a","type":"t"},{"key":"a","type":"t"},{"key":"a","type":"t"},{"key":"a","type":"t"}]"#;
         assert_eq!(
             run(four, BodyFormat::Json),
@@ -345,14 +394,22 @@ mod tests {
 
     #[test]
     fn ndjson_indexes_are_line_numbers_blank_lines_included() {
-        let d = run("\n{\"key\":\"a\",\"type\":\"t\"}\r\n\n{\"type\":\"t\"}\n", BodyFormat::NdJson).unwrap();
+        let d = run(
+            "\n{\"key\":\"a\",\"type\":\"t\"}\r\n\n{\"type\":\"t\"}\n",
+            BodyFormat::NdJson,
+        )
+        .unwrap();
         assert_eq!(d.events[0].0, 1);
         assert_eq!(d.rejected[0].index, 3);
     }
 
     #[test]
     fn a_broken_ndjson_line_is_one_rejection() {
-        let d = run("{\"key\":\"a\",\"type\":\"t\"}\n{oops\n", BodyFormat::NdJson).unwrap();
+        let d = run(
+            "{\"key\":\"a\",\"type\":\"t\"}\n{oops\n",
+            BodyFormat::NdJson,
+        )
+        .unwrap();
         assert_eq!(d.events.len(), 1);
         assert_eq!(d.rejected[0].index, 1);
         assert!(d.rejected[0].error.contains("not valid JSON"));
@@ -364,18 +421,30 @@ mod tests {
                      "time":"2026-01-01T00:00:00Z","datacontenttype":"application/json","data":{"ip":"1.2.3.4"},"traceparent":"x"}"#;
         let d = run(ce, BodyFormat::CloudEvent).unwrap();
         let e = &d.events[0].1;
-        assert_eq!((e.key.as_str(), e.event_type.as_str(), e.id.as_deref()), ("acct-1", "login", Some("c1")));
+        assert_eq!(
+            (e.key.as_str(), e.event_type.as_str(), e.id.as_deref()),
+            ("acct-1", "login", Some("c1"))
+        );
         let batch = format!("[{ce}, {{\"specversion\":\"0.3\",\"type\":\"t\",\"subject\":\"k\"}}]");
         let d = run(&batch, BodyFormat::CloudEventBatch).unwrap();
         assert_eq!(d.events.len(), 1);
         assert!(d.rejected[0].error.contains("specversion"));
-        assert!(matches!(run(ce, BodyFormat::CloudEventBatch), Err(DecodeError::Unparseable(_))));
+        assert!(matches!(
+            run(ce, BodyFormat::CloudEventBatch),
+            Err(DecodeError::Unparseable(_))
+        ));
     }
 
     #[test]
     fn content_types_map_to_formats() {
-        assert_eq!(BodyFormat::from_content_type(Some("application/json; charset=utf-8")), Some(BodyFormat::Json));
-        assert_eq!(BodyFormat::from_content_type(Some("application/x-ndjson")), Some(BodyFormat::NdJson));
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/json; charset=utf-8")),
+            Some(BodyFormat::Json)
+        );
+        assert_eq!(
+            BodyFormat::from_content_type(Some("application/x-ndjson")),
+            Some(BodyFormat::NdJson)
+        );
         assert_eq!(BodyFormat::from_content_type(None), Some(BodyFormat::Json));
         assert_eq!(BodyFormat::from_content_type(Some("text/plain")), None);
     }

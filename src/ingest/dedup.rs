@@ -38,7 +38,9 @@ pub fn filter(
     for (_, event) in events {
         if let Some(id) = &event.id {
             let seen_before = match tree.get(dedup_key(&event.key, id))? {
-                Some(bytes) => read_be(&bytes).is_some_and(|t| Timestamp(t as i64).plus(horizon) > now),
+                Some(bytes) => {
+                    read_be(&bytes).is_some_and(|t| Timestamp(t as i64).plus(horizon) > now)
+                }
                 None => false,
             };
             if seen_before || !in_batch.insert((event.key.clone(), id.clone())) {
@@ -57,7 +59,10 @@ pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for event in events {
         if let Some(id) = &event.id {
-            batch.insert(dedup_key(&event.key, id), &(now.millis() as u64).to_be_bytes());
+            batch.insert(
+                dedup_key(&event.key, id),
+                &(now.millis() as u64).to_be_bytes(),
+            );
         }
     }
     batch
@@ -65,7 +70,13 @@ pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
 
 /// Removes ids older than `horizon`; returns how many. Scans at most
 /// `budget` entries per call, resuming after `cursor` (returned updated).
-pub fn purge(store: &Store, now: Timestamp, horizon: Duration, cursor: &mut Vec<u8>, budget: usize) -> StoreResult<usize> {
+pub fn purge(
+    store: &Store,
+    now: Timestamp,
+    horizon: Duration,
+    cursor: &mut Vec<u8>,
+    budget: usize,
+) -> StoreResult<usize> {
     use std::ops::Bound;
     let tree = store.dedup_tree();
     let start = if cursor.is_empty() {
@@ -76,7 +87,10 @@ pub fn purge(store: &Store, now: Timestamp, horizon: Duration, cursor: &mut Vec<
     let mut batch = sled::Batch::default();
     let mut removed = 0;
     let mut scanned = 0;
-    for item in tree.range::<Vec<u8>, _>((start, Bound::Unbounded)).take(budget) {
+    for item in tree
+        .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        .take(budget)
+    {
         let (k, v) = item?;
         scanned += 1;
         if read_be(&v).is_some_and(|t| Timestamp(t as i64).plus(horizon) <= now) {

@@ -80,7 +80,11 @@ pub struct IngestConfig {
 fn encoded_size(event: &Event) -> usize {
     let mut counter = ByteCounter(0);
     let _ = serde_json::to_writer(&mut counter, &event.data);
-    counter.0 + event.key.len() + event.event_type.len() + event.id.as_ref().map_or(0, String::len) + 32
+    counter.0
+        + event.key.len()
+        + event.event_type.len()
+        + event.id.as_ref().map_or(0, String::len)
+        + 32
 }
 
 /// A writer that only counts.
@@ -114,12 +118,18 @@ pub fn check_capacity(runtime: &Runtime) -> Result<(), IngestError> {
 
 /// Accepts `decoded`: dead-letters the rejected events, drops duplicates,
 /// logs and routes the rest, and returns once they are durable.
-pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestConfig) -> Result<IngestSummary, IngestError> {
+pub async fn ingest(
+    runtime: &Arc<Runtime>,
+    decoded: Decoded,
+    config: &IngestConfig,
+) -> Result<IngestSummary, IngestError> {
     if !runtime.is_ready() {
         return Err(IngestError::NotReady);
     }
     let inflight = runtime.router.inflight_events();
-    if inflight + decoded.events.len() > runtime.config.max_inflight_events && !decoded.events.is_empty() {
+    if inflight + decoded.events.len() > runtime.config.max_inflight_events
+        && !decoded.events.is_empty()
+    {
         telemetry::overloaded();
         return Err(IngestError::Overloaded {
             inflight,
@@ -169,14 +179,18 @@ pub async fn ingest(runtime: &Arc<Runtime>, decoded: Decoded, config: &IngestCon
                 event.time = accepted_at;
             }
         }
-        let (fresh, repeated) = dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
+        let (fresh, repeated) =
+            dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
         duplicates = repeated;
         if !fresh.is_empty() {
             let ids = dedup::remembering(&fresh, accepted_at);
             accepted = fresh.len();
             // A large batch is logged as several records, in one transaction.
             let records = split_batch(fresh, accepted_at, encoded_size);
-            let first = runtime.store.log().append_with(&records, (runtime.store.dedup_tree(), &ids))?;
+            let first = runtime
+                .store
+                .log()
+                .append_with(&records, (runtime.store.dedup_tree(), &ids))?;
             for (seq, record) in (first..).zip(records) {
                 let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
                 route_batch(runtime, &engine, seq, &events);

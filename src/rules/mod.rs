@@ -24,8 +24,8 @@ pub mod template;
 pub use limits::RuleLimits;
 pub use locations::Locations;
 pub use model::{
-    AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, LatePolicy, Lateness, Mode, Pattern, Rule,
-    SequencePattern, Severity, SkipStrategy, Step, ThresholdPattern, WindowSpec,
+    AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, LatePolicy, Lateness, Mode,
+    Pattern, Rule, SequencePattern, Severity, SkipStrategy, Step, ThresholdPattern, WindowSpec,
 };
 pub use parse::Format;
 pub use problem::{Position, Problem};

@@ -17,7 +17,18 @@ use crate::time::Duration;
 
 /// How urgent an alert is.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -274,9 +285,11 @@ impl Aggregate {
     pub fn expr(&self) -> Option<&Expr> {
         match self {
             Aggregate::Count => None,
-            Aggregate::Sum(e) | Aggregate::Avg(e) | Aggregate::Min(e) | Aggregate::Max(e) | Aggregate::Distinct(e) => {
-                Some(e)
-            }
+            Aggregate::Sum(e)
+            | Aggregate::Avg(e)
+            | Aggregate::Min(e)
+            | Aggregate::Max(e)
+            | Aggregate::Distinct(e) => Some(e),
         }
     }
 
@@ -347,8 +360,15 @@ pub mod template_scope {
     pub const THRESHOLD_BINDINGS: [&str; 1] = ["last"];
     /// Threshold variables: the common ones, then the aggregate `value`, the
     /// event `count`, the window bounds (RFC 3339) and the `limit`.
-    pub const THRESHOLD_VARIABLES: [&str; 7] =
-        ["rule", "severity", "value", "count", "window_start", "window_end", "limit"];
+    pub const THRESHOLD_VARIABLES: [&str; 7] = [
+        "rule",
+        "severity",
+        "value",
+        "count",
+        "window_start",
+        "window_end",
+        "limit",
+    ];
     // Sequence templates bind every step by its name (slot = step index) and
     // use COMMON_VARIABLES.
 }

@@ -13,7 +13,9 @@ use crate::rules::{Pattern, Rule};
 
 /// Why the state of `old` cannot be kept by `new`, if it cannot.
 pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
-    if old.partition_by.as_ref().map(|e| e.source()) != new.partition_by.as_ref().map(|e| e.source()) {
+    if old.partition_by.as_ref().map(|e| e.source())
+        != new.partition_by.as_ref().map(|e| e.source())
+    {
         return Some("`partition_by` changed, so the state belongs to other keys".into());
     }
     match (&old.pattern, &new.pattern) {
@@ -35,9 +37,8 @@ pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
             }
             None
         }
-        (Pattern::Absence(a), Pattern::Absence(b)) => {
-            (a.after.is_some() != b.after.is_some()).then(|| "the absence gained or lost its `after` trigger".into())
-        }
+        (Pattern::Absence(a), Pattern::Absence(b)) => (a.after.is_some() != b.after.is_some())
+            .then(|| "the absence gained or lost its `after` trigger".into()),
         (Pattern::Threshold(a), Pattern::Threshold(b)) => {
             if a.window != b.window {
                 return Some("the window changed".into());
@@ -61,9 +62,11 @@ mod tests {
 
     #[test]
     fn a_new_limit_or_message_keeps_state_a_new_window_does_not() {
-        let base = "id: r\nthreshold:\n  match: type == \"t\"\n  window: {sliding: 1m}\n  above: 5\n";
+        let base =
+            "id: r\nthreshold:\n  match: type == \"t\"\n  window: {sliding: 1m}\n  above: 5\n";
         let raised = "id: r\nthreshold:\n  match: type == \"t\"\n  window: {sliding: 1m}\n  above: 9\nalert:\n  message: hi\n";
-        let longer = "id: r\nthreshold:\n  match: type == \"t\"\n  window: {sliding: 5m}\n  above: 5\n";
+        let longer =
+            "id: r\nthreshold:\n  match: type == \"t\"\n  window: {sliding: 5m}\n  above: 5\n";
         assert_eq!(incompatibility(&rule(base), &rule(raised)), None);
         assert!(incompatibility(&rule(base), &rule(longer)).is_some());
     }
@@ -74,8 +77,12 @@ mod tests {
         let b = "id: r\nsequence:\n  within: 5m\n  steps:\n    - name: f\n      match: type == \"f\"\n      times: {min: 5}\n    - name: s\n      match: type == \"s\" && data.ok\n";
         let c = "id: r\nsequence:\n  steps:\n    - name: f\n      match: type == \"f\"\n";
         assert_eq!(incompatibility(&rule(a), &rule(b)), None);
-        assert!(incompatibility(&rule(a), &rule(c)).unwrap().contains("steps"));
+        assert!(incompatibility(&rule(a), &rule(c))
+            .unwrap()
+            .contains("steps"));
         let absence = "id: r\nabsence:\n  expect: type == \"h\"\n  within: 1m\n";
-        assert!(incompatibility(&rule(a), &rule(absence)).unwrap().contains("kind"));
+        assert!(incompatibility(&rule(a), &rule(absence))
+            .unwrap()
+            .contains("kind"));
     }
 }

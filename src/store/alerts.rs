@@ -120,8 +120,15 @@ impl AlertLog {
 
     /// Appends the alerts whose ids are new, assigning their seqs; returns
     /// the ones appended (a replayed match returns nothing).
-    pub fn append(&self, alerts: &[Alert], detected_at: Timestamp) -> StoreResult<Vec<StoredAlert>> {
-        let mut last = self.last.lock().map_err(|_| StoreError::Sled("alert log lock poisoned".into()))?;
+    pub fn append(
+        &self,
+        alerts: &[Alert],
+        detected_at: Timestamp,
+    ) -> StoreResult<Vec<StoredAlert>> {
+        let mut last = self
+            .last
+            .lock()
+            .map_err(|_| StoreError::Sled("alert log lock poisoned".into()))?;
         let mut appended = Vec::with_capacity(alerts.len());
         for alert in alerts {
             if self.ids.contains_key(alert.id.as_bytes())? {
@@ -199,7 +206,11 @@ impl AlertLog {
     ) -> StoreResult<(Vec<StoredAlert>, u64)> {
         let mut found = Vec::new();
         let mut next = after;
-        for item in self.alerts.range(be(after.saturating_add(1))..=be(through)).take(scan_limit) {
+        for item in self
+            .alerts
+            .range(be(after.saturating_add(1))..=be(through))
+            .take(scan_limit)
+        {
             let (k, v) = item?;
             let seq = read_be(&k).unwrap_or(0);
             let alert = from_record(seq, decode(&v)?);

@@ -50,7 +50,10 @@ pub fn be(n: u64) -> [u8; 8] {
 
 /// Reads a big-endian `u64` key (or the first 8 bytes of one).
 pub fn read_be(bytes: &[u8]) -> Option<u64> {
-    bytes.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 #[cfg(test)]
@@ -70,7 +73,10 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_unknown_versions_are_refused() {
-        let s = Sample { a: 7, b: "x".into() };
+        let s = Sample {
+            a: 7,
+            b: "x".into(),
+        };
         let bytes = encode(&s).unwrap();
         assert_eq!(bytes[0], 3);
         assert_eq!(decode::<Sample>(&bytes).unwrap(), s);
@@ -80,6 +86,9 @@ mod tests {
             decode::<Sample>(&newer),
             Err(StoreError::UnknownFormat { found: 4, .. })
         ));
-        assert!(matches!(decode::<Sample>(&[]), Err(StoreError::Corrupt(..))));
+        assert!(matches!(
+            decode::<Sample>(&[]),
+            Err(StoreError::Corrupt(..))
+        ));
     }
 }

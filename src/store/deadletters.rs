@@ -67,7 +67,10 @@ impl DeadLetters {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<DeadLetters> {
         let tree = db.open_tree("deadletters")?;
         let ids = db.open_tree("deadletter_ids")?;
-        let next = tree.last()?.and_then(|(k, _)| read_be(&k)).map_or(1, |s| s + 1);
+        let next = tree
+            .last()?
+            .and_then(|(k, _)| read_be(&k))
+            .map_or(1, |s| s + 1);
         Ok(DeadLetters {
             tree,
             ids,
@@ -77,7 +80,10 @@ impl DeadLetters {
 
     /// Appends dead letters (their `seq` is assigned here).
     pub fn append(&self, letters: &[DeadLetter]) -> StoreResult<()> {
-        let mut next = self.next.lock().map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
         let mut batch = sled::Batch::default();
         let mut seq = *next;
         for letter in letters {
@@ -102,7 +108,10 @@ impl DeadLetters {
     pub fn append_once(&self, letters: &[(Vec<u8>, DeadLetter)]) -> StoreResult<()> {
         use sled::transaction::TransactionError;
         use sled::Transactional;
-        let mut next = self.next.lock().map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
+        let mut next = self
+            .next
+            .lock()
+            .map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
         for (identity, letter) in letters {
             if self.ids.contains_key(identity)? {
                 continue;
@@ -124,7 +133,9 @@ impl DeadLetters {
                 })
                 .map_err(|e: TransactionError<()>| match e {
                     TransactionError::Storage(e) => StoreError::from(e),
-                    TransactionError::Abort(()) => StoreError::Sled("the dead-letter transaction aborted".into()),
+                    TransactionError::Abort(()) => {
+                        StoreError::Sled("the dead-letter transaction aborted".into())
+                    }
                 })?;
             *next = seq + 1;
         }
@@ -145,7 +156,8 @@ impl DeadLetters {
                     error: stored.error,
                     key: stored.key,
                     received_at: stored.received_at,
-                    event: serde_json::from_str(&stored.event).unwrap_or(Value::String(stored.event)),
+                    event: serde_json::from_str(&stored.event)
+                        .unwrap_or(Value::String(stored.event)),
                 })
             })
             .collect()

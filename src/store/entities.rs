@@ -26,12 +26,14 @@ pub struct ClockAnchor {
 impl ClockAnchor {
     /// The entity's clock at wall time `now`.
     pub fn clock_at(&self, now: Timestamp) -> Timestamp {
-        self.clock.plus(now.since(self.wall).max(crate::time::Duration::ZERO))
+        self.clock
+            .plus(now.since(self.wall).max(crate::time::Duration::ZERO))
     }
 
     /// The wall time at which the clock reaches `clock`.
     pub fn wall_at(&self, clock: Timestamp) -> Timestamp {
-        self.wall.plus(clock.since(self.clock).max(crate::time::Duration::ZERO))
+        self.wall
+            .plus(clock.since(self.clock).max(crate::time::Duration::ZERO))
     }
 }
 
@@ -144,7 +146,11 @@ impl EntityStore {
         };
         let mut due = Vec::new();
         let mut next = cursor.to_vec();
-        for item in self.timers.range::<Vec<u8>, _>((start, Bound::Included(end.clone()))).take(limit) {
+        for item in self
+            .timers
+            .range::<Vec<u8>, _>((start, Bound::Included(end.clone())))
+            .take(limit)
+        {
             let (k, _) = item?;
             if let Some(entry) = parse_timer_key(&k) {
                 due.push(entry);

@@ -28,7 +28,11 @@ pub const MAX_RECORD_BYTES: usize = 6 * 1024;
 /// Splits accepted events into records of about [`MAX_RECORD_BYTES`]
 /// each (at least one event per record), in order. `size` estimates an
 /// event's encoded size.
-pub fn split_batch(events: Vec<Event>, accepted_at: Timestamp, size: impl Fn(&Event) -> usize) -> Vec<LogRecord> {
+pub fn split_batch(
+    events: Vec<Event>,
+    accepted_at: Timestamp,
+    size: impl Fn(&Event) -> usize,
+) -> Vec<LogRecord> {
     let mut records = Vec::new();
     let mut current = Vec::new();
     let mut bytes = 0;
@@ -75,7 +79,10 @@ pub struct EventLog {
 impl EventLog {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<EventLog> {
         let tree = db.open_tree("log")?;
-        let next = tree.last()?.and_then(|(k, _)| read_be(&k)).map_or(1, |s| s + 1);
+        let next = tree
+            .last()?
+            .and_then(|(k, _)| read_be(&k))
+            .map_or(1, |s| s + 1);
         let mut bytes = 0u64;
         for item in tree.iter() {
             bytes += item?.1.len() as u64;
@@ -115,10 +122,17 @@ impl EventLog {
     /// # Invariants
     /// As [`EventLog::append`]. Callers keep each record under
     /// [`MAX_RECORD_BYTES`] when they can ([`split_batch`]).
-    pub fn append_with(&self, records: &[LogRecord], ids: (&sled::Tree, &sled::Batch)) -> StoreResult<u64> {
+    pub fn append_with(
+        &self,
+        records: &[LogRecord],
+        ids: (&sled::Tree, &sled::Batch),
+    ) -> StoreResult<u64> {
         use sled::transaction::TransactionError;
         use sled::Transactional;
-        let encoded = records.iter().map(encode).collect::<StoreResult<Vec<_>>>()?;
+        let encoded = records
+            .iter()
+            .map(encode)
+            .collect::<StoreResult<Vec<_>>>()?;
         let first = self.next.load(Ordering::Acquire);
         (&self.tree, ids.0)
             .transaction(|(log, other)| {
@@ -130,9 +144,12 @@ impl EventLog {
             })
             .map_err(|e: TransactionError<()>| match e {
                 TransactionError::Storage(e) => StoreError::from(e),
-                TransactionError::Abort(()) => StoreError::Sled("the log transaction aborted".into()),
+                TransactionError::Abort(()) => {
+                    StoreError::Sled("the log transaction aborted".into())
+                }
             })?;
-        self.next.store(first + encoded.len() as u64, Ordering::Release);
+        self.next
+            .store(first + encoded.len() as u64, Ordering::Release);
         let size: usize = encoded.iter().map(Vec::len).sum();
         self.bytes.fetch_add(size as u64, Ordering::AcqRel);
         Ok(first)
@@ -175,7 +192,10 @@ impl EventLog {
             }
         }
         self.tree.apply_batch(batch)?;
-        self.bytes.fetch_sub(freed.min(self.bytes.load(Ordering::Acquire)), Ordering::AcqRel);
+        self.bytes.fetch_sub(
+            freed.min(self.bytes.load(Ordering::Acquire)),
+            Ordering::AcqRel,
+        );
         Ok(removed)
     }
 
@@ -183,7 +203,12 @@ impl EventLog {
     /// log holds more than `max_bytes`, but never a record after `keep_after`
     /// (the checkpoint: later records are needed for recovery). Returns how
     /// many records were removed.
-    pub fn compact(&self, oldest: Timestamp, max_bytes: u64, keep_after: u64) -> StoreResult<usize> {
+    pub fn compact(
+        &self,
+        oldest: Timestamp,
+        max_bytes: u64,
+        keep_after: u64,
+    ) -> StoreResult<usize> {
         // NB: the newest record always stays: on open, the next seq is read
         // from it, and seqs must never go back (entities compare them with
         // the position they applied).
@@ -246,9 +271,15 @@ mod tests {
         let records = split_batch((0..15).map(event).collect(), Timestamp(7), size);
         let lens: Vec<usize> = records.iter().map(|r| r.events.len()).collect();
         assert_eq!(lens, [6, 6, 3]);
-        let ids: Vec<String> = records.iter().flat_map(|r| r.events.iter().map(|e| e.id.clone().unwrap())).collect();
+        let ids: Vec<String> = records
+            .iter()
+            .flat_map(|r| r.events.iter().map(|e| e.id.clone().unwrap()))
+            .collect();
         assert_eq!(ids, (0..15).map(|n| n.to_string()).collect::<Vec<_>>());
-        assert_eq!(split_batch(vec![event(0)], Timestamp(7), |_| 1 << 20).len(), 1);
+        assert_eq!(
+            split_batch(vec![event(0)], Timestamp(7), |_| 1 << 20).len(),
+            1
+        );
         assert!(split_batch(vec![], Timestamp(7), size).is_empty());
     }
 

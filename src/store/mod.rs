@@ -37,7 +37,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-
 use crate::store::codec::read_be;
 
 /// Version of the store's layout as a whole (the set of trees and their keys).
@@ -162,7 +161,9 @@ impl Store {
             db,
             partitions,
         };
-        let store = Store { inner: Arc::new(inner) };
+        let store = Store {
+            inner: Arc::new(inner),
+        };
         if durable.is_none() {
             // A new store (or one made before the marker existed): what
             // sled holds now is durable, then the marker says so.
@@ -308,8 +309,14 @@ fn read_marker(path: &Path) -> StoreResult<Option<u64>> {
 }
 
 /// Refuses a store that holds less than the marker says was durable.
-fn check_against_marker(meta: &sled::Tree, config: &StoreConfig, durable: Option<u64>) -> StoreResult<()> {
-    let Some(durable) = durable else { return Ok(()) };
+fn check_against_marker(
+    meta: &sled::Tree,
+    config: &StoreConfig,
+    durable: Option<u64>,
+) -> StoreResult<()> {
+    let Some(durable) = durable else {
+        return Ok(());
+    };
     let db = config.path.join("db");
     let marker = config.path.join(MARKER_FILE);
     if meta.get("format")?.is_none() {
@@ -323,7 +330,11 @@ fn check_against_marker(meta: &sled::Tree, config: &StoreConfig, durable: Option
             ),
         });
     }
-    let checkpoint = meta.get(CHECKPOINT_META)?.as_deref().and_then(read_be).unwrap_or(0);
+    let checkpoint = meta
+        .get(CHECKPOINT_META)?
+        .as_deref()
+        .and_then(read_be)
+        .unwrap_or(0);
     if checkpoint < durable {
         return Err(StoreError::Open {
             path: config.path.clone(),
@@ -361,7 +372,9 @@ fn describe_open_error(path: &Path, e: &sled::Error) -> String {
             at.map(|a| format!(" at {a:?}")).unwrap_or_default(),
             path.join("db").display()
         ),
-        sled::Error::Io(io) => format!("{io} (check that the directory exists, is writable and the disk has space)"),
+        sled::Error::Io(io) => {
+            format!("{io} (check that the directory exists, is writable and the disk has space)")
+        }
         other => other.to_string(),
     }
 }
@@ -405,7 +418,10 @@ impl GroupCommit {
         // of a request that hangs and holds every later flush.
         let result = match tokio::time::timeout(FLUSH_TIMEOUT, db.flush_async()).await {
             Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no flush finished within {} s", FLUSH_TIMEOUT.as_secs())),
+            Err(_) => Err(format!(
+                "no flush finished within {} s",
+                FLUSH_TIMEOUT.as_secs()
+            )),
         };
         let mut last_error = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match result {

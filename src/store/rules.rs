@@ -54,7 +54,8 @@ impl RuleStore {
     /// Stores `rule` as the current version of its id and in the history.
     pub fn put(&self, rule: &StoredRule) -> StoreResult<()> {
         let bytes = encode(rule)?;
-        self.versions.insert(version_key(&rule.document.id, rule.version), bytes.clone())?;
+        self.versions
+            .insert(version_key(&rule.document.id, rule.version), bytes.clone())?;
         self.current.insert(rule.document.id.as_bytes(), bytes)?;
         Ok(())
     }
@@ -82,7 +83,10 @@ impl RuleStore {
     pub fn versions(&self, id: &str) -> StoreResult<Vec<StoredRule>> {
         let mut prefix = id.as_bytes().to_vec();
         prefix.push(0);
-        self.versions.scan_prefix(prefix).map(|item| decode(&item?.1)).collect()
+        self.versions
+            .scan_prefix(prefix)
+            .map(|item| decode(&item?.1))
+            .collect()
     }
 
     /// Version `version` of rule `id`.

@@ -179,8 +179,15 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let per_thread = (args.connections.max(1)).div_ceil(threads);
     let senders: Vec<_> = (0..threads)
         .map(|_| {
-            let (args, bodies, progress, probes) = (args.clone(), bodies.clone(), progress.clone(), probes.clone());
-            std::thread::spawn(move || send_loop(&args, &bodies, &progress, &probes, per_thread, started))
+            let (args, bodies, progress, probes) = (
+                args.clone(),
+                bodies.clone(),
+                progress.clone(),
+                probes.clone(),
+            );
+            std::thread::spawn(move || {
+                send_loop(&args, &bodies, &progress, &probes, per_thread, started)
+            })
         })
         .collect();
     let mut requests = histogram();
@@ -216,7 +223,12 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         alerts_measured: alert_hist.len(),
         floor_events_per_second: floor,
     };
-    if let Some(e) = progress.last_error.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    if let Some(e) = progress
+        .last_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
         eprintln!("last error: {e}");
     }
     print_report(args, &report);
@@ -272,7 +284,12 @@ fn measure_floor(bodies: &[Body]) -> f64 {
     let started = Instant::now();
     let mut events = 0usize;
     for body in bodies {
-        if let Ok(decoded) = decode(body.text.as_bytes(), BodyFormat::NdJson, &limits, Timestamp(0)) {
+        if let Ok(decoded) = decode(
+            body.text.as_bytes(),
+            BodyFormat::NdJson,
+            &limits,
+            Timestamp(0),
+        ) {
             events += decoded.events.len();
         }
     }
@@ -314,7 +331,10 @@ fn setup_rules(args: &LoadArgs) -> anyhow::Result<()> {
             }
             if !response.status().is_success() {
                 let body = response.body().await.unwrap_or_default();
-                anyhow::bail!("registering {id} failed: {}", String::from_utf8_lossy(&body));
+                anyhow::bail!(
+                    "registering {id} failed: {}",
+                    String::from_utf8_lossy(&body)
+                );
             }
         }
         Ok(())
@@ -355,7 +375,8 @@ fn send_loop(
                     let index = progress.next_body.fetch_add(1, Ordering::AcqRel);
                     let Some(body) = bodies.get(index) else { break };
                     if rate > 0 {
-                        let due = started + Duration::from_secs_f64((index * batch) as f64 / rate as f64);
+                        let due =
+                            started + Duration::from_secs_f64((index * batch) as f64 / rate as f64);
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             actix_web::rt::time::sleep(wait).await;
                         }
@@ -373,12 +394,18 @@ fn send_loop(
                         match result {
                             Ok(mut response) => {
                                 let status = response.status().as_u16();
-                                let answer = response.body().limit(1 << 20).await.unwrap_or_default();
+                                let answer =
+                                    response.body().limit(1 << 20).await.unwrap_or_default();
                                 if status == 202 {
                                     let us = sent.elapsed().as_micros() as u64;
-                                    let _ = latencies.lock().unwrap_or_else(|p| p.into_inner()).record(us.max(1));
+                                    let _ = latencies
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .record(us.max(1));
                                     progress.requests.fetch_add(1, Ordering::AcqRel);
-                                    progress.events.fetch_add(body.events as u64, Ordering::AcqRel);
+                                    progress
+                                        .events
+                                        .fetch_add(body.events as u64, Ordering::AcqRel);
                                     break;
                                 }
                                 if status == 429 {
@@ -389,17 +416,26 @@ fn send_loop(
                                         .and_then(|v| v.to_str().ok())
                                         .and_then(|v| v.parse::<u64>().ok())
                                         .unwrap_or(1);
-                                    actix_web::rt::time::sleep(Duration::from_millis(wait.min(5) * 100)).await;
+                                    actix_web::rt::time::sleep(Duration::from_millis(
+                                        wait.min(5) * 100,
+                                    ))
+                                    .await;
                                     continue;
                                 }
                                 progress.errors.fetch_add(1, Ordering::AcqRel);
-                                *progress.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                                *progress
+                                    .last_error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner()) =
                                     Some(format!("{status}: {}", String::from_utf8_lossy(&answer)));
                                 break;
                             }
                             Err(e) => {
                                 progress.errors.fetch_add(1, Ordering::AcqRel);
-                                *progress.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                                *progress
+                                    .last_error
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                                 break;
                             }
                         }
@@ -421,7 +457,12 @@ fn spawn_subscriber(
     latency: &Arc<Mutex<Histogram<u64>>>,
     ready: std::sync::mpsc::Sender<()>,
 ) -> std::thread::JoinHandle<()> {
-    let (args, progress, probes, latency) = (args.clone(), progress.clone(), probes.clone(), latency.clone());
+    let (args, progress, probes, latency) = (
+        args.clone(),
+        progress.clone(),
+        probes.clone(),
+        latency.clone(),
+    );
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let ws_url = args.url.replacen("http", "ws", 1);
@@ -440,7 +481,8 @@ fn spawn_subscriber(
             };
             let _ = ready.send(());
             while !progress.done.load(Ordering::Acquire) {
-                let frame = actix_web::rt::time::timeout(Duration::from_millis(200), socket.next()).await;
+                let frame =
+                    actix_web::rt::time::timeout(Duration::from_millis(200), socket.next()).await;
                 let frame = match frame {
                     Err(_) => continue,
                     Ok(None) | Ok(Some(Err(_))) => break,
@@ -448,13 +490,22 @@ fn spawn_subscriber(
                 };
                 match frame {
                     awc::ws::Frame::Text(bytes) => {
-                        let Ok(alert) = serde_json::from_slice::<serde_json::Value>(&bytes) else { continue };
+                        let Ok(alert) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                            continue;
+                        };
                         progress.alerts.fetch_add(1, Ordering::AcqRel);
-                        let ids = alert["events"].as_array().into_iter().flatten().filter_map(|e| e["id"].as_str());
+                        let ids = alert["events"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|e| e["id"].as_str());
                         for id in ids {
                             if let Some((_, sent)) = probes.remove(id) {
                                 let us = sent.elapsed().as_micros() as u64;
-                                let _ = latency.lock().unwrap_or_else(|p| p.into_inner()).record(us.max(1));
+                                let _ = latency
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .record(us.max(1));
                             }
                         }
                     }
@@ -473,7 +524,11 @@ fn spawn_subscriber(
 }
 
 /// Prints progress once a second: a live line on a terminal, plain lines otherwise.
-fn spawn_display(progress: &Arc<Progress>, total: u64, started: Instant) -> std::thread::JoinHandle<()> {
+fn spawn_display(
+    progress: &Arc<Progress>,
+    total: u64,
+    started: Instant,
+) -> std::thread::JoinHandle<()> {
     let progress = progress.clone();
     std::thread::spawn(move || {
         let terminal = std::io::stderr().is_terminal();
@@ -482,7 +537,8 @@ fn spawn_display(progress: &Arc<Progress>, total: u64, started: Instant) -> std:
             std::thread::sleep(Duration::from_millis(if terminal { 250 } else { 1000 }));
             let events = progress.events.load(Ordering::Acquire);
             let now = Instant::now();
-            let rate = (events - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
+            let rate =
+                (events - last.1) as f64 / now.duration_since(last.0).as_secs_f64().max(1e-9);
             last = (now, events);
             let line = format!(
                 "{:>6.1}s  {events:>11}/{total} events  {rate:>10.0} events/s  {} errors  {} alerts",
@@ -504,4 +560,3 @@ fn spawn_display(progress: &Arc<Progress>, total: u64, started: Instant) -> std:
         }
     })
 }
-
