@@ -316,7 +316,7 @@ mod tests {
         );
         let log = vec![Ok(vec![event("a", "hb", 0, 0), event("b", "hb", 0, 0)])];
         let outcome = run(
-            &[absent.clone()],
+            std::slice::from_ref(&absent),
             log.clone().into_iter(),
             Timestamp(0),
             Timestamp(60_000),

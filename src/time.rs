@@ -211,6 +211,20 @@ pub enum TimeError {
     BadDuration(String),
 }
 
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some("RFC 3339 timestamp in UTC with millisecond precision"))
+            .examples(["2026-01-01T00:00:01.123Z"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Timestamp {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,17 +271,3 @@ mod tests {
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
     }
 }
-
-impl utoipa::PartialSchema for Timestamp {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
-            .description(Some("RFC 3339 timestamp in UTC with millisecond precision"))
-            .examples(["2026-01-01T00:00:01.123Z"])
-            .into()
-    }
-}
-
-impl utoipa::ToSchema for Timestamp {}

@@ -161,7 +161,7 @@ fn alerts_are_not_republished(rounds: usize) {
         let id = format!("p-{round}");
         server.send_events(&json!({"id": id, "key": format!("k{}", round % 3), "type": "poke"}));
         let alert = socket.next_alert();
-        assert_eq!(event_ids(&alert), [id.clone()]);
+        assert_eq!(event_ids(&alert), std::slice::from_ref(&id));
         assert_eq!(alert["seq"], cursor + 1, "{alert}");
         // Killed at once or a little later (with or without a checkpoint
         // between the alert and the kill).

@@ -74,7 +74,8 @@ fn a_corrupted_data_directory_is_a_clear_start_error_naming_the_file() {
     let pristine = server.dir().join("pristine");
     copy_dir(&data, &pristine);
     let db = data.join("db");
-    let corruptions: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Corruption<'a> = (&'static str, Box<dyn Fn() + 'a>);
+    let corruptions: Vec<Corruption> = vec![
         (
             "garbage over the start of db",
             Box::new(|| {

@@ -506,6 +506,9 @@ fn preferred(completed: &[Run]) -> &Run {
         .expect("called with at least one completed run")
 }
 
+// NB: steps are visited by index because the index is also the binding
+// slot and the run's step number.
+#[allow(clippy::needless_range_loop)]
 fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
     let pattern = probe.pattern;
     let steps = &pattern.steps;
@@ -582,6 +585,7 @@ fn decide_any_order(probe: &mut Probe<'_>, run: &Run) -> Decision {
 }
 
 /// The step a new run would start at, if the event can start one.
+#[allow(clippy::needless_range_loop)]
 fn start_step(probe: &mut Probe<'_>) -> Option<usize> {
     let steps = &probe.pattern.steps;
     if probe.pattern.any_order {

@@ -136,7 +136,7 @@ impl EntityStore {
         cursor: &[u8],
         until: Timestamp,
         limit: usize,
-    ) -> StoreResult<(Vec<(Timestamp, String)>, Vec<u8>)> {
+    ) -> StoreResult<(Vec<DueTimer>, Vec<u8>)> {
         use std::ops::Bound;
         let end = timer_key_bound(until);
         let start = if cursor.is_empty() {
@@ -187,6 +187,9 @@ impl EntityStore {
         })
     }
 }
+
+/// A stored timer: when it is due, and whose.
+pub type DueTimer = (Timestamp, String);
 
 /// `hash(key) mod partitions`, stable across releases (xxh3-64).
 pub fn partition_of(key: &str, partitions: u16) -> u16 {
