@@ -4,6 +4,8 @@
 //! cepheus works with. Decoding request bodies (JSON, NDJSON, CloudEvents)
 //! into it lives in `crate::ingest`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -37,9 +39,10 @@ pub struct EventRef {
     /// The producer's id, if it gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// The event's type.
+    /// The event's type (shared: many references name the same few types).
     #[serde(rename = "type")]
-    pub event_type: String,
+    #[schema(value_type = String)]
+    pub event_type: Arc<str>,
     /// The event's time.
     pub time: Timestamp,
     /// Position of the event in its entity's stream (1 for the first event
@@ -51,9 +54,15 @@ pub struct EventRef {
 impl EventRef {
     /// A reference to `event`, the `ordinal`-th event of its entity.
     pub fn of(event: &Event, ordinal: u64) -> EventRef {
+        EventRef::named(event, ordinal, &Arc::from(event.event_type.as_str()))
+    }
+
+    /// As [`EventRef::of`], with the event's type already shared as `name`
+    /// (the engine keeps one copy of each type its rules name).
+    pub fn named(event: &Event, ordinal: u64, name: &Arc<str>) -> EventRef {
         EventRef {
             id: event.id.clone(),
-            event_type: event.event_type.clone(),
+            event_type: Arc::clone(name),
             time: event.time,
             ordinal,
         }

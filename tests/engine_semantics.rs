@@ -504,7 +504,7 @@ fn an_alert_explains_the_match_with_its_events_and_values() {
     let events: Vec<(&str, u64)> = alert
         .events
         .iter()
-        .map(|e| (e.event_type.as_str(), e.ordinal))
+        .map(|e| (&*e.event_type, e.ordinal))
         .collect();
     assert_eq!(
         events,

@@ -82,7 +82,7 @@ impl AbsenceState {
         let expected = pattern.expect.matches(&ctx);
         let keep_full = env.rule.message.is_some();
         let pending = |e: &Arc<Event>| Pending {
-            event: EventRef::of(e, ordinal),
+            event: env.reference(e, ordinal),
             full: keep_full.then(|| Arc::clone(e)),
             deadline: e.time.plus(pattern.within),
         };

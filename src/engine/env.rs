@@ -18,6 +18,8 @@ pub(crate) struct RuleEnv<'a> {
     pub key: &'a str,
     pub entity: &'a Map<String, Value>,
     pub config: &'a EngineConfig,
+    /// The current event's type, shared (see `RuleSet::type_name`).
+    pub event_type: Option<&'a Arc<str>>,
 }
 
 /// The parts of an alert a pattern decides.
@@ -47,6 +49,16 @@ impl<'a> RuleEnv<'a> {
             key,
             entity,
             config,
+            event_type: None,
+        }
+    }
+
+    /// A reference to `event`, the `ordinal`-th of the entity, sharing the
+    /// type name when the engine knows it.
+    pub fn reference(&self, event: &Event, ordinal: u64) -> EventRef {
+        match self.event_type {
+            Some(name) => EventRef::named(event, ordinal, name),
+            None => EventRef::of(event, ordinal),
         }
     }
 

@@ -106,12 +106,18 @@ struct RuleEntry {
     sequence_plan: Option<SequencePlan>,
 }
 
+/// The rules an event type may concern, and the type's shared name.
+struct Dispatch {
+    name: Arc<str>,
+    rules: Vec<u32>,
+}
+
 /// The enabled rules, indexed for fast dispatch by event type.
 pub struct RuleSet {
     entries: Vec<RuleEntry>,
     /// For each event type some rule names, every rule that may act on it
     /// (typed rules for that type plus untyped rules), ascending.
-    by_type: HashMap<String, Vec<u32>>,
+    by_type: HashMap<String, Dispatch>,
     /// Rules that may act on any event type, ascending.
     any_type: Vec<u32>,
     /// Rules with `partition_by`, ascending.
@@ -165,7 +171,8 @@ impl RuleSet {
                 rules.extend_from_slice(&any_type);
                 rules.sort_unstable();
                 rules.dedup();
-                (t, rules)
+                let name = Arc::from(t.as_str());
+                (t, Dispatch { name, rules })
             })
             .collect();
         RuleSet {
@@ -212,10 +219,16 @@ impl RuleSet {
     }
 
     fn candidates(&self, event_type: &str) -> &[u32] {
-        self.by_type
-            .get(event_type)
-            .map(Vec::as_slice)
-            .unwrap_or(&self.any_type)
+        self.dispatch(event_type).0
+    }
+
+    /// The candidate rules of `event_type`, and its shared name when some
+    /// rule names the type.
+    fn dispatch(&self, event_type: &str) -> (&[u32], Option<&Arc<str>>) {
+        match self.by_type.get(event_type) {
+            Some(d) => (&d.rules, Some(&d.name)),
+            None => (&self.any_type, None),
+        }
     }
 }
 
@@ -281,6 +294,13 @@ impl Engine {
         let before = state.dropped;
         self.fire_timers(state, clock, &mut outcome.alerts);
 
+        let (candidates, known_name) = self.rules.dispatch(&event.event_type);
+        // NB: a type no rule names reaches only rules that accept any type;
+        // one copy of it serves all their references (none when no rule
+        // looks at it at all).
+        let unknown_name: Option<Arc<str>> = (known_name.is_none() && !candidates.is_empty())
+            .then(|| Arc::from(event.event_type.as_str()));
+        let type_name = known_name.or(unknown_name.as_ref());
         let mut considered = false;
         let KeyState {
             key,
@@ -290,7 +310,7 @@ impl Engine {
             events_seen,
             ..
         } = state;
-        for &i in self.rules.candidates(&event.event_type) {
+        for &i in candidates {
             let entry = &self.rules.entries[i as usize];
             let rule = &entry.rule;
             if !rule_applies_to_key(rule, event, key) {
@@ -322,7 +342,8 @@ impl Engine {
                 *events_seen += 1;
                 *events_seen
             });
-            let env = RuleEnv::new(rule, key, attributes, &self.config);
+            let mut env = RuleEnv::new(rule, key, attributes, &self.config);
+            env.event_type = type_name;
             let slot = state_slot(states, i, rule);
             match (&rule.pattern, &mut states[slot].pattern) {
                 (Pattern::Sequence(p), PatternState::Sequence(s)) => {

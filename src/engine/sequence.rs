@@ -237,10 +237,11 @@ impl Run {
         &mut self,
         j: usize,
         event: &Arc<Event>,
-        ordinal: u64,
+        reference: &EventRef,
         plan: &SequencePlan,
         explain_limit: usize,
     ) {
+        let ordinal = reference.ordinal;
         let step = &mut self.steps[j];
         step.count += 1;
         if plan.keep_events[j] {
@@ -253,8 +254,7 @@ impl Run {
         self.min_time = self.min_time.min(event.time);
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
-        self.explanation
-            .push(EventRef::of(event, ordinal), explain_limit);
+        self.explanation.push(reference.clone(), explain_limit);
         if plan.keep_ordinals {
             self.ordinals.push(ordinal);
         }
@@ -316,6 +316,7 @@ impl SequenceState {
         if self.runs.is_empty() && start_step(&mut probe).is_none() {
             return;
         }
+        let reference = env.reference(event, ordinal);
         let cap = env.config.max_partial_matches.max(1);
         let explain = env.config.max_explained_events;
         let mut completed: Vec<Run> = Vec::new();
@@ -344,10 +345,10 @@ impl SequenceState {
                             dropped.partial_matches += 1;
                             continue;
                         }
-                        branch.take(j, event, ordinal, plan, explain);
+                        branch.take(j, event, &reference, plan, explain);
                         settle(branch, pattern, plan, &mut kept, &mut completed);
                     } else {
-                        run.take(j, event, ordinal, plan, explain);
+                        run.take(j, event, &reference, plan, explain);
                         settle(run, pattern, plan, &mut kept, &mut completed);
                     }
                 }
@@ -380,7 +381,7 @@ impl SequenceState {
                 dropped.partial_matches += 1;
             } else {
                 let mut run = Run::start(pattern.steps.len(), event, ordinal);
-                run.take(j, event, ordinal, plan, explain);
+                run.take(j, event, &reference, plan, explain);
                 let mut done = Vec::new();
                 settle(run, pattern, plan, &mut kept, &mut done);
                 if let Some(run) = done.first() {

@@ -176,7 +176,7 @@ impl ThresholdState {
             return;
         };
         let full = env.rule.message.is_some().then_some(event);
-        let reference = EventRef::of(event, ordinal);
+        let reference = env.reference(event, ordinal);
         let limits = (
             env.config.max_window_entries.max(1),
             env.config.max_explained_events,
