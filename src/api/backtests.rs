@@ -207,6 +207,8 @@ fn resolve(state: &AppState, reference: &RuleRef) -> Result<Rule, ApiError> {
         (status = 202, description = "Started; read it at the Location", body = Job),
         (status = 400, description = "Invalid rule or request", body = ErrorBody),
         (status = 404, description = "No such rule or version", body = ErrorBody),
+        (status = 413, description = "Body over the 1 MiB limit", body = ErrorBody),
+        (status = 415, description = "The body is not application/json", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
     ),

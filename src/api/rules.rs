@@ -331,6 +331,7 @@ pub async fn list_versions(
     params(("id" = String, Path, description = "The rule id"), ("version" = u64, Path, description = "The version")),
     responses(
         (status = 200, description = "That version", body = RuleBody),
+        (status = 400, description = "The version is not a number", body = ErrorBody),
         (status = 404, description = "No such rule or version", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
