@@ -158,9 +158,10 @@ impl Event {
         }
         let size = match data_bytes {
             Some(n) => n,
-            None => serde_json::to_vec(&self.data)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX),
+            // NB: serializing to measure is costly; a cheap upper bound
+            // settles the common case of a payload far below the limit.
+            None if json_size_bound(&self.data) <= limits.max_data_bytes => 0,
+            None => serde_json::to_vec(&self.data).map_or(usize::MAX, |v| v.len()),
         };
         if size > limits.max_data_bytes {
             return Err(EventError::DataTooLarge {
@@ -191,17 +192,47 @@ fn depth_exceeds(data: &Map<String, Value>, limit: usize) -> bool {
     }
     let mut stack: Vec<(&Value, usize)> = data.values().map(|v| (v, 2)).collect();
     while let Some((value, level)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Object(map) => Box::new(map.values()),
-            Value::Array(items) => Box::new(items.iter()),
-            _ => continue,
-        };
-        if level > limit {
-            return true;
+        match value {
+            Value::Object(map) => {
+                if level > limit {
+                    return true;
+                }
+                stack.extend(map.values().map(|c| (c, level + 1)));
+            }
+            Value::Array(items) => {
+                if level > limit {
+                    return true;
+                }
+                stack.extend(items.iter().map(|c| (c, level + 1)));
+            }
+            _ => {}
         }
-        stack.extend(children.map(|c| (c, level + 1)));
     }
     false
+}
+
+/// An upper bound of the serialized size of `data`, without serializing:
+/// every string counted as if each byte needed a 6-byte escape, every
+/// number at its longest.
+fn json_size_bound(data: &Map<String, Value>) -> usize {
+    fn bound(value: &Value) -> usize {
+        match value {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 24,
+            Value::String(s) => 2 + 6 * s.len(),
+            Value::Array(items) => 2 + items.iter().map(|v| bound(v) + 1).sum::<usize>(),
+            Value::Object(map) => {
+                2 + map
+                    .iter()
+                    .map(|(k, v)| 4 + 6 * k.len() + bound(v))
+                    .sum::<usize>()
+            }
+        }
+    }
+    2 + data
+        .iter()
+        .map(|(k, v)| 4 + 6 * k.len() + bound(v))
+        .sum::<usize>()
 }
 
 #[cfg(test)]
@@ -244,5 +275,25 @@ mod tests {
             e.check(&limits, None),
             Err(EventError::TooLong { field: "type", .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod size_bound_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_size_bound_is_never_below_the_serialized_size() {
+        for value in [
+            json!({}),
+            json!({"a": 1, "b": -1.5e300, "c": null, "d": true}),
+            json!({"quote\"s": "\"\\\n\u{1}é", "nested": {"list": [1, "x", [], {}]}}),
+            json!({"s": "\u{0}".repeat(50)}),
+        ] {
+            let map = value.as_object().unwrap();
+            let actual = serde_json::to_vec(map).unwrap().len();
+            assert!(json_size_bound(map) >= actual, "{value}");
+        }
     }
 }

@@ -59,32 +59,37 @@ pub(crate) fn route_batch(
     seq: u64,
     events: &[Arc<crate::event::Event>],
 ) {
-    let mut order: Vec<String> = Vec::new();
-    let mut by_key: std::collections::HashMap<String, Vec<Delivery>> =
-        std::collections::HashMap::new();
+    use std::borrow::Cow;
+    // Groups in order of first appearance; keys borrowed from the events
+    // where they are the events' own (the common case: no copy).
+    let mut groups: Vec<(Cow<'_, str>, Vec<Delivery>)> = Vec::new();
+    let mut group_of: rustc_hash::FxHashMap<Cow<'_, str>, usize> = Default::default();
     for (index, event) in events.iter().enumerate() {
-        for key in engine.routes(event) {
+        let own = std::iter::once(Cow::Borrowed(event.key.as_str()));
+        let others = engine.partition_routes(event).into_iter().map(Cow::Owned);
+        for key in own.chain(others) {
             let delivery = Delivery {
                 seq,
                 index: index as u32,
                 event: Arc::clone(event),
             };
-            match by_key.get_mut(&key) {
-                Some(list) => list.push(delivery),
+            match group_of.get(&key) {
+                Some(&g) => groups[g].1.push(delivery),
                 None => {
-                    order.push(key.clone());
-                    by_key.insert(key, vec![delivery]);
+                    group_of.insert(key.clone(), groups.len());
+                    groups.push((key, vec![delivery]));
                 }
             }
         }
     }
-    for key in order {
-        if let Some(deliveries) = by_key.remove(&key) {
-            let n = deliveries.len();
-            runtime
-                .router
-                .deliver(runtime, &key, EntityMsg::Deliver(deliveries), n);
-        }
+    runtime
+        .router
+        .mark_touched_many(groups.iter().map(|(key, _)| key.as_ref()));
+    for (key, deliveries) in groups {
+        let n = deliveries.len();
+        runtime
+            .router
+            .send(runtime, &key, EntityMsg::Deliver(deliveries), n);
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::actors::{wall_now, Runtime};
-use crate::engine::{Alert, EntityView, KeyState};
+use crate::engine::{Alert, Engine, EntityView, KeyState};
 use crate::event::Event;
 use crate::store::deadletters::{DeadLetter, DeadLetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
@@ -91,6 +91,9 @@ pub struct EntityActor {
     /// the last checkpoint can still redo what it did.
     persistable: bool,
     last_active: Instant,
+    /// This actor's handle on the engine, and the rules generation it is of.
+    engine: Arc<Engine>,
+    engine_generation: u64,
 }
 
 impl EntityActor {
@@ -103,6 +106,8 @@ impl EntityActor {
         EntityActor {
             state: KeyState::new(key.clone()),
             key,
+            engine_generation: runtime.engine_generation(),
+            engine: runtime.engine(),
             runtime,
             pending,
             id,
@@ -117,6 +122,7 @@ impl EntityActor {
     }
 
     fn restore(&mut self) {
+        self.refresh_engine();
         match self.runtime.store.entities().get(&self.key) {
             Ok(Some(snapshot)) => {
                 self.state = snapshot.state;
@@ -136,15 +142,25 @@ impl EntityActor {
         }
         if let Some(floor) = self.runtime.clock_floor() {
             if self.state.clock.is_some_and(|c| c < floor) {
-                let alerts = self.runtime.engine().advance_to(&mut self.state, floor);
+                let alerts = self.engine.advance_to(&mut self.state, floor);
                 self.record_alerts(&alerts);
                 self.dirty = true;
             }
         }
     }
 
+    /// Takes the current engine if the rules changed since this actor last
+    /// looked.
+    fn refresh_engine(&mut self) {
+        let generation = self.runtime.engine_generation();
+        if generation != self.engine_generation {
+            self.engine = self.runtime.engine();
+            self.engine_generation = generation;
+        }
+    }
+
     fn deliver(&mut self, deliveries: Vec<Delivery>) {
-        let engine = self.runtime.engine();
+        let engine = &self.engine;
         let now = wall_now();
         let mut alerts = Vec::new();
         let mut late = Vec::new();
@@ -189,7 +205,7 @@ impl EntityActor {
         if clock < due {
             return;
         }
-        let alerts = self.runtime.engine().advance_to(&mut self.state, clock);
+        let alerts = self.engine.advance_to(&mut self.state, clock);
         self.dirty = true;
         self.record_alerts(&alerts);
     }
@@ -217,7 +233,7 @@ impl EntityActor {
         let watermark = self
             .state
             .clock
-            .map(|c| c.minus(self.runtime.engine().config().allowed_lateness));
+            .map(|c| c.minus(self.engine.config().allowed_lateness));
         let letters: Vec<(Vec<u8>, DeadLetter)> = late
             .iter()
             .map(|(seq, index, e, rules)| {
@@ -265,7 +281,13 @@ impl EntityActor {
 
     fn rearm_timer(&mut self) {
         let due = self.wall_due();
-        if due != self.live_timer {
+        let later =
+            matches!((due, self.live_timer), (Some(d), Some(registered)) if d >= registered);
+        // NB: a deadline that moved later (a heartbeat rule's, on every
+        // heartbeat) keeps the earlier registration: it wakes the entity,
+        // which then registers the new one. One registration per deadline
+        // instead of one per event; a deadline that went away wakes it once.
+        if due != self.live_timer && !later && due.is_some() {
             self.runtime
                 .timers
                 .schedule(&self.key, due, self.live_timer);
@@ -295,7 +317,7 @@ impl EntityActor {
     }
 
     fn describe(&self) -> EntityView {
-        self.runtime.engine().describe(&self.state)
+        self.engine.describe(&self.state)
     }
 
     /// Passivates when idle: snapshot first, then leave the router only if
@@ -350,6 +372,7 @@ impl Handler<EntityMsg> for EntityActor {
 
     fn handle(&mut self, msg: EntityMsg, _ctx: &mut Self::Context) {
         let events = msg.events();
+        self.refresh_engine();
         // NB: reads (a GET of the entity, a checkpoint's request) are not
         // activity, or polling an entity would keep it in memory forever.
         if !matches!(msg, EntityMsg::Describe(_) | EntityMsg::Persist { .. }) {
@@ -357,9 +380,13 @@ impl Handler<EntityMsg> for EntityActor {
         }
         match msg {
             EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
-            EntityMsg::Tick(now) => self.tick(now),
+            EntityMsg::Tick(now) => {
+                // The timer service dropped the registration it woke us for.
+                self.live_timer = None;
+                self.tick(now)
+            }
             EntityMsg::AdvanceClock(to, done) => {
-                let alerts = self.runtime.engine().advance_to(&mut self.state, to);
+                let alerts = self.engine.advance_to(&mut self.state, to);
                 self.dirty = true;
                 self.record_alerts(&alerts);
                 let _ = done.send(());

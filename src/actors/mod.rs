@@ -106,6 +106,7 @@ pub struct Runtime {
     /// never going back, so their times follow log order.
     pub sequencer: Mutex<Timestamp>,
     ready: AtomicBool,
+    engine_generation: std::sync::atomic::AtomicU64,
     /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
     /// a passivated entity moves its clock to it when it wakes.
     clock_floor: AtomicI64,
@@ -140,6 +141,7 @@ impl Runtime {
             engine_config,
             sequencer: Mutex::new(Timestamp(i64::MIN)),
             ready: AtomicBool::new(false),
+            engine_generation: std::sync::atomic::AtomicU64::new(0),
             clock_floor: AtomicI64::new(floor),
             checkpoint_round: tokio::sync::Mutex::new(()),
         })
@@ -182,6 +184,14 @@ impl Runtime {
     pub fn set_rules(&self, rules: RuleSet) {
         let engine = Arc::new(Engine::new(Arc::new(rules), self.engine_config.clone()));
         *self.engine.write().unwrap_or_else(|p| p.into_inner()) = engine;
+        self.engine_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes each time the rules change, so actors can keep their own
+    /// handle on the engine and refresh it only then (cloning the shared
+    /// handle on every message would make every core write one cache line).
+    pub fn engine_generation(&self) -> u64 {
+        self.engine_generation.load(Ordering::Acquire)
     }
 
     /// True once recovery has finished and ingest may proceed.

@@ -76,11 +76,16 @@ impl Router {
     /// Delivers `msg` to `key`'s actor, starting the actor if it is not live.
     /// `events` is how many events the message carries (for backpressure).
     pub fn deliver(&self, runtime: &Arc<Runtime>, key: &str, msg: EntityMsg, events: usize) {
+        self.mark_touched(key);
+        self.send(runtime, key, msg, events);
+    }
+
+    /// As [`Router::deliver`], for a key the caller already marked touched.
+    pub(crate) fn send(&self, runtime: &Arc<Runtime>, key: &str, msg: EntityMsg, events: usize) {
         if events > 0 {
             self.inflight_events
                 .fetch_add(events as i64, Ordering::AcqRel);
         }
-        self.mark_touched(key);
         let handle = match self.entities.get(key) {
             Some(h) => h,
             None => self
@@ -157,6 +162,16 @@ impl Router {
         let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         if !touched.keys.contains(key) {
             touched.keys.insert(key.to_owned());
+        }
+    }
+
+    /// Records that each of `keys` changed, taking the lock once.
+    pub fn mark_touched_many<'k>(&self, keys: impl Iterator<Item = &'k str>) {
+        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            if !touched.keys.contains(key) {
+                touched.keys.insert(key.to_owned());
+            }
         }
     }
 

@@ -260,6 +260,14 @@ impl Engine {
     /// any entity is consulted.
     pub fn routes(&self, event: &Event) -> Vec<String> {
         let mut keys = vec![event.key.clone()];
+        keys.extend(self.partition_routes(event));
+        keys
+    }
+
+    /// The keys other than its own that `partition_by` rules give `event`,
+    /// distinct; empty (and free) when no rule partitions.
+    pub fn partition_routes(&self, event: &Event) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
         if self.rules.partitioned.is_empty() {
             return keys;
         }
@@ -269,7 +277,7 @@ impl Engine {
                 continue;
             }
             if let Some(k) = partition_key(&self.rules.entries[i as usize].rule, event) {
-                if !keys.contains(&k) {
+                if k != event.key && !keys.contains(&k) {
                     keys.push(k);
                 }
             }

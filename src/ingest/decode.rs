@@ -151,21 +151,35 @@ pub fn decode(
         } else {
             from_plain(&value, received_at)
         };
-        match event.and_then(|e| {
-            e.check(&limits.event, None)
-                .map(|()| e)
-                .map_err(|x| x.to_string())
-        }) {
-            Ok(event) => {
-                if has_no_time(&value) {
+        let mut event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                decoded.rejected.push(Rejection {
+                    index,
+                    error,
+                    raw: value,
+                });
+                continue;
+            }
+        };
+        let untimed = has_no_time(&value);
+        // NB: the payload is moved, not copied, out of the parsed value.
+        if let Value::Object(mut object) = value {
+            if let Some(Value::Object(data)) = object.remove("data") {
+                event.data = data;
+            }
+        }
+        match event.check(&limits.event, None) {
+            Ok(()) => {
+                if untimed {
                     decoded.untimed.push(decoded.events.len());
                 }
                 decoded.events.push((index, event))
             }
             Err(error) => decoded.rejected.push(Rejection {
                 index,
-                error,
-                raw: value,
+                error: error.to_string(),
+                raw: serde_json::to_value(&event).unwrap_or(Value::Null),
             }),
         }
     }
@@ -281,11 +295,12 @@ fn build(
         Some(t) => Timestamp::parse_rfc3339(&t).map_err(|e| format!("`time`: {e}"))?,
         None => received_at,
     };
-    let data = match data {
-        Value::Null => Map::new(),
-        Value::Object(map) => map.clone(),
+    // The payload itself is moved in by the caller once the event is valid.
+    match data {
+        Value::Null | Value::Object(_) => {}
         other => return Err(format!("`data` must be a JSON object, not {}", kind(other))),
-    };
+    }
+    let data = Map::new();
     Ok(Event {
         id: text("id")?,
         key,
