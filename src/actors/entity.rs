@@ -3,14 +3,13 @@
 //! Each handler is the pure step inside a thin shell (STYLE habit 4): call
 //! the engine, record alerts and dead letters, re-arm the timer.
 
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::Instant;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use actix::{Actor, ActorContext, Context, Handler, Message};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+use crate::actors::router::Liveness;
 use crate::actors::{wall_now, Runtime};
 use crate::engine::{Alert, Engine, EntityView, KeyState};
 use crate::event::Event;
@@ -50,6 +49,9 @@ pub enum EntityMsg {
     },
     /// Describe the live state.
     Describe(oneshot::Sender<EntityView>),
+    /// Leave memory if idle for `passivate_after` (sent by the passivation
+    /// sweep).
+    Passivate,
     /// Replace the static attributes and persist them.
     SetAttributes(
         Map<String, Value>,
@@ -74,7 +76,7 @@ impl EntityMsg {
 pub struct EntityActor {
     key: String,
     runtime: Arc<Runtime>,
-    pending: Arc<AtomicU32>,
+    liveness: Arc<Liveness>,
     id: u64,
     state: KeyState,
     anchor: Option<ClockAnchor>,
@@ -90,7 +92,6 @@ pub struct EntityActor {
     /// keeps working in memory but never writes a snapshot, so replay from
     /// the last checkpoint can still redo what it did.
     persistable: bool,
-    last_active: Instant,
     /// This actor's handle on the engine, and the rules generation it is of.
     engine: Arc<Engine>,
     engine_generation: u64,
@@ -100,7 +101,7 @@ impl EntityActor {
     pub(crate) fn new(
         key: String,
         runtime: Arc<Runtime>,
-        pending: Arc<AtomicU32>,
+        liveness: Arc<Liveness>,
         id: u64,
     ) -> Self {
         EntityActor {
@@ -109,7 +110,7 @@ impl EntityActor {
             engine_generation: runtime.engine_generation(),
             engine: runtime.engine(),
             runtime,
-            pending,
+            liveness,
             id,
             anchor: None,
             applied: (0, 0),
@@ -117,7 +118,6 @@ impl EntityActor {
             live_timer: None,
             dirty: false,
             persistable: true,
-            last_active: Instant::now(),
         }
     }
 
@@ -325,7 +325,7 @@ impl EntityActor {
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
         // An entity that cannot persist stays in memory: dropping it would
         // forget what it did since its last good snapshot.
-        if !self.persistable || self.last_active.elapsed() < self.runtime.config.passivate_after {
+        if !self.persistable || self.liveness.idle_for() < self.runtime.config.passivate_after {
             return;
         }
         // Keep an entity whose timer is about to fire: waking it from disk
@@ -357,12 +357,9 @@ impl EntityActor {
 impl Actor for EntityActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, _ctx: &mut Self::Context) {
         self.restore();
         self.rearm_timer();
-        let every =
-            (self.runtime.config.passivate_after / 2).max(std::time::Duration::from_millis(50));
-        ctx.run_interval(every, |actor, ctx| actor.maybe_passivate(ctx));
         telemetry::activated();
     }
 }
@@ -370,13 +367,20 @@ impl Actor for EntityActor {
 impl Handler<EntityMsg> for EntityActor {
     type Result = ();
 
-    fn handle(&mut self, msg: EntityMsg, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: EntityMsg, ctx: &mut Self::Context) {
+        if let EntityMsg::Passivate = msg {
+            // NB: uncounted first: the actor leaves the router only with no
+            // message pending, and this one is done.
+            self.runtime.router.handled(&self.liveness, 0);
+            self.maybe_passivate(ctx);
+            return;
+        }
         let events = msg.events();
         self.refresh_engine();
         // NB: reads (a GET of the entity, a checkpoint's request) are not
         // activity, or polling an entity would keep it in memory forever.
         if !matches!(msg, EntityMsg::Describe(_) | EntityMsg::Persist { .. }) {
-            self.last_active = Instant::now();
+            self.liveness.mark_active();
         }
         match msg {
             EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
@@ -398,6 +402,7 @@ impl Handler<EntityMsg> for EntityActor {
             EntityMsg::Describe(done) => {
                 let _ = done.send(self.describe());
             }
+            EntityMsg::Passivate => unreachable!("handled above"),
             EntityMsg::SetAttributes(attributes, done) => {
                 self.state.attributes = attributes;
                 self.dirty = true;
@@ -409,6 +414,6 @@ impl Handler<EntityMsg> for EntityActor {
             }
         }
         self.rearm_timer();
-        self.runtime.router.handled(&self.pending, events);
+        self.runtime.router.handled(&self.liveness, events);
     }
 }

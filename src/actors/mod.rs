@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod checkpoint;
 pub mod entity;
 mod maintenance;
+mod passivation;
 pub mod router;
 pub mod timers;
 
@@ -214,6 +215,7 @@ impl Runtime {
         actix::spawn(alerts::run_publisher(Arc::clone(self)));
         actix::spawn(checkpoint::run(Arc::clone(self)));
         actix::spawn(maintenance::run(Arc::clone(self)));
+        actix::spawn(passivation::run(Arc::clone(self)));
         self.set_ready();
         Ok(replayed)
     }

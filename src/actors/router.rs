@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
@@ -21,12 +22,43 @@ use crate::actors::entity::{EntityActor, EntityMsg};
 use crate::actors::Runtime;
 use crate::store::entities::partition_of;
 
-/// A live entity's actor and its count of unhandled messages.
+/// A live entity's actor and what the router shares with it.
 #[derive(Clone)]
 pub struct EntityHandle {
     addr: Addr<EntityActor>,
-    pending: Arc<AtomicU32>,
+    liveness: Arc<Liveness>,
     id: u64,
+}
+
+/// What the router and an entity's actor both read and write about the actor.
+#[derive(Debug, Default)]
+pub struct Liveness {
+    /// Messages sent and not yet handled.
+    pending: AtomicU32,
+    /// When the actor last did work, in [`monotonic_ms`]. The passivation
+    /// sweep reads it so that it asks only actors idle long enough, not
+    /// every live one.
+    last_active_ms: AtomicU64,
+}
+
+impl Liveness {
+    /// Records that the actor did work now.
+    pub fn mark_active(&self) {
+        self.last_active_ms.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// How long the actor has done no work.
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            monotonic_ms().saturating_sub(self.last_active_ms.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// The map of live entities.
@@ -94,7 +126,7 @@ impl Router {
                 .or_insert_with(|| self.spawn(runtime, key))
                 .downgrade(),
         };
-        handle.pending.fetch_add(1, Ordering::AcqRel);
+        handle.liveness.pending.fetch_add(1, Ordering::AcqRel);
         handle.addr.do_send(msg);
     }
 
@@ -102,7 +134,7 @@ impl Router {
     pub fn deliver_if_live(&self, key: &str, msg: EntityMsg) -> bool {
         match self.entities.get(key) {
             Some(handle) => {
-                handle.pending.fetch_add(1, Ordering::AcqRel);
+                handle.liveness.pending.fetch_add(1, Ordering::AcqRel);
                 handle.addr.do_send(msg);
                 true
             }
@@ -111,8 +143,8 @@ impl Router {
     }
 
     /// Called by an actor after handling a message carrying `events` events.
-    pub(crate) fn handled(&self, pending: &AtomicU32, events: usize) {
-        pending.fetch_sub(1, Ordering::AcqRel);
+    pub(crate) fn handled(&self, liveness: &Liveness, events: usize) {
+        liveness.pending.fetch_sub(1, Ordering::AcqRel);
         if events > 0 {
             self.inflight_events
                 .fetch_sub(events as i64, Ordering::AcqRel);
@@ -124,7 +156,7 @@ impl Router {
     pub(crate) fn remove_if_idle(&self, key: &str, id: u64) -> bool {
         self.entities
             .remove_if(key, |_, h| {
-                h.id == id && h.pending.load(Ordering::Acquire) == 0
+                h.id == id && h.liveness.pending.load(Ordering::Acquire) == 0
             })
             .is_some()
     }
@@ -153,8 +185,20 @@ impl Router {
     pub fn mailbox_depth(&self) -> u64 {
         self.entities
             .iter()
-            .map(|e| u64::from(e.pending.load(Ordering::Relaxed)))
+            .map(|e| u64::from(e.liveness.pending.load(Ordering::Relaxed)))
             .sum()
+    }
+
+    /// Keys of the live entities that did no work for at least `idle` and
+    /// have no message waiting.
+    pub(crate) fn idle_keys(&self, idle: Duration) -> Vec<String> {
+        self.entities
+            .iter()
+            .filter(|e| {
+                e.liveness.pending.load(Ordering::Relaxed) == 0 && e.liveness.idle_for() >= idle
+            })
+            .map(|e| e.key().clone())
+            .collect()
     }
 
     /// Records that `key` changed since the last checkpoint began.
@@ -191,7 +235,8 @@ impl Router {
     }
 
     fn spawn(&self, runtime: &Arc<Runtime>, key: &str) -> EntityHandle {
-        let pending = Arc::new(AtomicU32::new(0));
+        let liveness = Arc::new(Liveness::default());
+        liveness.mark_active();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arbiters = self
             .arbiters
@@ -201,10 +246,10 @@ impl Router {
         let actor = EntityActor::new(
             key.to_owned(),
             Arc::clone(runtime),
-            Arc::clone(&pending),
+            Arc::clone(&liveness),
             id,
         );
         let addr = EntityActor::start_in_arbiter(arbiter, move |_| actor);
-        EntityHandle { addr, pending, id }
+        EntityHandle { addr, liveness, id }
     }
 }
