@@ -35,6 +35,10 @@ pub const MAILBOX_DEPTH: &str = "cepheus_mailbox_depth";
 pub const INFLIGHT_EVENTS: &str = "cepheus_inflight_events";
 /// Work dropped at a per-key limit, by kind.
 pub const DROPPED: &str = "cepheus_dropped_total";
+/// Bytes the data directory takes on disk.
+pub const STORE_BYTES: &str = "cepheus_store_bytes";
+/// Bytes of the event log's records (encoded).
+pub const EVENT_LOG_BYTES: &str = "cepheus_event_log_bytes";
 /// Entity snapshots that could not be read back.
 pub const SNAPSHOT_RESTORE_FAILURES: &str = "cepheus_snapshot_restore_failures_total";
 /// WebSocket subscribers connected.
@@ -122,6 +126,12 @@ pub fn gauges(live: usize, mailbox: u64, inflight: usize, subscribers: usize) {
     gauge!(MAILBOX_DEPTH).set(mailbox as f64);
     gauge!(INFLIGHT_EVENTS).set(inflight as f64);
     gauge!(WS_SUBSCRIBERS).set(subscribers as f64);
+}
+
+/// Sets the store's size gauges, read at scrape time.
+pub fn store_gauges(store_bytes: u64, log_bytes: u64) {
+    gauge!(STORE_BYTES).set(store_bytes as f64);
+    gauge!(EVENT_LOG_BYTES).set(log_bytes as f64);
 }
 
 /// Counts a slow WebSocket subscriber disconnected.

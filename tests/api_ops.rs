@@ -52,6 +52,8 @@ fn metrics_are_prometheus_text_with_the_documented_names() {
         "cepheus_mailbox_depth",
         "cepheus_inflight_events",
         "cepheus_ws_subscribers",
+        "cepheus_store_bytes",
+        "cepheus_event_log_bytes",
         "cepheus_http_request_duration_seconds_bucket",
         "cepheus_http_request_duration_seconds_count",
     ] {

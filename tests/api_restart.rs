@@ -389,3 +389,35 @@ fn a_late_event_is_dead_lettered_once_across_kill9() {
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0]["reason"], "late");
 }
+
+/// A request of one log record writes its event ids after the record, not
+/// in one transaction with it, so a crash can keep the record without its
+/// ids (sled recovers a prefix of the writes). The replay at start
+/// remembers them again: the client's retry of the request whose answer
+/// the crash took is a duplicate, not a second evaluation.
+#[test]
+fn a_record_kept_without_its_ids_still_deduplicates_the_retry_after_a_crash() {
+    let mut server = Server::start(&config("1h"));
+    server.create_rule(&every_event_rule("watch", "poke", "low"));
+    let event = json!([{"id": "retried-1", "key": "k1", "type": "poke"}]);
+    let first = expect_json(server.post_events(&event), StatusCode::ACCEPTED, "first");
+    assert_eq!(first["accepted"], 1, "{first}");
+    server.kill9();
+    {
+        // What a crash between the record and its ids leaves behind.
+        let store = cepheus::store::Store::open(&cepheus::store::StoreConfig {
+            path: server.dir().join("data"),
+            cache_bytes: 1 << 20,
+            partitions: 64,
+        })
+        .expect("the store opens");
+        store.dedup_tree().clear().expect("the ids can be removed");
+        store.flush_blocking().expect("the store flushes");
+    }
+    server.restart();
+    let retry = expect_json(server.post_events(&event), StatusCode::ACCEPTED, "retry");
+    assert_eq!(retry["accepted"], 0, "{retry}");
+    assert_eq!(retry["duplicates"], 1, "{retry}");
+    let alerts = server.alerts("rule=watch");
+    assert_eq!(alerts.len(), 1, "evaluated once: {alerts:?}");
+}

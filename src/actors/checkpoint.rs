@@ -37,6 +37,7 @@ pub(crate) fn replay(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     let mut routed = 0u64;
     for item in runtime.store.log().read_from(checkpoint + 1) {
         let (seq, record) = item?;
+        crate::ingest::dedup::remember(&runtime.store, &record.events, record.accepted_at)?;
         let events: Vec<Arc<_>> = record.events.into_iter().map(Arc::new).collect();
         route_batch(runtime, &engine, seq, &events);
         routed += events.len() as u64;

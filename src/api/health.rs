@@ -59,7 +59,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 ///
 /// Events accepted, rejected, duplicate and late; alerts by rule; live,
 /// activated and passivated entities; mailbox depth; in-flight events;
-/// WebSocket subscribers; request latency histogram.
+/// WebSocket subscribers; request latency histogram; bytes on disk and in
+/// the event log.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -69,6 +70,10 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         runtime.router.mailbox_depth(),
         runtime.router.inflight_events(),
         runtime.alerts.subscribers(),
+    );
+    telemetry::store_gauges(
+        runtime.store.size_on_disk().unwrap_or(0),
+        runtime.store.log().bytes(),
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

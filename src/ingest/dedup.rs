@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use crate::event::Event;
 use crate::store::codec::read_be;
+use crate::store::log::LogRecord;
 use crate::store::{Store, StoreResult};
 use crate::time::{Duration, Timestamp};
 
@@ -55,9 +56,9 @@ pub fn filter(
 
 /// The writes that remember the ids of accepted `events`, to be applied
 /// with their log records ([`crate::store::log::EventLog::append_with`]).
-pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
+pub fn remembering(records: &[LogRecord], now: Timestamp) -> sled::Batch {
     let mut batch = sled::Batch::default();
-    for event in events {
+    for event in records.iter().flat_map(|r| &r.events) {
         if let Some(id) = &event.id {
             batch.insert(
                 dedup_key(&event.key, id),
@@ -66,6 +67,25 @@ pub fn remembering(events: &[Event], now: Timestamp) -> sled::Batch {
         }
     }
     batch
+}
+
+/// Remembers the ids of accepted `events` with plain writes, for a record
+/// appended without a transaction (see `ingest`). Also used by the replay
+/// at start, which restores ids that a crash took from after the last
+/// checkpoint: sled recovers a prefix of the writes, so a record can
+/// survive without the ids written after it, but never a checkpoint that
+/// was recorded after them.
+pub fn remember(store: &Store, events: &[Event], accepted_at: Timestamp) -> StoreResult<()> {
+    let tree = store.dedup_tree();
+    for event in events {
+        if let Some(id) = &event.id {
+            tree.insert(
+                dedup_key(&event.key, id),
+                &(accepted_at.millis() as u64).to_be_bytes(),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes ids older than `horizon`; returns how many. Scans at most

@@ -183,14 +183,31 @@ pub async fn ingest(
             dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
         duplicates = repeated;
         if !fresh.is_empty() {
-            let ids = dedup::remembering(&fresh, accepted_at);
             accepted = fresh.len();
-            // A large batch is logged as several records, in one transaction.
             let records = split_batch(fresh, accepted_at, encoded_size);
-            let first = runtime
-                .store
-                .log()
-                .append_with(&records, (runtime.store.dedup_tree(), &ids))?;
+            let first = match records.as_slice() {
+                // NB: every sled transaction seals and writes its I/O buffer
+                // (two syscalls), which made one event per request cost a
+                // write each. One record is atomic by itself; its ids follow
+                // as plain writes, and a crash that keeps the record without
+                // them also loses the next checkpoint, so the replay at start
+                // remembers them again before any retry is served.
+                [record] => {
+                    let seq = runtime.store.log().append(record)?;
+                    dedup::remember(&runtime.store, &record.events, accepted_at)?;
+                    seq
+                }
+                // A large batch is logged as several records, in one
+                // transaction with its ids: a request is kept whole or not
+                // at all.
+                _ => {
+                    let ids = dedup::remembering(&records, accepted_at);
+                    runtime
+                        .store
+                        .log()
+                        .append_with(&records, (runtime.store.dedup_tree(), &ids))?
+                }
+            };
             for (seq, record) in (first..).zip(records) {
                 let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
                 route_batch(runtime, &engine, seq, &events);

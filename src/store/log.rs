@@ -4,7 +4,8 @@
 //! appends under its sequencer lock, so seq order is delivery order. On
 //! start, the log past the last checkpoint is replayed into the entities.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -72,25 +73,46 @@ pub struct EventLog {
     tree: sled::Tree,
     next: AtomicU64,
     /// Bytes of the records held (their encoded size), kept up to date by
-    /// `append` and `remove_through` and counted once at open.
-    bytes: AtomicU64,
+    /// `append` and `remove_through`; the records present at open are added
+    /// by a background count (see [`EventLog::open`]).
+    bytes: Arc<AtomicU64>,
+    /// Whether the background count finished; compaction waits for it.
+    counted: Arc<AtomicBool>,
 }
 
 impl EventLog {
+    /// Opens the log. Its size is counted by a background thread, not here:
+    /// counting reads every record, and a restart must serve again at once
+    /// whatever the size of the log (a 10 GiB log took seconds).
     pub(crate) fn open(db: &sled::Db) -> StoreResult<EventLog> {
         let tree = db.open_tree("log")?;
         let next = tree
             .last()?
             .and_then(|(k, _)| read_be(&k))
             .map_or(1, |s| s + 1);
-        let mut bytes = 0u64;
-        for item in tree.iter() {
-            bytes += item?.1.len() as u64;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = Arc::new(AtomicBool::new(false));
+        {
+            // NB: only the records before `next`; later appends count
+            // themselves.
+            let (tree, bytes, counted) = (tree.clone(), Arc::clone(&bytes), Arc::clone(&counted));
+            std::thread::Builder::new()
+                .name("cepheus-log-size".into())
+                .spawn(move || {
+                    let mut sum = 0u64;
+                    for (_, v) in tree.range(..be(next)).flatten() {
+                        sum += v.len() as u64;
+                    }
+                    bytes.fetch_add(sum, Ordering::AcqRel);
+                    counted.store(true, Ordering::Release);
+                })
+                .map_err(|e| StoreError::Sled(format!("cannot start the log size count: {e}")))?;
         }
         Ok(EventLog {
             tree,
             next: AtomicU64::new(next),
-            bytes: AtomicU64::new(bytes),
+            bytes,
+            counted,
         })
     }
 
@@ -212,6 +234,10 @@ impl EventLog {
         // NB: the newest record always stays: on open, the next seq is read
         // from it, and seqs must never go back (entities compare them with
         // the position they applied).
+        if !self.counted.load(Ordering::Acquire) {
+            // The size is not known yet; the next round will do it.
+            return Ok(0);
+        }
         let keep_after = keep_after.min(self.next_seq().saturating_sub(2));
         let mut through = 0;
         let mut bytes = self.bytes.load(Ordering::Acquire);
@@ -231,7 +257,13 @@ impl EventLog {
         self.remove_through(through)
     }
 
-    /// Bytes the records take (encoded).
+    /// Whether the size of the records present at open is counted.
+    pub fn is_counted(&self) -> bool {
+        self.counted.load(Ordering::Acquire)
+    }
+
+    /// Bytes the records take (encoded); while [`EventLog::is_counted`] is
+    /// false, only those appended since open.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
     }
@@ -287,6 +319,9 @@ mod tests {
     fn compaction_removes_old_records_but_never_past_the_checkpoint() {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let log = EventLog::open(&db).unwrap();
+        while !log.is_counted() {
+            std::thread::yield_now();
+        }
         for at in [10, 20, 30, 40, 50] {
             log.append(&record(at)).unwrap();
         }
@@ -303,6 +338,12 @@ mod tests {
         // The newest record always stays, so seqs continue after a reopen.
         assert_eq!(log.compact(Timestamp(1_000), 0, 5).unwrap(), 0);
         drop(log);
-        assert_eq!(EventLog::open(&db).unwrap().next_seq(), 6);
+        let log = EventLog::open(&db).unwrap();
+        assert_eq!(log.next_seq(), 6);
+        // The count at open finds the record left.
+        while !log.is_counted() {
+            std::thread::yield_now();
+        }
+        assert_eq!(log.bytes(), per_record);
     }
 }
