@@ -49,9 +49,17 @@ pub enum EntityMsg {
     },
     /// Describe the live state.
     Describe(oneshot::Sender<EntityView>),
-    /// Leave memory if idle for `passivate_after` (sent by the passivation
-    /// sweep).
-    Passivate,
+    /// Passivation, first half (sent by the passivation sweep): if idle for
+    /// `passivate_after`, answer `Some` with the snapshot to write (`None`
+    /// inside when nothing changed since the last one); answer `None` to
+    /// stay live.
+    Passivate(oneshot::Sender<Option<Option<SnapshotWrite>>>),
+    /// Passivation, second half: the snapshot handed over was `written` (or
+    /// not). Leave memory if it was and nothing happened since.
+    Stop {
+        /// Whether the sweep wrote the snapshot.
+        written: bool,
+    },
     /// Replace the static attributes and persist them.
     SetAttributes(
         Map<String, Value>,
@@ -87,6 +95,9 @@ pub struct EntityActor {
     live_timer: Option<Timestamp>,
     /// Changed since the last snapshot.
     dirty: bool,
+    /// Handed its snapshot to the passivation sweep, and nothing happened
+    /// since: it may leave when the sweep says the snapshot is written.
+    passivating: bool,
     /// False once the entity's state may disagree with the store (its
     /// snapshot could not be read, or its alerts could not be logged): it
     /// keeps working in memory but never writes a snapshot, so replay from
@@ -117,6 +128,7 @@ impl EntityActor {
             stored_timer: None,
             live_timer: None,
             dirty: false,
+            passivating: false,
             persistable: true,
         }
     }
@@ -320,29 +332,38 @@ impl EntityActor {
         self.engine.describe(&self.state)
     }
 
-    /// Passivates when idle: snapshot first, then leave the router only if
-    /// no message arrived meanwhile (see the router's invariants).
-    fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
-        // An entity that cannot persist stays in memory: dropping it would
-        // forget what it did since its last good snapshot.
+    /// The snapshot to hand to the passivation sweep, or `None` to stay
+    /// live: an entity that cannot persist stays in memory (dropping it
+    /// would forget what it did since its last good snapshot), and so does
+    /// one whose timer is about to fire (waking it from disk a moment later
+    /// would cost more than staying).
+    fn passivation_snapshot(&mut self) -> Option<Option<SnapshotWrite>> {
         if !self.persistable || self.liveness.idle_for() < self.runtime.config.passivate_after {
-            return;
+            return None;
         }
-        // Keep an entity whose timer is about to fire: waking it from disk
-        // a moment later would cost more than staying.
         let soon = wall_now().plus(crate::time::Duration(
             2 * self.runtime.config.timer_tick.as_millis() as i64,
         ));
         if self.wall_due().is_some_and(|due| due <= soon) {
+            return None;
+        }
+        Some(self.snapshot())
+    }
+
+    /// Leaves memory after the sweep wrote the snapshot, unless something
+    /// happened since (the change is then the next checkpoint's) or a
+    /// message is waiting (see the router's invariants).
+    fn stop_if_passivated(&mut self, written: bool, ctx: &mut Context<Self>) {
+        let handed_over = std::mem::take(&mut self.passivating);
+        if !handed_over
+            || !written
+            || self.liveness.idle_for() < self.runtime.config.passivate_after
+        {
             return;
         }
-        if let Some(write) = self.snapshot() {
-            if let Err(e) = self.runtime.store.entities().write(&[write]) {
-                tracing::warn!(key = %self.key, error = %e, "cannot passivate entity; it stays live");
-                self.dirty = true;
-                return;
-            }
-        }
+        // Nothing happened since the snapshot the sweep wrote: it is the
+        // state.
+        self.dirty = false;
         if self.runtime.router.remove_if_idle(&self.key, self.id) {
             self.runtime
                 .timers
@@ -368,19 +389,23 @@ impl Handler<EntityMsg> for EntityActor {
     type Result = ();
 
     fn handle(&mut self, msg: EntityMsg, ctx: &mut Self::Context) {
-        if let EntityMsg::Passivate = msg {
+        if let EntityMsg::Stop { written } = msg {
             // NB: uncounted first: the actor leaves the router only with no
             // message pending, and this one is done.
             self.runtime.router.handled(&self.liveness, 0);
-            self.maybe_passivate(ctx);
+            self.stop_if_passivated(written, ctx);
             return;
         }
         let events = msg.events();
         self.refresh_engine();
         // NB: reads (a GET of the entity, a checkpoint's request) are not
         // activity, or polling an entity would keep it in memory forever.
-        if !matches!(msg, EntityMsg::Describe(_) | EntityMsg::Persist { .. }) {
+        if !matches!(
+            msg,
+            EntityMsg::Describe(_) | EntityMsg::Persist { .. } | EntityMsg::Passivate(_)
+        ) {
             self.liveness.mark_active();
+            self.passivating = false;
         }
         match msg {
             EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
@@ -402,7 +427,18 @@ impl Handler<EntityMsg> for EntityActor {
             EntityMsg::Describe(done) => {
                 let _ = done.send(self.describe());
             }
-            EntityMsg::Passivate => unreachable!("handled above"),
+            EntityMsg::Passivate(done) => {
+                let handed = self.passivation_snapshot();
+                if matches!(handed, Some(Some(_))) {
+                    // NB: still dirty until the sweep says it wrote this: a
+                    // checkpoint round in between must not take "handed
+                    // over" for "written" (it writes the state again).
+                    self.dirty = true;
+                }
+                self.passivating = handed.is_some();
+                let _ = done.send(handed);
+            }
+            EntityMsg::Stop { .. } => unreachable!("handled above"),
             EntityMsg::SetAttributes(attributes, done) => {
                 self.state.attributes = attributes;
                 self.dirty = true;

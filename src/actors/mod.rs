@@ -215,7 +215,11 @@ impl Runtime {
         actix::spawn(alerts::run_publisher(Arc::clone(self)));
         actix::spawn(checkpoint::run(Arc::clone(self)));
         actix::spawn(maintenance::run(Arc::clone(self)));
-        actix::spawn(passivation::run(Arc::clone(self)));
+        // NB: on a thread of its own. On the system thread, behind
+        // checkpoint rounds writing millions of snapshots, the sweep
+        // passivated nothing for minutes while new entities kept arriving.
+        let sweeper = actix::Arbiter::new();
+        sweeper.spawn(passivation::run(Arc::clone(self)));
         self.set_ready();
         Ok(replayed)
     }
