@@ -123,6 +123,9 @@ pub struct Limits {
     /// Most events accepted and not yet evaluated; ingest answers 429 beyond
     /// it (default 1,000,000).
     pub max_inflight_events: usize,
+    /// Most entities live in memory at once; ingest answers 429 at it until
+    /// idle ones are passivated (default 4,000,000: about 9 GiB).
+    pub max_live_entities: usize,
     /// Most WebSocket subscribers at once (default 1,000).
     pub max_subscribers: usize,
     /// Alerts a WebSocket subscriber may fall behind before it is closed
@@ -187,6 +190,7 @@ impl Default for Limits {
             event: EventLimits::default(),
             rules: RuleLimits::default(),
             max_inflight_events: 1_000_000,
+            max_live_entities: 4_000_000,
             max_subscribers: 1_000,
             subscriber_backlog: 1_024,
             max_page: 1_000,

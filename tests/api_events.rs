@@ -531,6 +531,44 @@ fn overload_is_429_with_retry_after() {
 }
 
 #[test]
+fn live_entities_at_their_limit_are_429_until_idle_ones_are_passivated() {
+    let server = Server::start(&format!(
+        "{FAST_TIMING}passivate_after = \"1s\"\n[limits]\nmax_live_entities = 2\n"
+    ));
+    let two = json!([{"key": "a", "type": "t"}, {"key": "b", "type": "t"}]);
+    assert_eq!(server.send_events(&two)["accepted"], 2);
+    // Two live entities fill the limit: nothing more is accepted.
+    let response = server.post_events(&json!({"key": "c", "type": "t"}));
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = expect_error(response, StatusCode::TOO_MANY_REQUESTS, "overloaded");
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("entities in memory"),
+        "{body}"
+    );
+    assert_eq!(server.metric("cepheus_ingest_overloaded_total"), Some(1.0));
+    expect_error(
+        server.get("/v1/entities/c"),
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // Once the idle ones are passivated, there is room again.
+    wait_until("the entities to be passivated", || {
+        (server.metric("cepheus_entities_live") == Some(0.0)).then_some(())
+    });
+    assert_eq!(
+        server.send_events(&json!({"key": "c", "type": "t"}))["accepted"],
+        1
+    );
+}
+
+#[test]
 fn an_id_is_accepted_again_after_the_dedup_horizon() {
     let server = Server::start(&format!("{FAST_TIMING}dedup_horizon = \"1s\"\n"));
     let event = json!({"id": "e-1", "key": "k", "type": "t"});

@@ -42,6 +42,9 @@ pub struct RuntimeConfig {
     /// Most events accepted but not yet evaluated, across all entities;
     /// ingest answers 429 beyond it.
     pub max_inflight_events: usize,
+    /// Most live (in-memory) entities; ingest answers 429 at it, until
+    /// passivation makes room.
+    pub max_live_entities: usize,
     /// Capacity of the live alert broadcast (per-subscriber backlog).
     pub alert_backlog: usize,
     /// Upkeep of the store.
@@ -80,6 +83,7 @@ impl Default for RuntimeConfig {
             timer_tick: std::time::Duration::from_millis(100),
             checkpoint_interval: std::time::Duration::from_secs(5),
             max_inflight_events: 1_000_000,
+            max_live_entities: 4_000_000,
             alert_backlog: 1024,
             upkeep: Upkeep::default(),
         }

@@ -165,6 +165,9 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Overloaded {
                 retry_after_secs, ..
+            }
+            | IngestError::TooManyEntities {
+                retry_after_secs, ..
             } => ApiError::Overloaded {
                 message: e.to_string(),
                 retry_after_secs,

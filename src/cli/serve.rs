@@ -157,6 +157,7 @@ async fn serve(
             checkpoint_interval: std_duration(settings.timing.checkpoint_interval)
                 .max(std::time::Duration::from_millis(10)),
             max_inflight_events: settings.limits.max_inflight_events,
+            max_live_entities: settings.limits.max_live_entities,
             alert_backlog: settings.limits.subscriber_backlog,
             upkeep: Upkeep {
                 every: std_duration(settings.history.compact_every)

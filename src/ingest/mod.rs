@@ -61,6 +61,15 @@ pub enum IngestError {
         /// Suggested wait.
         retry_after_secs: u64,
     },
+    /// As many entities are live as `max_live_entities` allows; retry once
+    /// idle ones are passivated.
+    #[error("cepheus holds {live} entities in memory, its limit; retry after {retry_after_secs} s, when idle ones have been passivated")]
+    TooManyEntities {
+        /// Live entities.
+        live: usize,
+        /// Suggested wait.
+        retry_after_secs: u64,
+    },
     /// Recovery has not finished.
     #[error("cepheus is starting up (replaying its log); retry shortly")]
     NotReady,
@@ -113,6 +122,25 @@ pub fn check_capacity(runtime: &Runtime) -> Result<(), IngestError> {
             retry_after_secs: 1,
         });
     }
+    check_live_entities(runtime)
+}
+
+/// Refuses new work while the live entities fill `max_live_entities`.
+///
+/// NB: checked per request, not per new key: a request whose keys are all
+/// live would fit, but telling them apart costs a lookup per event, and
+/// the limit is a guard against memory running out, which passivation
+/// relieves within `passivate_after`.
+fn check_live_entities(runtime: &Runtime) -> Result<(), IngestError> {
+    let live = runtime.router.live_count();
+    if live >= runtime.config.max_live_entities {
+        telemetry::overloaded();
+        let wait = (runtime.config.passivate_after.as_secs() / 2).clamp(1, 60);
+        return Err(IngestError::TooManyEntities {
+            live,
+            retry_after_secs: wait,
+        });
+    }
     Ok(())
 }
 
@@ -135,6 +163,9 @@ pub async fn ingest(
             inflight,
             retry_after_secs: 1,
         });
+    }
+    if !decoded.events.is_empty() {
+        check_live_entities(runtime)?;
     }
     let now = wall_now();
     if !decoded.rejected.is_empty() {
