@@ -32,6 +32,10 @@ use criterion::{
 };
 use serde_json::{json, Map, Value};
 
+// The allocator the server runs with (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KEYS: usize = 100_000;
 /// 2026-03-02T00:00:00Z.
 const T0: i64 = 1_772_409_600_000;
