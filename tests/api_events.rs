@@ -568,6 +568,42 @@ fn live_entities_at_their_limit_are_429_until_idle_ones_are_passivated() {
     );
 }
 
+/// Concurrent requests are appended together; an id sent by several of
+/// them at once is still accepted exactly once.
+#[test]
+fn the_same_id_sent_concurrently_is_accepted_once() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(&every_event_rule("watch", "poke", "low"));
+    let answers: Vec<Value> = std::thread::scope(|scope| {
+        let senders: Vec<_> = (0..16)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || {
+                    // Half send the event alone, half with a fresh one beside it.
+                    let mut events = vec![json!({"id": "once", "key": "k", "type": "poke"})];
+                    if i % 2 == 1 {
+                        events.push(json!({"id": format!("own-{i}"), "key": "k", "type": "poke"}));
+                    }
+                    server.send_events(&Value::Array(events))
+                })
+            })
+            .collect();
+        senders.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let accepted: u64 = answers
+        .iter()
+        .map(|a| a["accepted"].as_u64().unwrap())
+        .sum();
+    let duplicates: u64 = answers
+        .iter()
+        .map(|a| a["duplicates"].as_u64().unwrap())
+        .sum();
+    assert_eq!((accepted, duplicates), (1 + 8, 15), "{answers:?}");
+    wait_until("the alerts", || {
+        (server.alerts("rule=watch").len() == 9).then_some(())
+    });
+}
+
 #[test]
 fn an_id_is_accepted_again_after_the_dedup_horizon() {
     let server = Server::start(&format!("{FAST_TIMING}dedup_horizon = \"1s\"\n"));

@@ -110,6 +110,8 @@ pub struct Runtime {
     /// without `time` get the acceptance time, taken under this lock and
     /// never going back, so their times follow log order.
     pub sequencer: Mutex<Timestamp>,
+    /// Concurrent requests' events, appended together under the sequencer.
+    pub appender: crate::ingest::append::GroupAppend,
     ready: AtomicBool,
     engine_generation: std::sync::atomic::AtomicU64,
     /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
@@ -145,6 +147,7 @@ impl Runtime {
             engine: RwLock::new(Arc::new(engine)),
             engine_config,
             sequencer: Mutex::new(Timestamp(i64::MIN)),
+            appender: Default::default(),
             ready: AtomicBool::new(false),
             engine_generation: std::sync::atomic::AtomicU64::new(0),
             clock_floor: AtomicI64::new(floor),

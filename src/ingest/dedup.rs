@@ -24,17 +24,19 @@ fn dedup_key(key: &str, id: &str) -> Vec<u8> {
     k
 }
 
-/// Splits `events` into the ones to accept and a count of duplicates (ids
-/// seen before within `horizon`, or twice in this batch).
-pub fn filter(
+/// Moves the events of `events` not seen before (no id, or an id not seen
+/// for this key within `horizon` of `now`, in the store or in `in_group`)
+/// to `fresh`, remembering their ids in `in_group`; returns how many were
+/// duplicates.
+pub fn filter_into(
     store: &Store,
     events: Vec<(usize, Event)>,
     now: Timestamp,
     horizon: Duration,
-) -> StoreResult<(Vec<Event>, usize)> {
+    in_group: &mut HashSet<(String, String)>,
+    fresh: &mut Vec<Event>,
+) -> StoreResult<usize> {
     let tree = store.dedup_tree();
-    let mut fresh = Vec::with_capacity(events.len());
-    let mut in_batch: HashSet<(String, String)> = HashSet::new();
     let mut duplicates = 0;
     for (_, event) in events {
         if let Some(id) = &event.id {
@@ -44,14 +46,14 @@ pub fn filter(
                 }
                 None => false,
             };
-            if seen_before || !in_batch.insert((event.key.clone(), id.clone())) {
+            if seen_before || !in_group.insert((event.key.clone(), id.clone())) {
                 duplicates += 1;
                 continue;
             }
         }
         fresh.push(event);
     }
-    Ok((fresh, duplicates))
+    Ok(duplicates)
 }
 
 /// The writes that remember the ids of accepted `events`, to be applied

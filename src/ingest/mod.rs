@@ -6,9 +6,11 @@
 //!
 //! Under the sequencer lock, a batch is deduplicated, appended to the log as
 //! one record, and routed to the entity actors, so the log's order is every
-//! key's order. The acknowledgement waits for a flush that covers the
-//! record; concurrent requests share flushes (group commit).
+//! key's order; concurrent requests are appended together ([`append`]).
+//! The acknowledgement waits for a flush that covers the record; concurrent
+//! requests share flushes (group commit).
 
+pub mod append;
 pub mod decode;
 pub mod dedup;
 
@@ -18,11 +20,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::actors::checkpoint::route_batch;
 use crate::actors::{wall_now, Runtime};
 use crate::event::Event;
 use crate::store::deadletters::{DeadLetter, DeadLetterReason};
-use crate::store::log::split_batch;
 use crate::store::StoreError;
 use crate::telemetry;
 use crate::time::Duration;
@@ -86,7 +86,7 @@ pub struct IngestConfig {
 }
 
 /// About the size of `event` in the log (its data as JSON plus its strings).
-fn encoded_size(event: &Event) -> usize {
+pub(crate) fn encoded_size(event: &Event) -> usize {
     let mut counter = ByteCounter(0);
     let _ = serde_json::to_writer(&mut counter, &event.data);
     counter.0
@@ -192,58 +192,20 @@ pub async fn ingest(
         })
         .collect();
 
-    let engine = runtime.engine();
     let mut accepted = 0;
     let mut duplicates = 0;
     if !decoded.events.is_empty() {
-        let mut last_accepted = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        // NB: the acceptance time is taken under the lock and never goes
-        // back, and events sent without `time` get it, so their times follow
-        // log order. Stamped at decoding (before the lock), two concurrent
-        // requests could enter the log in the other order, and the earlier
-        // stamp was then late for its entity: dead-lettered, not evaluated.
-        let accepted_at = wall_now().max(*last_accepted);
-        *last_accepted = accepted_at;
-        let mut events = decoded.events;
-        for &i in &decoded.untimed {
-            if let Some((_, event)) = events.get_mut(i) {
-                event.time = accepted_at;
-            }
-        }
-        let (fresh, repeated) =
-            dedup::filter(&runtime.store, events, accepted_at, config.dedup_horizon)?;
-        duplicates = repeated;
-        if !fresh.is_empty() {
-            accepted = fresh.len();
-            let records = split_batch(fresh, accepted_at, encoded_size);
-            let first = match records.as_slice() {
-                // NB: every sled transaction seals and writes its I/O buffer
-                // (two syscalls), which made one event per request cost a
-                // write each. One record is atomic by itself; its ids follow
-                // as plain writes, and a crash that keeps the record without
-                // them also loses the next checkpoint, so the replay at start
-                // remembers them again before any retry is served.
-                [record] => {
-                    let seq = runtime.store.log().append(record)?;
-                    dedup::remember(&runtime.store, &record.events, accepted_at)?;
-                    seq
-                }
-                // A large batch is logged as several records, in one
-                // transaction with its ids: a request is kept whole or not
-                // at all.
-                _ => {
-                    let ids = dedup::remembering(&records, accepted_at);
-                    runtime
-                        .store
-                        .log()
-                        .append_with(&records, (runtime.store.dedup_tree(), &ids))?
-                }
-            };
-            for (seq, record) in (first..).zip(records) {
-                let events: Vec<Arc<Event>> = record.events.into_iter().map(Arc::new).collect();
-                route_batch(runtime, &engine, seq, &events);
-            }
-        }
+        let appended = runtime
+            .appender
+            .append(
+                runtime,
+                decoded.events,
+                decoded.untimed,
+                config.dedup_horizon,
+            )
+            .await?;
+        accepted = appended.accepted;
+        duplicates = appended.duplicates;
     }
     runtime.store.sync().await?;
     telemetry::ingested(accepted, rejected.len(), duplicates);
