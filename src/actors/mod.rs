@@ -220,13 +220,14 @@ impl Runtime {
         let replayed = checkpoint::replay(self)?;
         actix::spawn(timers::run(Arc::clone(self)));
         actix::spawn(alerts::run_publisher(Arc::clone(self)));
-        actix::spawn(checkpoint::run(Arc::clone(self)));
         actix::spawn(maintenance::run(Arc::clone(self)));
-        // NB: on a thread of its own. On the system thread, behind
-        // checkpoint rounds writing millions of snapshots, the sweep
-        // passivated nothing for minutes while new entities kept arriving.
-        let sweeper = actix::Arbiter::new();
-        sweeper.spawn(passivation::run(Arc::clone(self)));
+        // NB: the store writers get threads of their own. On the system
+        // thread a checkpoint round's snapshot writes held up the alert
+        // publisher (alerts waited hundreds of milliseconds), and behind
+        // rounds of millions of snapshots the sweep passivated nothing for
+        // minutes while new entities kept arriving.
+        actix::Arbiter::new().spawn(checkpoint::run(Arc::clone(self)));
+        actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
         self.set_ready();
         Ok(replayed)
     }
