@@ -96,6 +96,10 @@ pub struct Report {
     pub alert_ms: Option<Percentiles>,
     /// Alerts matched to a probe event.
     pub alerts_measured: u64,
+    /// Probe events whose alert never arrived.
+    pub alerts_missing: u64,
+    /// Times the server cut the subscriber off as too slow (it resumed).
+    pub resubscribed: u64,
     /// Parsing the same bodies alone, events/s on one core, when measured.
     pub floor_events_per_second: Option<f64>,
 }
@@ -137,6 +141,9 @@ struct Progress {
     errors: AtomicU64,
     overloaded: AtomicU64,
     alerts: AtomicU64,
+    /// Times the server closed the alert subscription (too slow) and it
+    /// was resumed.
+    resubscribed: AtomicU64,
     done: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -221,6 +228,8 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         request_ms: Percentiles::of(&requests),
         alert_ms: args.latency.then(|| Percentiles::of(&alert_hist)),
         alerts_measured: alert_hist.len(),
+        alerts_missing: probes.len() as u64,
+        resubscribed: progress.resubscribed.load(Ordering::Acquire),
         floor_events_per_second: floor,
     };
     if let Some(e) = progress
@@ -266,6 +275,12 @@ fn print_report(args: &LoadArgs, r: &Report) {
     line("request", &r.request_ms);
     if let Some(a) = &r.alert_ms {
         line("POST→alert", a);
+        if r.alerts_missing > 0 || r.resubscribed > 0 {
+            println!(
+                "  alerts          {} probes without an alert; subscriber cut off as too slow {} times (resumed each time)",
+                r.alerts_missing, r.resubscribed
+            );
+        }
     }
     if let Some(floor) = r.floor_events_per_second {
         println!(
@@ -466,57 +481,84 @@ fn spawn_subscriber(
     std::thread::spawn(move || {
         actix_web::rt::System::new().block_on(async move {
             let ws_url = args.url.replacen("http", "ws", 1);
-            let mut url = format!("{ws_url}/v1/alerts/ws");
-            if let Some(token) = &args.token {
-                url.push_str(&format!("?access_token={token}"));
-            }
-            let connected = awc::Client::new().ws(url).connect().await;
-            let mut socket = match connected {
-                Ok((_, socket)) => socket,
-                Err(e) => {
-                    eprintln!("cannot subscribe to alerts: {e}");
-                    let _ = ready.send(());
-                    return;
-                }
-            };
-            let _ = ready.send(());
+            let mut ready = Some(ready);
+            // NB: the server closes a subscriber that falls behind (DESIGN:
+            // slow consumers are cut off, with the seq to resume from); the
+            // subscriber resumes after the last alert it saw, so alerts are
+            // still timed, late as the client really got them.
+            let mut last_seq: Option<u64> = None;
             while !progress.done.load(Ordering::Acquire) {
-                let frame =
-                    actix_web::rt::time::timeout(Duration::from_millis(200), socket.next()).await;
-                let frame = match frame {
-                    Err(_) => continue,
-                    Ok(None) | Ok(Some(Err(_))) => break,
-                    Ok(Some(Ok(frame))) => frame,
+                let mut url = format!("{ws_url}/v1/alerts/ws");
+                let mut query = Vec::new();
+                if let Some(token) = &args.token {
+                    query.push(format!("access_token={token}"));
+                }
+                if let Some(seq) = last_seq {
+                    query.push(format!("after={seq}"));
+                }
+                if !query.is_empty() {
+                    url.push('?');
+                    url.push_str(&query.join("&"));
+                }
+                let connected = awc::Client::new().ws(url).connect().await;
+                let mut socket = match connected {
+                    Ok((_, socket)) => socket,
+                    Err(e) => {
+                        eprintln!("cannot subscribe to alerts: {e}");
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                            return;
+                        }
+                        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
-                match frame {
-                    awc::ws::Frame::Text(bytes) => {
-                        let Ok(alert) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                            continue;
-                        };
-                        progress.alerts.fetch_add(1, Ordering::AcqRel);
-                        let ids = alert["events"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|e| e["id"].as_str());
-                        for id in ids {
-                            if let Some((_, sent)) = probes.remove(id) {
-                                let us = sent.elapsed().as_micros() as u64;
-                                let _ = latency
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .record(us.max(1));
+                if let Some(ready) = ready.take() {
+                    let _ = ready.send(());
+                }
+                while !progress.done.load(Ordering::Acquire) {
+                    let frame =
+                        actix_web::rt::time::timeout(Duration::from_millis(200), socket.next())
+                            .await;
+                    let frame = match frame {
+                        Err(_) => continue,
+                        Ok(None) | Ok(Some(Err(_))) => break,
+                        Ok(Some(Ok(frame))) => frame,
+                    };
+                    match frame {
+                        awc::ws::Frame::Text(bytes) => {
+                            let Ok(alert) = serde_json::from_slice::<serde_json::Value>(&bytes)
+                            else {
+                                continue;
+                            };
+                            if let Some(seq) = alert["seq"].as_u64() {
+                                last_seq = Some(seq);
+                            }
+                            progress.alerts.fetch_add(1, Ordering::AcqRel);
+                            let ids = alert["events"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|e| e["id"].as_str());
+                            for id in ids {
+                                if let Some((_, sent)) = probes.remove(id) {
+                                    let us = sent.elapsed().as_micros() as u64;
+                                    let _ = latency
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .record(us.max(1));
+                                }
                             }
                         }
+                        awc::ws::Frame::Ping(bytes) => {
+                            let _ = socket.send(awc::ws::Message::Pong(bytes)).await;
+                        }
+                        awc::ws::Frame::Close(_) => {
+                            progress.resubscribed.fetch_add(1, Ordering::AcqRel);
+                            break;
+                        }
+                        _ => {}
                     }
-                    awc::ws::Frame::Ping(bytes) => {
-                        let _ = socket.send(awc::ws::Message::Pong(bytes)).await;
-                    }
-                    awc::ws::Frame::Close(reason) => {
-                        eprintln!("the alert subscription was closed: {reason:?}");
-                        break;
-                    }
-                    _ => {}
                 }
             }
         });
