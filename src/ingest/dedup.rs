@@ -56,17 +56,24 @@ pub fn filter_into(
     Ok(duplicates)
 }
 
+/// The dedup entries (key, value) that remember the ids of `events`
+/// accepted at `accepted_at`: the one place their stored form is made.
+fn id_entries<'e>(
+    events: impl IntoIterator<Item = &'e Event> + 'e,
+    accepted_at: Timestamp,
+) -> impl Iterator<Item = (Vec<u8>, [u8; 8])> + 'e {
+    let value = (accepted_at.millis() as u64).to_be_bytes();
+    events
+        .into_iter()
+        .filter_map(move |e| Some((dedup_key(&e.key, e.id.as_ref()?), value)))
+}
+
 /// The writes that remember the ids of accepted `events`, to be applied
 /// with their log records ([`crate::store::log::EventLog::append_with`]).
 pub fn remembering(records: &[LogRecord], now: Timestamp) -> sled::Batch {
     let mut batch = sled::Batch::default();
-    for event in records.iter().flat_map(|r| &r.events) {
-        if let Some(id) = &event.id {
-            batch.insert(
-                dedup_key(&event.key, id),
-                &(now.millis() as u64).to_be_bytes(),
-            );
-        }
+    for (key, value) in id_entries(records.iter().flat_map(|r| &r.events), now) {
+        batch.insert(key, &value);
     }
     batch
 }
@@ -79,13 +86,8 @@ pub fn remembering(records: &[LogRecord], now: Timestamp) -> sled::Batch {
 /// was recorded after them.
 pub fn remember(store: &Store, events: &[Event], accepted_at: Timestamp) -> StoreResult<()> {
     let tree = store.dedup_tree();
-    for event in events {
-        if let Some(id) = &event.id {
-            tree.insert(
-                dedup_key(&event.key, id),
-                &(accepted_at.millis() as u64).to_be_bytes(),
-            )?;
-        }
+    for (key, value) in id_entries(events, accepted_at) {
+        tree.insert(key, &value)?;
     }
     Ok(())
 }
