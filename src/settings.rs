@@ -157,6 +157,9 @@ pub struct Timing {
 pub struct Storage {
     /// sled's page cache in bytes (default 256 MiB).
     pub cache_bytes: u64,
+    /// Whether a new data directory is compressed (zstd; default true). An
+    /// existing directory keeps the setting it was created with.
+    pub compression: bool,
 }
 
 impl Default for Settings {
@@ -214,6 +217,7 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             cache_bytes: 256 * 1024 * 1024,
+            compression: true,
         }
     }
 }

@@ -409,6 +409,7 @@ fn a_record_kept_without_its_ids_still_deduplicates_the_retry_after_a_crash() {
             path: server.dir().join("data"),
             cache_bytes: 1 << 20,
             partitions: 64,
+            compression: true,
         })
         .expect("the store opens");
         store.dedup_tree().clear().expect("the ids can be removed");
@@ -420,4 +421,57 @@ fn a_record_kept_without_its_ids_still_deduplicates_the_retry_after_a_crash() {
     assert_eq!(retry["duplicates"], 1, "{retry}");
     let alerts = server.alerts("rule=watch");
     assert_eq!(alerts.len(), 1, "evaluated once: {alerts:?}");
+}
+
+fn sled_compression(server: &Server) -> String {
+    let conf =
+        std::fs::read(server.dir().join("data").join("conf")).expect("sled's conf file is there");
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("use_compression:"))
+        .expect("sled's conf names its compression")
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn a_data_directory_keeps_the_compression_it_was_created_with() {
+    let mut server = Server::start(&format!(
+        "{}\n[storage]\ncompression = false\n",
+        config("1h")
+    ));
+    assert_eq!(sled_compression(&server), "false");
+    server.create_rule(&every_event_rule("watch", "poke", "low"));
+    let accepted = expect_json(
+        server.post_events(&json!([{"key": "k1", "type": "poke"}])),
+        StatusCode::ACCEPTED,
+        "post",
+    );
+    assert_eq!(accepted["accepted"], 1, "{accepted}");
+    server.stop();
+
+    // The default (compressed) setting meets a directory made without it:
+    // sled would refuse to open it with the other setting.
+    std::fs::write(server.dir().join("cepheus.toml"), config("1h")).unwrap();
+    server.restart();
+    assert_eq!(sled_compression(&server), "false");
+    assert!(
+        server.log().contains("storage.compression differs"),
+        "the server says it kept the directory's setting; log:\n{}",
+        server.log()
+    );
+    server.get_json("/v1/rules/watch");
+    let alerts = server.all_alerts("");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "the alert from before the restart: {alerts:?}"
+    );
+
+    let fresh = Server::start(&config("1h"));
+    assert_eq!(
+        sled_compression(&fresh),
+        "true",
+        "new directories are compressed"
+    );
 }

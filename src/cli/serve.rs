@@ -143,6 +143,7 @@ async fn serve(
         path: settings.data_dir.clone(),
         cache_bytes: settings.storage.cache_bytes,
         partitions: settings.partitions,
+        compression: settings.storage.compression,
     })?;
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
     let runtime = Runtime::new(
