@@ -157,8 +157,10 @@ pub struct Timing {
 pub struct Storage {
     /// sled's page cache in bytes (default 256 MiB).
     pub cache_bytes: u64,
-    /// Whether a new data directory is compressed (zstd; default true). An
-    /// existing directory keeps the setting it was created with.
+    /// Whether a new data directory is compressed (zstd; default false). An
+    /// existing directory keeps the setting it was created with. NB: sled
+    /// counts a cached page at its compressed size, so the cache then holds
+    /// several times `cache_bytes` in memory.
     pub compression: bool,
 }
 
@@ -217,7 +219,7 @@ impl Default for Storage {
     fn default() -> Self {
         Storage {
             cache_bytes: 256 * 1024 * 1024,
-            compression: true,
+            compression: false,
         }
     }
 }

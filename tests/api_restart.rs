@@ -437,10 +437,10 @@ fn sled_compression(server: &Server) -> String {
 #[test]
 fn a_data_directory_keeps_the_compression_it_was_created_with() {
     let mut server = Server::start(&format!(
-        "{}\n[storage]\ncompression = false\n",
+        "{}\n[storage]\ncompression = true\n",
         config("1h")
     ));
-    assert_eq!(sled_compression(&server), "false");
+    assert_eq!(sled_compression(&server), "true");
     server.create_rule(&every_event_rule("watch", "poke", "low"));
     let accepted = expect_json(
         server.post_events(&json!([{"key": "k1", "type": "poke"}])),
@@ -450,11 +450,11 @@ fn a_data_directory_keeps_the_compression_it_was_created_with() {
     assert_eq!(accepted["accepted"], 1, "{accepted}");
     server.stop();
 
-    // The default (compressed) setting meets a directory made without it:
-    // sled would refuse to open it with the other setting.
+    // The default (uncompressed) setting meets a directory made with
+    // compression: sled would refuse to open it with the other setting.
     std::fs::write(server.dir().join("cepheus.toml"), config("1h")).unwrap();
     server.restart();
-    assert_eq!(sled_compression(&server), "false");
+    assert_eq!(sled_compression(&server), "true");
     assert!(
         server.log().contains("storage.compression differs"),
         "the server says it kept the directory's setting; log:\n{}",
@@ -471,7 +471,90 @@ fn a_data_directory_keeps_the_compression_it_was_created_with() {
     let fresh = Server::start(&config("1h"));
     assert_eq!(
         sled_compression(&fresh),
-        "true",
-        "new directories are compressed"
+        "false",
+        "new directories are not compressed by default"
     );
+}
+
+#[test]
+fn events_posted_while_the_log_is_replayed_follow_the_replayed_ones() {
+    // No checkpoint: everything is replayed at the restart, and the replay
+    // runs while the server already serves.
+    let mut server = Server::start(&config("1h"));
+    server.create_rule(BRUTE_FORCE);
+    for batch in 0..40 {
+        let lines: String = (0..1000)
+            .map(|i| {
+                format!(
+                    "{{\"key\": \"noise-{}\", \"type\": \"page_view\"}}\n",
+                    (batch * 1000 + i) % 5000
+                )
+            })
+            .collect();
+        expect_json(server.post_ndjson(&lines), StatusCode::ACCEPTED, "noise");
+    }
+    for i in 0..3 {
+        server.send_events(
+            &json!({"id": format!("fail-{i}"), "key": "victim", "type": "login_failed"}),
+        );
+    }
+    server.kill9();
+    server.restart();
+    // Sent at once: if it reached `victim` before its replayed failures,
+    // the sequence would never complete.
+    server.send_events(&json!({"id": "success", "key": "victim", "type": "login_success", "data": {"ip": "10.0.0.9"}}));
+    let alerts = server.wait_alerts("", 1);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["key"], "victim");
+    assert_eq!(
+        alerts[0]["message"],
+        "victim: 3 failed logins, then a success from 10.0.0.9"
+    );
+    let during = server.log().contains("events=40004");
+    eprintln!(
+        "the success was posted {} the replay ended",
+        if during { "before" } else { "after" }
+    );
+}
+
+#[test]
+fn the_replay_keeps_to_the_live_entity_limit() {
+    let mut server = Server::start(&config("1h"));
+    server.create_rule(
+        "id: count\nthreshold:\n  window: {sliding: 1h}\n  at_least: 1000\nalert:\n  message: \"{{key}}\"\n",
+    );
+    for batch in 0..3 {
+        let lines: String = (batch * 1000..(batch + 1) * 1000)
+            .map(|i| format!("{{\"key\": \"k-{i}\", \"type\": \"t\"}}\n"))
+            .collect();
+        expect_json(
+            server.post_ndjson(&lines),
+            StatusCode::ACCEPTED,
+            "1000 keys",
+        );
+    }
+    server.kill9();
+    std::fs::write(
+        server.dir().join("cepheus.toml"),
+        "[timing]\ntimer_tick = \"20ms\"\ncheckpoint_interval = \"1h\"\npassivate_after = \"100ms\"\n\n[limits]\nmax_live_entities = 50\n",
+    )
+    .unwrap();
+    server.restart();
+    // Every key is replayed (the last one too), never many more than the
+    // limit live at once: the replay waits for passivation to make room
+    // before each log record (a record of ~6 KiB holds up to ~150 of these
+    // events, the limit's slack, as for a request).
+    let mut most_live = 0.0f64;
+    wait_until("k-2999 to be replayed", || {
+        let metrics = server.get("/metrics").text().unwrap_or_default();
+        most_live = most_live.max(metric_value(&metrics, "cepheus_entities_live").unwrap_or(0.0));
+        let response = server.get("/v1/entities/k-2999");
+        let seen = response.status() == StatusCode::OK
+            && response
+                .json::<Value>()
+                .is_ok_and(|e| e["events_seen"] == 1);
+        seen.then_some(())
+    });
+    assert!(most_live <= 300.0, "{most_live} entities were live at once");
+    assert_eq!(server.entity("k-0")["events_seen"], 1);
 }

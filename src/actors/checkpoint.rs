@@ -29,25 +29,86 @@ pub const CHECKPOINT: &str = "checkpoint";
 /// Snapshots written per store batch.
 const WRITE_BATCH: usize = 1_000;
 
-/// Routes the log after the last checkpoint to the entities; returns how
-/// many events were routed.
+/// Log records at the end of the log whose event ids are remembered again
+/// before serving (see [`remember_newest_ids`]).
+const NEWEST_RECORDS: usize = 64;
+
+/// Remembers again the event ids of the newest log records.
+///
+/// NB: a one-record append writes the record, then its ids, without a
+/// transaction; a crash in between keeps the record without its ids. Only
+/// the newest record can be in that state (appends are serialized and sled
+/// recovers a prefix of its writes), and it must be remembered before a
+/// retry of its events is served: the replay, running while cepheus
+/// serves, may reach it too late. A few more than one, for good measure.
+pub(crate) fn remember_newest_ids(runtime: &Arc<Runtime>) -> StoreResult<()> {
+    for item in runtime.store.log().newest(NEWEST_RECORDS) {
+        let (_, record) = item?;
+        crate::ingest::dedup::remember(&runtime.store, &record.events, record.accepted_at)?;
+    }
+    Ok(())
+}
+
+/// Routes the log after the last checkpoint to the entities, including the
+/// records appended while it runs, and ends the replay; returns how many
+/// events were routed.
+///
+/// NB: records are routed strictly in seq order: a scan that finds a gap
+/// (a record appended while an iterator passed its place) starts again
+/// from the first missing seq. The last pass holds the sequencer lock, so
+/// no append slips between it and the end of the replay.
 pub(crate) fn replay(runtime: &Arc<Runtime>) -> StoreResult<u64> {
-    let checkpoint = runtime.store.meta_u64(CHECKPOINT)?.unwrap_or(0);
+    let mut next = runtime.store.meta_u64(CHECKPOINT)?.unwrap_or(0) + 1;
+    let mut routed = 0u64;
+    loop {
+        let before = next;
+        routed += route_log_from(runtime, &mut next)?;
+        if next == before {
+            break;
+        }
+    }
+    let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let before = next;
+        routed += route_log_from(runtime, &mut next)?;
+        if next == before {
+            break;
+        }
+    }
+    runtime
+        .replaying
+        .store(false, std::sync::atomic::Ordering::Release);
+    Ok(routed)
+}
+
+/// Holds the replay while the entities are at a limit that ingest answers
+/// with 429 or 503 (live entities, events in flight): replaying ten million
+/// keys must not take the memory that requests are refused. The passivation
+/// sweep and the entities make room meanwhile.
+fn wait_for_room(runtime: &Runtime) {
+    while runtime.router.live_count() >= runtime.config.max_live_entities
+        || runtime.router.inflight_events() >= runtime.config.max_inflight_events
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Routes the log records from seq `next` on, in order, stopping at the
+/// first gap; advances `next` past them.
+fn route_log_from(runtime: &Arc<Runtime>, next: &mut u64) -> StoreResult<u64> {
     let engine = runtime.engine();
     let mut routed = 0u64;
-    for item in runtime.store.log().read_from(checkpoint + 1) {
+    for item in runtime.store.log().read_from(*next) {
         let (seq, record) = item?;
+        if seq != *next {
+            break;
+        }
+        wait_for_room(runtime);
         crate::ingest::dedup::remember(&runtime.store, &record.events, record.accepted_at)?;
         let events: Vec<Arc<_>> = record.events.into_iter().map(Arc::new).collect();
         route_batch(runtime, &engine, seq, &events);
         routed += events.len() as u64;
-    }
-    if routed > 0 {
-        tracing::info!(
-            events = routed,
-            after = checkpoint,
-            "replayed the event log"
-        );
+        *next = seq + 1;
     }
     Ok(routed)
 }
@@ -116,6 +177,11 @@ pub async fn checkpoint(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     let _round = runtime.checkpoint_round.lock().await;
     let (through, touched) = {
         let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        if runtime.is_replaying() {
+            // The entities have not seen the log past the last checkpoint
+            // yet (a shutdown during the replay ends here).
+            return Ok(runtime.store.meta_u64(CHECKPOINT)?.unwrap_or(0));
+        }
         (
             runtime.store.log().next_seq() - 1,
             runtime.router.take_touched(),

@@ -344,7 +344,10 @@ impl EntityActor {
         let soon = wall_now().plus(crate::time::Duration(
             2 * self.runtime.config.timer_tick.as_millis() as i64,
         ));
-        if self.wall_due().is_some_and(|due| due <= soon) {
+        // NB: not while the log is replayed: timers do not run then, and a
+        // replay held at the live-entity limit would wait forever for
+        // entities whose deadlines passed while cepheus was down.
+        if !self.runtime.is_replaying() && self.wall_due().is_some_and(|due| due <= soon) {
             return None;
         }
         Some(self.snapshot())

@@ -113,6 +113,9 @@ pub struct Runtime {
     /// Concurrent requests' events, appended together under the sequencer.
     pub appender: crate::ingest::append::GroupAppend,
     ready: AtomicBool,
+    /// True until the log after the last checkpoint has been routed (see
+    /// [`checkpoint::replay`]): appends then leave routing to the replay.
+    replaying: AtomicBool,
     engine_generation: std::sync::atomic::AtomicU64,
     /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
     /// a passivated entity moves its clock to it when it wakes.
@@ -149,6 +152,7 @@ impl Runtime {
             sequencer: Mutex::new(Timestamp(i64::MIN)),
             appender: Default::default(),
             ready: AtomicBool::new(false),
+            replaying: AtomicBool::new(true),
             engine_generation: std::sync::atomic::AtomicU64::new(0),
             clock_floor: AtomicI64::new(floor),
             checkpoint_round: tokio::sync::Mutex::new(()),
@@ -212,24 +216,59 @@ impl Runtime {
         self.ready.store(true, Ordering::Release);
     }
 
-    /// Starts the background tasks (timers, alert publisher, checkpoints) on
-    /// the current actix system, then replays the log past the last
-    /// checkpoint; ready when the replay has been routed.
-    pub async fn start(self: &Arc<Self>) -> crate::store::StoreResult<u64> {
+    /// True while the log after the last checkpoint is still being routed.
+    pub fn is_replaying(&self) -> bool {
+        self.replaying.load(Ordering::Acquire)
+    }
+
+    /// Starts serving: remembers the ids of the newest log records, starts
+    /// the alert publisher, log upkeep and passivation, and is ready; the
+    /// replay of the log after the last checkpoint runs on a thread of its
+    /// own, and the timers and checkpoints start when it is done.
+    ///
+    /// NB: serving during the replay is safe because appends leave routing
+    /// to it until it has routed the last record (under the sequencer lock),
+    /// so every key still receives its events in log order. Timers,
+    /// checkpoints and `POST /v1/clock` wait: a timer or a clock advance
+    /// reaching an entity before its replayed events could fire an alert
+    /// those events cancel, and a checkpoint would record a position the
+    /// entities have not seen.
+    pub async fn start(self: &Arc<Self>) -> crate::store::StoreResult<()> {
         self.router.start_arbiters();
-        let replayed = checkpoint::replay(self)?;
-        actix::spawn(timers::run(Arc::clone(self)));
+        checkpoint::remember_newest_ids(self)?;
         actix::spawn(alerts::run_publisher(Arc::clone(self)));
         actix::spawn(maintenance::run(Arc::clone(self)));
-        // NB: the store writers get threads of their own. On the system
-        // thread a checkpoint round's snapshot writes held up the alert
-        // publisher (alerts waited hundreds of milliseconds), and behind
-        // rounds of millions of snapshots the sweep passivated nothing for
-        // minutes while new entities kept arriving.
-        actix::Arbiter::new().spawn(checkpoint::run(Arc::clone(self)));
+        // NB: passivation runs during the replay, which waits for it at the
+        // live-entity limit.
         actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
+        let runtime = Arc::clone(self);
+        let system = actix::Arbiter::current();
+        actix::Arbiter::new().spawn(async move {
+            let started = std::time::Instant::now();
+            match checkpoint::replay(&runtime) {
+                Ok(events) => tracing::info!(
+                    events,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "replayed the event log"
+                ),
+                Err(e) => {
+                    // Ingest stays refused (503): what the log holds past
+                    // the checkpoint cannot reach the entities.
+                    tracing::error!(error = %e, "cannot replay the event log; restart cepheus");
+                    runtime.ready.store(false, Ordering::Release);
+                    return;
+                }
+            }
+            system.spawn(timers::run(Arc::clone(&runtime)));
+            // NB: the store writers get threads of their own. On the system
+            // thread a checkpoint round's snapshot writes held up the alert
+            // publisher (alerts waited hundreds of milliseconds), and behind
+            // rounds of millions of snapshots the sweep passivated nothing
+            // for minutes while new entities kept arriving.
+            actix::Arbiter::new().spawn(checkpoint::run(runtime));
+        });
         self.set_ready();
-        Ok(replayed)
+        Ok(())
     }
 }
 

@@ -54,7 +54,7 @@ pub struct ClockAdvanced {
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
         (status = 413, description = "The body is over 1 MiB", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 503, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The store failed, or the event log is still being replayed after a start", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -63,6 +63,13 @@ pub async fn advance_clock(
     body: web::Json<ClockAdvance>,
 ) -> Result<HttpResponse, ApiError> {
     let runtime = &state.runtime;
+    if runtime.is_replaying() {
+        // Advanced before their replayed events, entities could fire
+        // alerts those events cancel.
+        return Err(ApiError::Unavailable(
+            "the event log is still being replayed after a start; retry in a moment".into(),
+        ));
+    }
     let to = body.advance_to;
     runtime.raise_clock_floor(to);
     let mut keys = runtime.router.live_keys();

@@ -39,7 +39,7 @@ pub async fn healthz() -> HttpResponse {
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = if !state.runtime.is_ready() {
-        Some("replaying the event log after start".to_owned())
+        Some("starting, or the event log could not be replayed (see the server log)".to_owned())
     } else {
         state.runtime.store.health().err()
     };

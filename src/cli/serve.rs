@@ -179,12 +179,11 @@ async fn serve(
         })?;
         tracing::info!(dir = %dir.display(), changed, "loaded rule files");
     }
-    let replayed = runtime.start().await.context("recovery failed")?;
+    runtime.start().await.context("recovery failed")?;
     tracing::info!(
         listen = %settings.listen,
         data_dir = %settings.data_dir.display(),
         rules = catalog.list().len(),
-        replayed,
         "cepheus is serving"
     );
 

@@ -191,6 +191,15 @@ impl EventLog {
         })
     }
 
+    /// The newest `n` records, newest first.
+    pub fn newest(&self, n: usize) -> impl Iterator<Item = StoreResult<(u64, LogRecord)>> {
+        self.tree.iter().rev().take(n).map(|item| {
+            let (k, v) = item?;
+            let seq = read_be(&k).unwrap_or(0);
+            Ok((seq, decode::<LogRecord>(&v)?))
+        })
+    }
+
     /// The oldest record's seq and acceptance time, if any.
     pub fn first(&self) -> StoreResult<Option<(u64, LogRecord)>> {
         match self.tree.first()? {

@@ -259,17 +259,44 @@ pub(crate) fn u32_to_arr(number: u32) -> [u8; 4] {
     number.to_le_bytes()
 }
 
+// cepheus patch: one zstd context per thread, reused. sled 0.34.7 made a
+// fresh context for every page it compressed or read back
+// (`ZSTD_createDCtx` and `ZSTD_createCCtx` were half of all CPU time once
+// the working set outgrew the page cache).
+#[cfg(feature = "compression")]
+thread_local! {
+    static ZSTD_COMPRESSOR: std::cell::RefCell<zstd::block::Compressor> =
+        std::cell::RefCell::new(zstd::block::Compressor::new());
+    static ZSTD_DECOMPRESSOR: std::cell::RefCell<zstd::block::Decompressor> =
+        std::cell::RefCell::new(zstd::block::Decompressor::new());
+}
+
+/// Compresses `buf` as one zstd frame with this thread's context.
+#[cfg(feature = "compression")]
+pub(crate) fn compress_frame(buf: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_COMPRESSOR.with(|c| c.borrow_mut().compress(buf, level))
+}
+
+#[cfg(feature = "compression")]
+fn decompress_frame(frame: &[u8]) -> std::io::Result<Vec<u8>> {
+    // ZSTD_CONTENTSIZE_UNKNOWN and _ERROR are the two largest u64s.
+    let size = zstd::zstd_safe::get_frame_content_size(frame);
+    if size >= u64::MAX - 1 {
+        return zstd::stream::decode_all(frame);
+    }
+    ZSTD_DECOMPRESSOR
+        .with(|d| d.borrow_mut().decompress(frame, size as usize))
+}
+
 #[allow(clippy::needless_pass_by_value)]
 pub(crate) fn maybe_decompress(in_buf: Vec<u8>) -> std::io::Result<Vec<u8>> {
     #[cfg(feature = "compression")]
     {
-        use zstd::stream::decode_all;
-
         let scootable_in_buf = &mut &*in_buf;
         let _ivec_varint = u64::deserialize(scootable_in_buf)
             .expect("this had to be serialized with an extra length frame");
         let _measure = Measure::new(&M.decompress);
-        let out_buf = decode_all(scootable_in_buf).expect(
+        let out_buf = decompress_frame(scootable_in_buf).expect(
             "failed to decompress data. \
              This is not expected, please open an issue on \
              https://github.com/spacejam/sled so we can \
