@@ -53,28 +53,23 @@ pub(crate) fn remember_newest_ids(runtime: &Arc<Runtime>) -> StoreResult<()> {
 /// records appended while it runs, and ends the replay; returns how many
 /// events were routed.
 ///
-/// NB: records are routed strictly in seq order: a scan that finds a gap
-/// (a record appended while an iterator passed its place) starts again
-/// from the first missing seq. The last pass holds the sequencer lock, so
-/// no append slips between it and the end of the replay.
+/// NB: while appends run, records are routed strictly in seq order: a scan
+/// that finds a gap (a record appended while the iterator passed its
+/// place) looks again from the first missing seq. The last pass holds the
+/// sequencer lock, so nothing is appended meanwhile and no append slips
+/// between it and the end of the replay.
 pub(crate) fn replay(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     let mut next = runtime.store.meta_u64(CHECKPOINT)?.unwrap_or(0) + 1;
     let mut routed = 0u64;
     loop {
         let before = next;
-        routed += route_log_from(runtime, &mut next)?;
+        routed += route_log_from(runtime, &mut next, AtGap::Stop)?;
         if next == before {
             break;
         }
     }
     let _order = runtime.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let before = next;
-        routed += route_log_from(runtime, &mut next)?;
-        if next == before {
-            break;
-        }
-    }
+    routed += route_log_from(runtime, &mut next, AtGap::Continue)?;
     runtime
         .replaying
         .store(false, std::sync::atomic::Ordering::Release);
@@ -104,14 +99,23 @@ fn wait_for_room(runtime: &Runtime) {
     }
 }
 
-/// Routes the log records from seq `next` on, in order, stopping at the
-/// first gap; advances `next` past them.
-fn route_log_from(runtime: &Arc<Runtime>, next: &mut u64) -> StoreResult<u64> {
+/// What a replay scan does at a gap in the log's seqs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AtGap {
+    /// Stop: appends are running, the missing record may be on its way.
+    Stop,
+    /// Go on: nothing is being appended, the gap is in the log.
+    Continue,
+}
+
+/// Routes the log records from seq `next` on, in order; advances `next`
+/// past them.
+fn route_log_from(runtime: &Arc<Runtime>, next: &mut u64, at_gap: AtGap) -> StoreResult<u64> {
     let engine = runtime.engine();
     let mut routed = 0u64;
     for item in runtime.store.log().read_from(*next) {
         let (seq, record) = item?;
-        if seq != *next {
+        if seq != *next && at_gap == AtGap::Stop {
             break;
         }
         wait_for_room(runtime);
