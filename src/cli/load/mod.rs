@@ -146,6 +146,18 @@ struct Progress {
     resubscribed: AtomicU64,
     done: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Per body: answered (acknowledged or failed), so the bodies holding
+    /// the next events of its keys may go.
+    settled: Vec<AtomicBool>,
+}
+
+impl Progress {
+    fn new(bodies: usize) -> Progress {
+        Progress {
+            settled: (0..bodies).map(|_| AtomicBool::new(false)).collect(),
+            ..Progress::default()
+        }
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -170,7 +182,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         setup_rules(args)?;
     }
 
-    let progress = Arc::new(Progress::default());
+    let progress = Arc::new(Progress::new(bodies.len()));
     let probes: Arc<DashMap<String, Instant>> = Arc::new(DashMap::new());
     let alert_latency = Arc::new(Mutex::new(histogram()));
     let subscriber = args.latency.then(|| {
@@ -186,14 +198,17 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let per_thread = (args.connections.max(1)).div_ceil(threads);
     let senders: Vec<_> = (0..threads)
         .map(|_| {
-            let (args, bodies, progress, probes) = (
+            let (args, workload, bodies, progress, probes) = (
                 args.clone(),
+                workload.clone(),
                 bodies.clone(),
                 progress.clone(),
                 probes.clone(),
             );
             std::thread::spawn(move || {
-                send_loop(&args, &bodies, &progress, &probes, per_thread, started)
+                send_loop(
+                    &args, &workload, &bodies, &progress, &probes, per_thread, started,
+                )
             })
         })
         .collect();
@@ -359,6 +374,7 @@ fn setup_rules(args: &LoadArgs) -> anyhow::Result<()> {
 /// One client thread: `connections` loops taking the next body until none is left.
 fn send_loop(
     args: &LoadArgs,
+    workload: &Workload,
     bodies: &Arc<Vec<Body>>,
     progress: &Arc<Progress>,
     probes: &Arc<DashMap<String, Instant>>,
@@ -376,9 +392,10 @@ fn send_loop(
         let client = client(args, connections);
         let url = format!("{}/v1/events", args.url);
         let loops = (0..connections).map(|_| {
-            let (client, url, bodies, progress, probes, latencies) = (
+            let (client, url, workload, bodies, progress, probes, latencies) = (
                 client.clone(),
                 url.clone(),
+                workload.clone(),
                 bodies.clone(),
                 progress.clone(),
                 probes.clone(),
@@ -389,6 +406,11 @@ fn send_loop(
                 loop {
                     let index = progress.next_body.fetch_add(1, Ordering::AcqRel);
                     let Some(body) = bodies.get(index) else { break };
+                    for before in workload.predecessors(index, batch) {
+                        while !progress.settled[before].load(Ordering::Acquire) {
+                            actix_web::rt::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
                     if rate > 0 {
                         let due =
                             started + Duration::from_secs_f64((index * batch) as f64 / rate as f64);
@@ -421,6 +443,7 @@ fn send_loop(
                                     progress
                                         .events
                                         .fetch_add(body.events as u64, Ordering::AcqRel);
+                                    progress.settled[index].store(true, Ordering::Release);
                                     break;
                                 }
                                 if status == 429 {
@@ -443,6 +466,7 @@ fn send_loop(
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner()) =
                                     Some(format!("{status}: {}", String::from_utf8_lossy(&answer)));
+                                progress.settled[index].store(true, Ordering::Release);
                                 break;
                             }
                             Err(e) => {
@@ -451,6 +475,7 @@ fn send_loop(
                                     .last_error
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                                progress.settled[index].store(true, Ordering::Release);
                                 break;
                             }
                         }

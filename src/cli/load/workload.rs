@@ -123,6 +123,23 @@ impl Workload {
     }
 }
 
+impl Workload {
+    /// The bodies (of `batch` events, as [`Workload::bodies`] cuts them)
+    /// holding the previous event of some key of body `index`: they must be
+    /// acknowledged before it is sent, or two requests in flight at once
+    /// could reorder a key's script (a success before the third failure
+    /// completes no sequence).
+    pub fn predecessors(&self, index: usize, batch: usize) -> std::ops::Range<usize> {
+        let (batch, keys) = (batch.max(1), self.keys.max(1));
+        let first = index * batch;
+        let last = ((index + 1) * batch).min(self.events).saturating_sub(1);
+        if last < keys {
+            return 0..0;
+        }
+        (first.saturating_sub(keys) / batch)..((last - keys) / batch + 1)
+    }
+}
+
 /// One request body.
 #[derive(Debug, Clone, Default)]
 pub struct Body {
@@ -137,6 +154,27 @@ pub struct Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_waits_for_the_bodies_holding_its_keys_previous_events() {
+        let w = Workload {
+            keys: 200,
+            events: 4_000,
+            complete: 0.2,
+            data_bytes: 0,
+        };
+        // Two bodies per round: body 2 repeats body 0's keys, body 3 body 1's.
+        assert_eq!(w.predecessors(0, 100), 0..0);
+        assert_eq!(w.predecessors(1, 100), 0..0);
+        assert_eq!(w.predecessors(2, 100), 0..1);
+        assert_eq!(w.predecessors(3, 100), 1..2);
+        // Rounds not aligned with bodies: events 150..300 follow 0..100 and 100..150.
+        assert_eq!(w.predecessors(1, 150), 0..1);
+        assert_eq!(w.predecessors(2, 150), 0..2);
+        // One key: each body follows the one before.
+        let one = Workload { keys: 1, ..w };
+        assert_eq!(one.predecessors(5, 1), 4..5);
+    }
 
     #[test]
     fn bodies_hold_every_event_once_and_completing_keys_complete() {
