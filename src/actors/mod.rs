@@ -241,9 +241,14 @@ impl Runtime {
         // NB: passivation runs during the replay, which waits for it at the
         // live-entity limit.
         actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
+        // NB: ready before the replay starts, so a replay that fails at
+        // once cannot be overtaken by this and leave cepheus "ready".
+        self.set_ready();
         let runtime = Arc::clone(self);
         let system = actix::Arbiter::current();
         actix::Arbiter::new().spawn(async move {
+            // The replay's own thread ends with it.
+            let _stop = StopArbiterOnDrop;
             let started = std::time::Instant::now();
             match checkpoint::replay(&runtime) {
                 Ok(events) => tracing::info!(
@@ -267,8 +272,17 @@ impl Runtime {
             // for minutes while new entities kept arriving.
             actix::Arbiter::new().spawn(checkpoint::run(runtime));
         });
-        self.set_ready();
         Ok(())
+    }
+}
+
+/// Stops the current arbiter when dropped: a one-off task's thread ends
+/// with the task, however it returns.
+struct StopArbiterOnDrop;
+
+impl Drop for StopArbiterOnDrop {
+    fn drop(&mut self) {
+        actix::Arbiter::current().stop();
     }
 }
 
