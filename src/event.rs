@@ -16,10 +16,13 @@ use crate::time::Timestamp;
 /// # Invariants
 /// `key` and `type` are non-empty and within [`EventLimits`]; `data` is a
 /// JSON object (empty when the producer sent none).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized (by hand, see [`Serialize`] below) without `id` when it has
+/// none in JSON, with every field in positional binary formats.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     /// Producer-chosen id, used to drop retried duplicates per key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub id: Option<String>,
     /// The entity the event belongs to (an account, a device, a patient).
     pub key: String,
@@ -34,10 +37,12 @@ pub struct Event {
 }
 
 /// A short reference to an event, as alerts list the events that explain them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+// NB: serialized like `Event` (by hand, below): `id` left out in JSON when
+// absent, every field present in binary formats.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 pub struct EventRef {
     /// The producer's id, if it gave one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub id: Option<String>,
     /// The event's type (shared: many references name the same few types).
     #[serde(rename = "type")]
@@ -66,6 +71,45 @@ impl EventRef {
             time: event.time,
             ordinal,
         }
+    }
+}
+
+// NB: `skip_serializing_if` cannot tell JSON from MessagePack, and a field
+// left out of a positional record (entity snapshots are stored as arrays,
+// `crate::store::codec`) shifts every field after it. So `id` is left out
+// only where the format is human-readable (JSON: the wire and dead letters).
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let omit_id = self.id.is_none() && serializer.is_human_readable();
+        let mut s = serializer.serialize_struct("Event", if omit_id { 4 } else { 5 })?;
+        if omit_id {
+            s.skip_field("id")?;
+        } else {
+            s.serialize_field("id", &self.id)?;
+        }
+        s.serialize_field("key", &self.key)?;
+        s.serialize_field("type", &self.event_type)?;
+        s.serialize_field("time", &self.time)?;
+        s.serialize_field("data", &self.data)?;
+        s.end()
+    }
+}
+
+impl Serialize for EventRef {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct as _;
+        let omit_id = self.id.is_none() && serializer.is_human_readable();
+        let mut s = serializer.serialize_struct("EventRef", if omit_id { 3 } else { 4 })?;
+        if omit_id {
+            s.skip_field("id")?;
+        } else {
+            s.serialize_field("id", &self.id)?;
+        }
+        s.serialize_field("type", &self.event_type)?;
+        s.serialize_field("time", &self.time)?;
+        s.serialize_field("ordinal", &self.ordinal)?;
+        s.end()
     }
 }
 

@@ -403,14 +403,23 @@ fn roundtrip(state: &KeyState) -> KeyState {
         &from_json, state,
         "JSON round trip changed the state\n{json}"
     );
-    let packed = rmp_serde::to_vec_named(&from_json).expect("KeyState serializes to MessagePack");
-    let from_packed: KeyState =
-        rmp_serde::from_slice(&packed).unwrap_or_else(|e| panic!("MessagePack restore: {e}"));
+    let named = rmp_serde::to_vec_named(&from_json).expect("KeyState serializes to MessagePack");
+    let from_named: KeyState =
+        rmp_serde::from_slice(&named).unwrap_or_else(|e| panic!("MessagePack restore: {e}"));
     assert_eq!(
-        &from_packed, state,
-        "MessagePack round trip changed the state"
+        &from_named, state,
+        "MessagePack (named) round trip changed the state"
     );
-    from_packed
+    // Snapshots are stored positionally (arrays, no field names): a field
+    // skipped when empty would shift every later one.
+    let positional = rmp_serde::to_vec(&from_named).expect("KeyState serializes positionally");
+    let from_positional: KeyState = rmp_serde::from_slice(&positional)
+        .unwrap_or_else(|e| panic!("positional MessagePack restore: {e}"));
+    assert_eq!(
+        &from_positional, state,
+        "MessagePack (positional) round trip changed the state"
+    );
+    from_positional
 }
 
 // --- properties ---------------------------------------------------------------------

@@ -33,10 +33,10 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AbsenceState {
     /// With a trigger: one per trigger still waiting, in trigger order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pending: Vec<Pending>,
     /// Without a trigger: the latest expected event, while armed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     heartbeat: Option<Pending>,
 }
 
@@ -46,7 +46,7 @@ struct Pending {
     /// The trigger (or latest expected) event.
     event: EventRef,
     /// The event itself, kept for the message template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     full: Option<Arc<Event>>,
     /// When the alert fires unless cancelled.
     deadline: Timestamp,

@@ -54,14 +54,14 @@ impl Sample {
 pub(crate) struct Accumulator {
     pub count: u64,
     pub sum: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub min: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max: Option<f64>,
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default)]
     pub distinct: BTreeSet<String>,
     /// The window's most recent event, kept for the message template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last: Option<Arc<Event>>,
     /// The events that explain the window, bounded.
     pub explanation: Explanation,

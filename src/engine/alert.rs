@@ -123,12 +123,8 @@ pub struct Explanation {
     /// The kept references, oldest first.
     pub events: Vec<EventRef>,
     /// How many events were taken but not kept.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default)]
     pub omitted: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl Explanation {

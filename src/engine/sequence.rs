@@ -144,7 +144,7 @@ struct Run {
     /// Ordinal of every event taken, in order, under `any` contiguity only
     /// (one number per event; the explanation is bounded and cannot order
     /// branches).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     ordinals: Vec<u64>,
 }
 
@@ -152,9 +152,9 @@ struct Run {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 struct StepMatch {
     count: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     first: Option<Arc<Event>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     last: Option<Arc<Event>>,
 }
 

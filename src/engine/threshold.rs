@@ -63,19 +63,19 @@ pub struct SlidingWindow {
     /// Entries sorted by (time, ordinal).
     entries: VecDeque<Entry>,
     /// Distinct values in the window with their number of entries.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     distinct: BTreeMap<String, u32>,
     /// The condition held at the last evaluation (so it cannot fire again
     /// until it has been false).
     #[serde(default)]
     holding: bool,
     /// The most recent event, for the message template.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     last: Option<Arc<Event>>,
     /// An instant at which entries left when the watermark had only reached
     /// it: events at that instant may still come, so the condition is
     /// evaluated there once one arrives or the watermark passes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     unsettled: Option<Timestamp>,
 }
 

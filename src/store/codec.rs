@@ -17,14 +17,27 @@ pub trait Record: Serialize + DeserializeOwned {
     const KIND: &'static str;
     /// Layout version written by this build.
     const FORMAT: u8;
+    /// The oldest layout version this build still reads (with the same
+    /// decoder: MessagePack reads a struct written as a map of names or as
+    /// an array, and fields added at the end with `#[serde(default)]`).
+    const READS_SINCE: u8 = Self::FORMAT;
+    /// Whether structs are written as arrays (positional, compact) rather
+    /// than maps of field names. Positional records must not skip fields:
+    /// no `skip_serializing_if`, new fields only at the end, with
+    /// `#[serde(default)]`.
+    const POSITIONAL: bool = false;
 }
 
 /// Encodes `value` with its kind's current version.
 pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
     let mut bytes = Vec::with_capacity(64);
     bytes.push(T::FORMAT);
-    rmp_serde::encode::write_named(&mut bytes, value)
-        .map_err(|e| StoreError::Encode(T::KIND, e.to_string()))?;
+    let written = if T::POSITIONAL {
+        rmp_serde::encode::write(&mut bytes, value)
+    } else {
+        rmp_serde::encode::write_named(&mut bytes, value)
+    };
+    written.map_err(|e| StoreError::Encode(T::KIND, e.to_string()))?;
     Ok(bytes)
 }
 
@@ -33,7 +46,7 @@ pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let Some((&format, body)) = bytes.split_first() else {
         return Err(StoreError::Corrupt(T::KIND, "empty record".into()));
     };
-    if format != T::FORMAT {
+    if !(T::READS_SINCE..=T::FORMAT).contains(&format) {
         return Err(StoreError::UnknownFormat {
             kind: T::KIND,
             found: format,
