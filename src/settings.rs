@@ -77,6 +77,10 @@ pub struct History {
     pub max_bytes: u64,
     /// How often the log is compacted (default `1m`).
     pub compact_every: Duration,
+    /// Most event ids remembered for deduplication (default 10,000,000,
+    /// about 450 MB); beyond it the oldest are forgotten before the dedup
+    /// horizon, counted in `cepheus_dedup_ids_forgotten_total`.
+    pub max_remembered_ids: usize,
 }
 
 impl Default for History {
@@ -85,6 +89,7 @@ impl Default for History {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 10 * 1024 * 1024 * 1024,
             compact_every: Duration::from_secs(60),
+            max_remembered_ids: 10_000_000,
         }
     }
 }
@@ -162,6 +167,9 @@ pub struct Storage {
     /// counts a cached page at its compressed size, so the cache then holds
     /// several times `cache_bytes` in memory.
     pub compression: bool,
+    /// Size at which a journal segment file is closed and a new one started
+    /// (default 64 MiB); retention removes whole segments.
+    pub segment_bytes: u64,
 }
 
 impl Default for Settings {
@@ -220,6 +228,7 @@ impl Default for Storage {
         Storage {
             cache_bytes: 256 * 1024 * 1024,
             compression: false,
+            segment_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -7,24 +7,24 @@ use std::sync::Arc;
 
 use actix::{Actor, ActorContext, Context, Handler, Message};
 use serde_json::{Map, Value};
+
 use tokio::sync::oneshot;
 
 use crate::actors::router::Liveness;
 use crate::actors::{wall_now, Runtime};
 use crate::engine::{Alert, Engine, EntityView, KeyState};
 use crate::event::Event;
-use crate::store::deadletters::{DeadLetter, DeadLetterReason};
+use crate::journal::{LetterEntry, LetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
-use crate::store::StoreError;
 use crate::telemetry;
 use crate::time::Timestamp;
 
-/// One event delivered to an entity, with its place in the log.
+/// One event delivered to an entity, with its place in the journal.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Log seq of the batch.
-    pub seq: u64,
-    /// Index of the event in the batch.
+    /// The journal frame holding it.
+    pub lsn: u64,
+    /// Index of the event among the frame's events.
     pub index: u32,
     /// The event.
     pub event: Arc<Event>,
@@ -60,10 +60,12 @@ pub enum EntityMsg {
         /// Whether the sweep wrote the snapshot.
         written: bool,
     },
-    /// Replace the static attributes and persist them.
+    /// Replace the static attributes; answers with the new view and the
+    /// snapshot to write (the caller writes it once the journal is durable
+    /// past what the entity reflects).
     SetAttributes(
         Map<String, Value>,
-        oneshot::Sender<Result<EntityView, StoreError>>,
+        oneshot::Sender<(EntityView, Option<SnapshotWrite>)>,
     ),
 }
 
@@ -118,7 +120,7 @@ impl EntityActor {
         EntityActor {
             state: KeyState::new(key.clone()),
             key,
-            engine_generation: runtime.engine_generation(),
+            engine_generation: runtime.engine.generation(),
             engine: runtime.engine(),
             runtime,
             liveness,
@@ -164,7 +166,7 @@ impl EntityActor {
     /// Takes the current engine if the rules changed since this actor last
     /// looked.
     fn refresh_engine(&mut self) {
-        let generation = self.runtime.engine_generation();
+        let generation = self.runtime.engine.generation();
         if generation != self.engine_generation {
             self.engine = self.runtime.engine();
             self.engine_generation = generation;
@@ -177,7 +179,7 @@ impl EntityActor {
         let mut alerts = Vec::new();
         let mut late = Vec::new();
         for d in deliveries {
-            if (d.seq, d.index) <= self.applied {
+            if (d.lsn, d.index) <= self.applied {
                 continue;
             }
             let before = self.state.clock;
@@ -191,7 +193,7 @@ impl EntityActor {
                     .iter()
                     .map(|(r, _)| r.to_string())
                     .collect();
-                late.push((d.seq, d.index, d.event, rules));
+                late.push((d.lsn, d.index, d.event, rules));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -199,7 +201,7 @@ impl EntityActor {
             }
             telemetry::dropped(&outcome.dropped);
             alerts.extend(outcome.alerts);
-            self.applied = (d.seq, d.index);
+            self.applied = (d.lsn, d.index);
         }
         self.dirty = true;
         self.record_alerts(&alerts);
@@ -235,8 +237,9 @@ impl EntityActor {
         }
     }
 
-    /// Dead-letters late events, each identified by its key and log
-    /// position: a replay after a crash evaluates them again.
+    /// Dead-letters late events, each identified by its key and journal
+    /// place: a replay after a crash evaluates them again, and the alert hub
+    /// then lists each once.
     fn record_late(&self, late: Vec<(u64, u32, Arc<Event>, Vec<String>)>, now: Timestamp) {
         if late.is_empty() {
             return;
@@ -246,16 +249,16 @@ impl EntityActor {
             .state
             .clock
             .map(|c| c.minus(self.engine.config().allowed_lateness));
-        let letters: Vec<(Vec<u8>, DeadLetter)> = late
+        let letters: Vec<LetterEntry> = late
             .iter()
-            .map(|(seq, index, e, rules)| {
+            .map(|(lsn, index, e, rules)| {
                 let mut identity = self.key.as_bytes().to_vec();
                 identity.push(0);
-                identity.extend_from_slice(&seq.to_be_bytes());
+                identity.extend_from_slice(&lsn.to_be_bytes());
                 identity.extend_from_slice(&index.to_be_bytes());
-                let letter = DeadLetter {
-                    seq: 0,
-                    reason: DeadLetterReason::Late,
+                LetterEntry {
+                    identity: Some(identity),
+                    reason: LetterReason::Late,
                     error: if rules.is_empty() {
                         format!(
                             "event time {} is older than the entity's watermark {}",
@@ -272,12 +275,11 @@ impl EntityActor {
                     },
                     key: Some(self.key.clone()),
                     received_at: now,
-                    event: serde_json::to_value(&**e).unwrap_or(Value::Null),
-                };
-                (identity, letter)
+                    event: serde_json::to_string(&**e).unwrap_or_default(),
+                }
             })
             .collect();
-        if let Err(e) = self.runtime.store.deadletters().append_once(&letters) {
+        if let Err(e) = self.runtime.alerts.record_letters(letters) {
             tracing::error!(key = %self.key, error = %e, "cannot record late events as dead letters");
         }
     }
@@ -445,11 +447,8 @@ impl Handler<EntityMsg> for EntityActor {
             EntityMsg::SetAttributes(attributes, done) => {
                 self.state.attributes = attributes;
                 self.dirty = true;
-                let result = match self.snapshot() {
-                    Some(write) => self.runtime.store.entities().write(&[write]),
-                    None => Ok(()),
-                };
-                let _ = done.send(result.map(|()| self.describe()));
+                let write = self.snapshot();
+                let _ = done.send((self.describe(), write));
             }
         }
         self.rearm_timer();

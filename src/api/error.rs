@@ -172,7 +172,7 @@ impl From<IngestError> for ApiError {
                 message: e.to_string(),
                 retry_after_secs,
             },
-            IngestError::NotReady | IngestError::Store(_) => ApiError::Unavailable(e.to_string()),
+            IngestError::NotReady | IngestError::Journal(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

@@ -63,7 +63,7 @@ pub async fn post_events(
     ingest::check_capacity(&state.runtime)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
     let decoded = ingest::decode(&body, format, &state.limits.decode, wall_now())?;
-    let summary = ingest::ingest(&state.runtime, decoded, &state.limits.ingest).await?;
+    let summary = ingest::ingest(&state.runtime, decoded).await?;
     Ok(HttpResponse::Accepted().json(summary))
 }
 

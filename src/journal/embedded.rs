@@ -56,6 +56,9 @@ pub struct JournalConfig {
     pub first_lsn: u64,
 }
 
+/// Events the replay routes between two calls of its pacing function.
+const REPLAY_SLICE: usize = 64;
+
 /// A request waiting for its turn.
 struct Pending {
     submission: Submission,
@@ -614,10 +617,12 @@ impl EmbeddedJournal {
             }
             for frame in self.read(next, durable, events_only) {
                 let (lsn, _, payload) = frame?;
-                pace();
                 let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
-                if !events.is_empty() {
-                    sink.accepted(lsn, 0, &events);
+                // NB: in slices, so a large frame cannot take the service
+                // far past a limit before `pace` is asked again.
+                for (i, slice) in events.chunks(REPLAY_SLICE).enumerate() {
+                    pace();
+                    sink.accepted(lsn, (i * REPLAY_SLICE) as u32, slice);
                 }
                 routed += events.len() as u64;
                 next = lsn + 1;
@@ -776,20 +781,18 @@ impl EmbeddedJournal {
                 p.durable = group.lsn;
                 p.stalled = None;
             });
-            let alerts = group.payload.alerts().to_vec();
-            let letters = group.payload.letters().to_vec();
-            if !alerts.is_empty() || !letters.is_empty() {
-                if let Some(tx) = &*self
-                    .durable_groups
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                {
-                    let _ = tx.send(DurableGroup {
-                        lsn: group.lsn,
-                        alerts,
-                        letters,
-                    });
-                }
+            // NB: every group, also those with nothing to publish: the
+            // publisher's position says how far the store's copies follow.
+            if let Some(tx) = &*self
+                .durable_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                let _ = tx.send(DurableGroup {
+                    lsn: group.lsn,
+                    alerts: group.payload.alerts().to_vec(),
+                    letters: group.payload.letters().to_vec(),
+                });
             }
             let _ = self
                 .id_work

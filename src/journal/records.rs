@@ -97,6 +97,9 @@ pub struct Payload {
 pub struct PayloadBuilder {
     events: Vec<u8>,
     event_count: u32,
+    /// Write an events section even with no event (a frame must hold
+    /// something: see `allow_empty`).
+    empty_events_section: bool,
     alerts: Vec<AlertEntry>,
     letters: Vec<LetterEntry>,
 }
@@ -105,6 +108,12 @@ impl PayloadBuilder {
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
         self.event_count == 0 && self.alerts.is_empty() && self.letters.is_empty()
+    }
+
+    /// Lets the payload be empty of events, alerts and letters: it then
+    /// holds an events section of none (a frame is never zero bytes).
+    pub fn allow_empty(&mut self) {
+        self.empty_events_section = true;
     }
 
     /// Events added so far.
@@ -146,7 +155,7 @@ impl PayloadBuilder {
     /// The payload's bytes.
     pub fn finish(&self) -> Result<Vec<u8>, JournalError> {
         let mut out = Vec::with_capacity(self.events.len() + 64);
-        if self.event_count > 0 {
+        if self.event_count > 0 || self.empty_events_section {
             let mut body = Vec::with_capacity(4 + self.events.len());
             body.extend_from_slice(&self.event_count.to_le_bytes());
             body.extend_from_slice(&self.events);
