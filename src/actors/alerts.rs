@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, watch};
 use crate::actors::{wall_now, Runtime};
 use crate::engine::Alert;
 use crate::journal::records::Wanted;
-use crate::journal::{AlertEntry, DurableGroup, EmbeddedJournal, LetterEntry};
+use crate::journal::{AlertEntry, DurableGroup, Journal, LetterEntry};
 use crate::store::alerts::StoredAlert;
 use crate::store::{Store, StoreError, StoreResult};
 use crate::telemetry;
@@ -54,7 +54,7 @@ pub struct ViewPosition {
 /// Journals, publishes and stores alerts and dead letters.
 pub struct AlertHub {
     store: Store,
-    journal: Arc<EmbeddedJournal>,
+    journal: Arc<dyn Journal>,
     live: broadcast::Sender<Arc<StoredAlert>>,
     /// The last seq broadcast: every alert up to it is durable, stored and
     /// was sent.
@@ -69,7 +69,7 @@ pub struct AlertHub {
 }
 
 impl AlertHub {
-    pub(crate) fn new(store: Store, journal: Arc<EmbeddedJournal>, backlog: usize) -> AlertHub {
+    pub(crate) fn new(store: Store, journal: Arc<dyn Journal>, backlog: usize) -> AlertHub {
         AlertHub {
             store,
             journal,

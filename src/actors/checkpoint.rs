@@ -41,7 +41,7 @@ pub fn last_checkpoint(store: &Store) -> StoreResult<u64> {
 pub(crate) fn replay(runtime: &Arc<Runtime>, checkpoint: u64) -> StoreResult<u64> {
     runtime
         .journal
-        .replay(checkpoint + 1, &Routing::new(runtime), || {
+        .replay(checkpoint + 1, &Routing::new(runtime), &mut || {
             wait_for_room(runtime)
         })
         .map_err(|e| StoreError::Sled(e.to_string()))

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::engine::{Engine, EngineConfig, RuleSet};
-use crate::journal::{DurableGroup, EmbeddedJournal};
+use crate::journal::{DurableGroup, Journal};
 use crate::store::Store;
 use crate::time::Timestamp;
 
@@ -62,8 +62,6 @@ pub struct Upkeep {
     pub retention: crate::time::Duration,
     /// Keep at most this many bytes of event log.
     pub max_log_bytes: u64,
-    /// Forget event ids older than this.
-    pub dedup_horizon: crate::time::Duration,
 }
 
 impl Default for Upkeep {
@@ -72,7 +70,6 @@ impl Default for Upkeep {
             every: std::time::Duration::from_secs(60),
             retention: crate::time::Duration::from_secs(7 * 24 * 3600),
             max_log_bytes: 10 * 1024 * 1024 * 1024,
-            dedup_horizon: crate::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -97,7 +94,7 @@ pub struct Runtime {
     /// Entity state, rules, alert and dead-letter views (sled).
     pub store: Store,
     /// What was accepted, in order; durable before anyone is told.
-    pub journal: Arc<EmbeddedJournal>,
+    pub journal: Arc<dyn Journal>,
     /// Routes messages to entity actors.
     pub router: Router,
     /// Wakes entities whose timers are due.
@@ -122,7 +119,7 @@ impl Runtime {
     /// tasks; see [`Runtime::start`].
     pub fn new(
         store: Store,
-        journal: Arc<EmbeddedJournal>,
+        journal: Arc<dyn Journal>,
         rules: RuleSet,
         engine_config: EngineConfig,
         config: RuntimeConfig,

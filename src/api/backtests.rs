@@ -233,7 +233,7 @@ pub async fn start_backtest(
     if let Some(other) = &request.compare {
         rules.push(Arc::new(resolve(&state, other)?));
     }
-    let journal = Arc::clone(&state.runtime.journal);
+    let journal: Arc<dyn crate::journal::Journal> = Arc::clone(&state.runtime.journal);
     let first = journal.first_lsn();
     let through = journal.durable_lsn();
     let progress = Arc::new(Progress::default());

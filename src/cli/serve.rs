@@ -182,7 +182,7 @@ async fn serve(
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
     let runtime = Runtime::new(
         store,
-        Arc::clone(&journal),
+        Arc::clone(&journal) as Arc<dyn crate::journal::Journal>,
         catalog.rule_set(),
         settings.engine.clone(),
         RuntimeConfig {
@@ -200,7 +200,6 @@ async fn serve(
                     .max(std::time::Duration::from_millis(10)),
                 retention: settings.history.retention,
                 max_log_bytes: settings.history.max_bytes,
-                dedup_horizon: settings.timing.dedup_horizon,
             },
         },
     );
@@ -271,7 +270,7 @@ async fn serve(
     checkpoint::checkpoint(&runtime)
         .await
         .context("final checkpoint failed")?;
-    journal.close();
+    crate::journal::Journal::close(&*journal);
     runtime.store.flush_blocking()?;
     tracing::info!("stopped");
     Ok(())

@@ -31,7 +31,9 @@ use crate::journal::file::{JournalFs, OsFs};
 use crate::journal::partition::partition_of;
 use crate::journal::records::{self, AlertEntry, LetterEntry, Payload, PayloadBuilder, Wanted};
 use crate::journal::segment::{SegmentConfig, SegmentLog};
-use crate::journal::{Appended, DurableGroup, EventSink, JournalError, Progress, Submission};
+use crate::journal::{
+    Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Progress, Submission,
+};
 use crate::time::{wall_now, Duration, Timestamp};
 
 /// How the embedded journal is set up.
@@ -306,11 +308,6 @@ impl EmbeddedJournal {
         );
     }
 
-    /// Number of partitions.
-    pub fn partitions(&self) -> u16 {
-        self.config.partitions
-    }
-
     /// The journal's directory.
     pub fn dir(&self) -> &Path {
         &self.config.dir
@@ -319,7 +316,7 @@ impl EmbeddedJournal {
     /// Appends a request's events (and its dead letters) together with
     /// whatever other requests are waiting, routing the events to `sink`;
     /// returns once they are durable.
-    pub async fn append(
+    async fn append_events(
         &self,
         submission: Submission,
         sink: &dyn EventSink,
@@ -443,29 +440,6 @@ impl EmbeddedJournal {
         }
     }
 
-    /// Adds alerts and dead letters to the open group (published once it is
-    /// durable); returns the group's LSN.
-    pub fn append_records(
-        &self,
-        alerts: Vec<AlertEntry>,
-        letters: Vec<LetterEntry>,
-    ) -> Result<u64, JournalError> {
-        if let Some(reason) = &self.progress.borrow().failed {
-            return Err(JournalError::Failed(reason.clone()));
-        }
-        let mut sequencer = self.lock();
-        for alert in alerts {
-            sequencer.open.payload.push_alert(alert);
-        }
-        for letter in letters {
-            sequencer.open.payload.push_letter(letter);
-        }
-        let lsn = sequencer.open.lsn;
-        drop(sequencer);
-        self.work.notify_one();
-        Ok(lsn)
-    }
-
     /// Waits until frame `lsn` is durable, at most `durable_timeout`.
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), JournalError> {
         let mut progress = self.progress.subscribe();
@@ -489,33 +463,6 @@ impl EmbeddedJournal {
                 })
             }
         }
-    }
-
-    /// The LSN through which every routed event is in a written frame or
-    /// the group being written: a checkpoint may record it once the entities
-    /// have applied what they were sent.
-    pub fn routed_through(&self) -> u64 {
-        self.lock().open.lsn - 1
-    }
-
-    /// Waits until everything routed so far is durable (before a snapshot
-    /// that may reflect it is written: sled must never hold state derived
-    /// from an event a crash could still take back).
-    pub async fn sync_routed(&self) -> Result<(), JournalError> {
-        let lsn = {
-            let sequencer = self.lock();
-            if sequencer.open.payload.is_empty() {
-                sequencer.open.lsn - 1
-            } else {
-                sequencer.open.lsn
-            }
-        };
-        self.wait_durable(lsn).await
-    }
-
-    /// The durable LSN and health.
-    pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
     }
 
     /// Watches the durable LSN and health.
@@ -547,178 +494,6 @@ impl EmbeddedJournal {
             .send(IdWork::Sync(tx))
             .map_err(|_| JournalError::Closed)?;
         rx.await.unwrap_or(Err(JournalError::Closed))
-    }
-
-    /// Frames `from..=through` (clamped to what is durable), decoded as
-    /// `wanted` says.
-    pub fn read(
-        &self,
-        from: u64,
-        through: u64,
-        wanted: Wanted,
-    ) -> impl Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + '_ {
-        let through = through.min(self.progress.borrow().durable);
-        let dir = self.config.dir.clone();
-        self.log.read(from, through).map(move |frame| {
-            let frame = frame?;
-            let payload = records::decode(&frame.payload, wanted).map_err(|reason| {
-                JournalError::Corrupt {
-                    path: dir.clone(),
-                    offset: 0,
-                    reason: format!("frame {}: {reason}", frame.lsn),
-                }
-            })?;
-            Ok((frame.lsn, Timestamp(frame.written_at), payload))
-        })
-    }
-
-    /// LSN of the oldest frame held.
-    pub fn first_lsn(&self) -> u64 {
-        self.log.first_lsn()
-    }
-
-    /// LSN of the newest durable frame.
-    pub fn durable_lsn(&self) -> u64 {
-        self.progress.borrow().durable
-    }
-
-    /// Bytes of the journal's frames.
-    pub fn bytes(&self) -> u64 {
-        self.log.bytes()
-    }
-
-    /// Marks the start of the replay: appends stop routing until
-    /// [`EmbeddedJournal::replay`] has caught up.
-    pub fn begin_replay(&self) {
-        self.lock().replaying = true;
-    }
-
-    /// Routes the events of every frame from `from` on to `sink`, including
-    /// frames appended meanwhile, then ends the replay; returns how many
-    /// events were routed. `pace` is called before each frame (the replay
-    /// waits there while the service is at a limit).
-    pub fn replay(
-        &self,
-        from: u64,
-        sink: &dyn EventSink,
-        mut pace: impl FnMut(),
-    ) -> Result<u64, JournalError> {
-        let events_only = Wanted {
-            events: true,
-            alerts: false,
-            letters: false,
-        };
-        let mut next = from.max(self.first_lsn());
-        let mut routed = 0u64;
-        loop {
-            let durable = self.durable_lsn();
-            if next > durable {
-                break;
-            }
-            for frame in self.read(next, durable, events_only) {
-                let (lsn, _, payload) = frame?;
-                let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
-                // NB: in slices, so a large frame cannot take the service
-                // far past a limit before `pace` is asked again.
-                for (i, slice) in events.chunks(REPLAY_SLICE).enumerate() {
-                    pace();
-                    sink.accepted(lsn, (i * REPLAY_SLICE) as u32, slice);
-                }
-                routed += events.len() as u64;
-                next = lsn + 1;
-            }
-        }
-        // The last pass holds the sequencer: nothing is placed meanwhile.
-        // Frames written but not yet durable are read from the log, the
-        // group being written and the open one from memory.
-        let mut sequencer = self.lock();
-        let written = self.log.next_lsn() - 1;
-        for frame in self.log.read(next, written) {
-            let frame = frame?;
-            let payload = records::decode(&frame.payload, events_only).map_err(|reason| {
-                JournalError::Corrupt {
-                    path: self.config.dir.clone(),
-                    offset: 0,
-                    reason: format!("frame {}: {reason}", frame.lsn),
-                }
-            })?;
-            let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
-            if !events.is_empty() {
-                sink.accepted(frame.lsn, 0, &events);
-            }
-            routed += events.len() as u64;
-            next = frame.lsn + 1;
-        }
-        if let Some((lsn, events)) = &sequencer.in_flight {
-            if *lsn >= next && !events.is_empty() {
-                sink.accepted(*lsn, 0, events);
-                routed += events.len() as u64;
-            }
-        }
-        if !sequencer.open.events.is_empty() {
-            sink.accepted(sequencer.open.lsn, 0, &sequencer.open.events);
-            routed += sequencer.open.events.len() as u64;
-        }
-        sequencer.replaying = false;
-        Ok(routed)
-    }
-
-    /// Whether the replay has not caught up yet.
-    pub fn is_replaying(&self) -> bool {
-        self.lock().replaying
-    }
-
-    /// Removes the oldest segments no longer needed: every frame in them is
-    /// before `keep_from` (what recovery and the id log need), and they are
-    /// older than `oldest` or the journal is over `max_bytes`. The id log
-    /// forgets what is older than the dedup horizon. Returns the number of
-    /// segments removed.
-    pub fn retain(
-        &self,
-        keep_from: u64,
-        oldest: Timestamp,
-        max_bytes: u64,
-    ) -> Result<usize, JournalError> {
-        let keep_from = keep_from.min(self.ids_synced() + 1);
-        let mut bytes = self.log.bytes();
-        let removed = self.log.remove_oldest(|segment, next| {
-            let unneeded = next.base <= keep_from;
-            let expired = next.first_written_at() < oldest.millis() || bytes > max_bytes;
-            if unneeded && expired {
-                bytes = bytes.saturating_sub(segment.bytes());
-                true
-            } else {
-                false
-            }
-        })?;
-        let _ = self
-            .id_work
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(IdWork::Expire(wall_now().minus(self.config.dedup_horizon)));
-        Ok(removed)
-    }
-
-    /// Stops taking work, writes what is pending and stops the threads.
-    pub fn close(&self) {
-        self.lock().closing = true;
-        self.work.notify_all();
-        self.ids_loaded.send_replace(true);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        // NB: the committer ends once the open group is written; the id
-        // thread once its channel closes, after the committer's last send.
-        let mut threads = threads.into_iter();
-        if let Some(committer) = threads.next() {
-            let _ = committer.join();
-        }
-        let (closed, _) = std::sync::mpsc::channel();
-        drop(std::mem::replace(
-            &mut *self.id_work.lock().unwrap_or_else(|p| p.into_inner()),
-            closed,
-        ));
-        for thread in threads {
-            let _ = thread.join();
-        }
     }
 
     /// The committer: writes and syncs one group at a time.
@@ -805,6 +580,215 @@ impl EmbeddedJournal {
     fn fail(&self, reason: String) {
         tracing::error!(reason = %reason, "the journal stopped; restart cepheus");
         self.progress.send_modify(|p| p.failed = Some(reason));
+    }
+}
+
+impl Journal for EmbeddedJournal {
+    fn partitions(&self) -> u16 {
+        self.config.partitions
+    }
+
+    fn append<'a>(
+        &'a self,
+        submission: Submission,
+        sink: &'a dyn EventSink,
+    ) -> JournalFuture<'a, Appended> {
+        Box::pin(self.append_events(submission, sink))
+    }
+
+    fn append_records(
+        &self,
+        alerts: Vec<AlertEntry>,
+        letters: Vec<LetterEntry>,
+    ) -> Result<u64, JournalError> {
+        if let Some(reason) = &self.progress.borrow().failed {
+            return Err(JournalError::Failed(reason.clone()));
+        }
+        let mut sequencer = self.lock();
+        for alert in alerts {
+            sequencer.open.payload.push_alert(alert);
+        }
+        for letter in letters {
+            sequencer.open.payload.push_letter(letter);
+        }
+        let lsn = sequencer.open.lsn;
+        drop(sequencer);
+        self.work.notify_one();
+        Ok(lsn)
+    }
+
+    fn routed_through(&self) -> u64 {
+        self.lock().open.lsn - 1
+    }
+
+    fn sync_routed(&self) -> JournalFuture<'_, ()> {
+        let lsn = {
+            let sequencer = self.lock();
+            if sequencer.open.payload.is_empty() {
+                sequencer.open.lsn - 1
+            } else {
+                sequencer.open.lsn
+            }
+        };
+        Box::pin(self.wait_durable(lsn))
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    fn read(
+        &self,
+        from: u64,
+        through: u64,
+        wanted: Wanted,
+    ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_> {
+        let through = through.min(self.progress.borrow().durable);
+        let dir = self.config.dir.clone();
+        Box::new(self.log.read(from, through).map(move |frame| {
+            let frame = frame?;
+            let payload = records::decode(&frame.payload, wanted).map_err(|reason| {
+                JournalError::Corrupt {
+                    path: dir.clone(),
+                    offset: 0,
+                    reason: format!("frame {}: {reason}", frame.lsn),
+                }
+            })?;
+            Ok((frame.lsn, Timestamp(frame.written_at), payload))
+        }))
+    }
+
+    fn first_lsn(&self) -> u64 {
+        self.log.first_lsn()
+    }
+
+    fn durable_lsn(&self) -> u64 {
+        self.progress.borrow().durable
+    }
+
+    fn bytes(&self) -> u64 {
+        self.log.bytes()
+    }
+
+    fn begin_replay(&self) {
+        self.lock().replaying = true;
+    }
+
+    fn replay(
+        &self,
+        from: u64,
+        sink: &dyn EventSink,
+        pace: &mut dyn FnMut(),
+    ) -> Result<u64, JournalError> {
+        let events_only = Wanted {
+            events: true,
+            alerts: false,
+            letters: false,
+        };
+        let mut next = from.max(self.first_lsn());
+        let mut routed = 0u64;
+        loop {
+            let durable = self.durable_lsn();
+            if next > durable {
+                break;
+            }
+            for frame in self.read(next, durable, events_only) {
+                let (lsn, _, payload) = frame?;
+                let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
+                // NB: in slices, so a large frame cannot take the service
+                // far past a limit before `pace` is asked again.
+                for (i, slice) in events.chunks(REPLAY_SLICE).enumerate() {
+                    pace();
+                    sink.accepted(lsn, (i * REPLAY_SLICE) as u32, slice);
+                }
+                routed += events.len() as u64;
+                next = lsn + 1;
+            }
+        }
+        // The last pass holds the sequencer: nothing is placed meanwhile.
+        // Frames written but not yet durable are read from the log, the
+        // group being written and the open one from memory.
+        let mut sequencer = self.lock();
+        let written = self.log.next_lsn() - 1;
+        for frame in self.log.read(next, written) {
+            let frame = frame?;
+            let payload = records::decode(&frame.payload, events_only).map_err(|reason| {
+                JournalError::Corrupt {
+                    path: self.config.dir.clone(),
+                    offset: 0,
+                    reason: format!("frame {}: {reason}", frame.lsn),
+                }
+            })?;
+            let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
+            if !events.is_empty() {
+                sink.accepted(frame.lsn, 0, &events);
+            }
+            routed += events.len() as u64;
+            next = frame.lsn + 1;
+        }
+        if let Some((lsn, events)) = &sequencer.in_flight {
+            if *lsn >= next && !events.is_empty() {
+                sink.accepted(*lsn, 0, events);
+                routed += events.len() as u64;
+            }
+        }
+        if !sequencer.open.events.is_empty() {
+            sink.accepted(sequencer.open.lsn, 0, &sequencer.open.events);
+            routed += sequencer.open.events.len() as u64;
+        }
+        sequencer.replaying = false;
+        Ok(routed)
+    }
+
+    fn is_replaying(&self) -> bool {
+        self.lock().replaying
+    }
+
+    fn retain(
+        &self,
+        keep_from: u64,
+        oldest: Timestamp,
+        max_bytes: u64,
+    ) -> Result<usize, JournalError> {
+        let keep_from = keep_from.min(self.ids_synced() + 1);
+        let mut bytes = self.log.bytes();
+        let removed = self.log.remove_oldest(|segment, next| {
+            let unneeded = next.base <= keep_from;
+            let expired = next.first_written_at() < oldest.millis() || bytes > max_bytes;
+            if unneeded && expired {
+                bytes = bytes.saturating_sub(segment.bytes());
+                true
+            } else {
+                false
+            }
+        })?;
+        let _ = self
+            .id_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(IdWork::Expire(wall_now().minus(self.config.dedup_horizon)));
+        Ok(removed)
+    }
+
+    fn close(&self) {
+        self.lock().closing = true;
+        self.work.notify_all();
+        self.ids_loaded.send_replace(true);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        // NB: the committer ends once the open group is written; the id
+        // thread once its channel closes, after the committer's last send.
+        let mut threads = threads.into_iter();
+        if let Some(committer) = threads.next() {
+            let _ = committer.join();
+        }
+        let (closed, _) = std::sync::mpsc::channel();
+        drop(std::mem::replace(
+            &mut *self.id_work.lock().unwrap_or_else(|p| p.into_inner()),
+            closed,
+        ));
+        for thread in threads {
+            let _ = thread.join();
+        }
     }
 }
 
