@@ -90,3 +90,30 @@ fn one_event_per_request_and_the_parse_floor() {
     );
     assert_eq!(server.metric("cepheus_events_accepted_total"), Some(300.0));
 }
+
+#[test]
+fn a_second_run_against_the_same_server_sends_new_probe_ids() {
+    let server = Server::start(FAST_TIMING);
+    let args = [
+        "--keys",
+        "100",
+        "--events",
+        "800",
+        "--batch",
+        "100",
+        "--complete",
+        "0.2",
+    ];
+    for _ in 0..2 {
+        let report = load(&server, &args);
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+    assert_eq!(server.metric("cepheus_events_accepted_total"), Some(1600.0));
+    assert_eq!(
+        server
+            .metric("cepheus_events_duplicate_total")
+            .unwrap_or(0.0),
+        0.0,
+        "the second run's probe ids were taken for the first run's"
+    );
+}

@@ -171,6 +171,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         events: args.events,
         complete: args.complete,
         data_bytes: args.data_bytes,
+        run: format!("{:x}", crate::time::wall_now().millis()),
     };
     eprintln!(
         "building {} events for {} keys in bodies of {} ...",

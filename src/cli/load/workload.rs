@@ -37,6 +37,10 @@ pub struct Workload {
     pub complete: f64,
     /// Bytes of padding in each event's `data`.
     pub data_bytes: usize,
+    /// A tag unique to this run, part of every probe id: a second run
+    /// against the same server must not send ids it already accepted (they
+    /// would be dropped as duplicates, and their alerts never come).
+    pub run: String,
 }
 
 /// What a key does.
@@ -81,7 +85,7 @@ impl Workload {
         line.clear();
         let _ = write!(line, "{{\"key\":\"k-{key}\",\"type\":\"{kind}\"");
         if completes {
-            let _ = write!(line, ",\"id\":\"lat-{key}-{step}\"");
+            let _ = write!(line, ",\"id\":\"lat-{}-{key}-{step}\"", self.run);
         }
         let _ = write!(
             line,
@@ -107,7 +111,9 @@ impl Workload {
             let (round, key) = (i / keys, i % keys);
             let completes = self.event(key, round, &mut line);
             if completes {
-                current.probes.push(format!("lat-{key}-{round}"));
+                current
+                    .probes
+                    .push(format!("lat-{}-{key}-{round}", self.run));
             }
             current.text.push_str(&line);
             current.text.push('\n');
@@ -183,6 +189,7 @@ mod tests {
             events: 1_000,
             complete: 0.1,
             data_bytes: 8,
+            run: "t".into(),
         };
         let bodies = w.bodies(64);
         assert_eq!(bodies.iter().map(|b| b.events).sum::<usize>(), 1_000);
