@@ -52,6 +52,27 @@ fn batched_load_is_all_acknowledged_and_every_probe_alert_is_timed() {
         report["alert_ms"]["p50"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    // The report says where the server's time went, stage by stage.
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for stage in [
+        "decode",
+        "sequencer_wait",
+        "sequence",
+        "write",
+        "fsync",
+        "commit_wait",
+        "mailbox_wait",
+        "evaluate",
+        "alert_durable",
+        "publish",
+    ] {
+        assert!(stages.contains(&stage), "{stage} missing from {stages:?}");
+    }
     // The server saw what the tool says it sent.
     assert_eq!(server.metric("cepheus_events_accepted_total"), Some(4000.0));
     assert!(

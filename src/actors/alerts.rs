@@ -10,9 +10,10 @@
 //! subscriber never sees an alert a crash could take back, and what REST
 //! serves is what subscribers were sent.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
@@ -23,7 +24,7 @@ use crate::journal::records::Wanted;
 use crate::journal::{AlertEntry, DurableGroup, Journal, LetterEntry};
 use crate::store::alerts::StoredAlert;
 use crate::store::{Store, StoreError, StoreResult};
-use crate::telemetry;
+use crate::telemetry::{self, Stage};
 
 /// Meta key: the journal LSN through which alerts and dead letters are in
 /// the store (recorded by each checkpoint).
@@ -35,8 +36,9 @@ const VIEWS_LETTER_SEQ: &str = "views_letter_seq";
 struct Ledger {
     /// The seq the next alert gets.
     next_seq: u64,
-    /// Ids of alerts journalled and not yet in the store.
-    pending: HashSet<String>,
+    /// Ids of alerts journalled and not yet in the store, and when they
+    /// were detected (for the `alert_durable` stage).
+    pending: HashMap<String, Instant>,
     /// Identities of late-event dead letters the journal already holds for
     /// the events being replayed, so the replay does not list them twice.
     replayed_letters: HashSet<Vec<u8>>,
@@ -77,7 +79,7 @@ impl AlertHub {
             published: AtomicU64::new(0),
             ledger: Mutex::new(Ledger {
                 next_seq: 1,
-                pending: HashSet::new(),
+                pending: HashMap::new(),
                 replayed_letters: HashSet::new(),
             }),
             views: Mutex::new(ViewPosition::default()),
@@ -98,12 +100,14 @@ impl AlertHub {
         let mut ledger = self.ledger();
         let mut entries = Vec::with_capacity(alerts.len());
         for alert in alerts {
-            if ledger.pending.contains(&alert.id) || self.store.alerts().contains_id(&alert.id)? {
+            if ledger.pending.contains_key(&alert.id)
+                || self.store.alerts().contains_id(&alert.id)?
+            {
                 continue;
             }
             let seq = ledger.next_seq;
             ledger.next_seq += 1;
-            ledger.pending.insert(alert.id.clone());
+            ledger.pending.insert(alert.id.clone(), Instant::now());
             telemetry::alert_fired(&alert.rule);
             entries.push(AlertEntry {
                 seq,
@@ -272,6 +276,7 @@ impl AlertHub {
 
     /// Stores and publishes one durable group.
     fn publish(&self, group: DurableGroup) {
+        let started = Instant::now();
         let mut views = *self.views.lock().unwrap_or_else(|p| p.into_inner());
         if !group.alerts.is_empty() {
             // NB: on a store error the alerts are still published (they are
@@ -281,7 +286,9 @@ impl AlertHub {
             }
             let mut ledger = self.ledger();
             for alert in &group.alerts {
-                ledger.pending.remove(&alert.id);
+                if let Some(detected) = ledger.pending.remove(&alert.id) {
+                    telemetry::stage(Stage::AlertDurable, detected.elapsed());
+                }
             }
         }
         if !group.letters.is_empty() {
@@ -297,12 +304,16 @@ impl AlertHub {
         views.through = views.through.max(group.lsn);
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) = views;
         self.stored.send_replace(views.through);
+        let busy = !group.alerts.is_empty() || !group.letters.is_empty();
         for alert in group.alerts {
             // NB: `published` moves before the broadcast, so an alert a
             // subscriber has received is already visible to REST queries
             // (which read up to `published`).
             self.published.store(alert.seq, Ordering::Release);
             let _ = self.live.send(Arc::new(StoredAlert::from_entry(alert)));
+        }
+        if busy {
+            telemetry::stage(Stage::Publish, started.elapsed());
         }
     }
 }

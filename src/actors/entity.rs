@@ -16,7 +16,7 @@ use crate::engine::{Alert, Engine, EntityView, KeyState};
 use crate::event::Event;
 use crate::journal::{LetterEntry, LetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
-use crate::telemetry;
+use crate::telemetry::{self, Stage};
 use crate::time::Timestamp;
 
 /// One event delivered to an entity, with its place in the journal.
@@ -33,8 +33,8 @@ pub struct Delivery {
 /// Everything an entity actor is asked to do. One message type, so every
 /// message passes the router's accounting the same way.
 pub enum EntityMsg {
-    /// Evaluate these events, in order.
-    Deliver(Vec<Delivery>),
+    /// Evaluate these events, in order (routed at that instant).
+    Deliver(Vec<Delivery>, std::time::Instant),
     /// The wall clock is `now`: advance the entity's clock and fire what is due.
     Tick(Timestamp),
     /// Move the entity's clock to at least this time (`POST /v1/clock`).
@@ -76,7 +76,7 @@ impl Message for EntityMsg {
 impl EntityMsg {
     fn events(&self) -> usize {
         match self {
-            EntityMsg::Deliver(d) => d.len(),
+            EntityMsg::Deliver(d, _) => d.len(),
             _ => 0,
         }
     }
@@ -413,7 +413,12 @@ impl Handler<EntityMsg> for EntityActor {
             self.passivating = false;
         }
         match msg {
-            EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
+            EntityMsg::Deliver(deliveries, routed_at) => {
+                let started = std::time::Instant::now();
+                telemetry::stage(Stage::MailboxWait, started - routed_at);
+                self.deliver(deliveries);
+                telemetry::stage(Stage::Evaluate, started.elapsed());
+            }
             EntityMsg::Tick(now) => {
                 // The timer service dropped the registration it woke us for.
                 self.live_timer = None;

@@ -298,9 +298,10 @@ impl EventSink for Routing<'_> {
         }
         let router = &self.runtime.router;
         router.mark_touched_many(groups.iter().map(|(key, _)| key.as_ref()));
+        let now = std::time::Instant::now();
         for (key, deliveries) in groups {
             let n = deliveries.len();
-            router.send(self.runtime, &key, EntityMsg::Deliver(deliveries), n);
+            router.send(self.runtime, &key, EntityMsg::Deliver(deliveries, now), n);
         }
     }
 }

@@ -21,7 +21,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -34,6 +34,7 @@ use crate::journal::segment::{SegmentConfig, SegmentLog};
 use crate::journal::{
     Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Progress, Submission,
 };
+use crate::telemetry::{self, Stage};
 use crate::time::{wall_now, Duration, Timestamp};
 
 /// How the embedded journal is set up.
@@ -292,7 +293,7 @@ impl EmbeddedJournal {
         index.expire(wall_now());
         let forgotten = index.take_forgotten();
         if forgotten > 0 {
-            crate::telemetry::dedup_ids_forgotten(forgotten);
+            telemetry::dedup_ids_forgotten(forgotten);
         }
         {
             let mut sequencer = self.lock();
@@ -330,23 +331,29 @@ impl EmbeddedJournal {
             }
         }
         let (done, mut answer) = oneshot::channel();
+        let queued = Instant::now();
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Pending { submission, done });
         let appended = {
             let _turn = self.turn.lock().await;
+            telemetry::stage(Stage::SequencerWait, queued.elapsed());
             match answer.try_recv() {
                 Ok(result) => result,
                 Err(_) => {
                     let group =
                         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+                    let started = Instant::now();
                     self.sequence(group, sink);
+                    telemetry::stage(Stage::Sequence, started.elapsed());
                     answer.await.unwrap_or(Err(JournalError::Closed))
                 }
             }
         }?;
+        let sequenced = Instant::now();
         self.wait_durable(appended.lsn).await?;
+        telemetry::stage(Stage::CommitWait, sequenced.elapsed());
         Ok(appended)
     }
 
@@ -421,7 +428,7 @@ impl EmbeddedJournal {
         }
         let forgotten = sequencer.index.take_forgotten();
         if forgotten > 0 {
-            crate::telemetry::dedup_ids_forgotten(forgotten);
+            telemetry::dedup_ids_forgotten(forgotten);
         }
         if !sequencer.replaying && sequencer.open.events.len() as u32 > first {
             sink.accepted(lsn, first, &sequencer.open.events[first as usize..]);
@@ -524,6 +531,7 @@ impl EmbeddedJournal {
                 }
             };
             let written_at = wall_now().millis();
+            let started = Instant::now();
             loop {
                 match self.log.write(group.lsn, written_at, &payload) {
                     Ok(()) => break,
@@ -547,10 +555,13 @@ impl EmbeddedJournal {
                 }
             }
             backoff = StdDuration::from_millis(10);
+            let synced = Instant::now();
+            telemetry::stage(Stage::Write, synced - started);
             if let Err(e) = self.log.sync() {
                 self.fail(e.to_string());
                 return;
             }
+            telemetry::stage(Stage::Fsync, synced.elapsed());
             self.lock().in_flight = None;
             self.progress.send_modify(|p| {
                 p.durable = group.lsn;

@@ -168,6 +168,7 @@ mod tests {
             events: 4_000,
             complete: 0.2,
             data_bytes: 0,
+            run: "t".into(),
         };
         // Two bodies per round: body 2 repeats body 0's keys, body 3 body 1's.
         assert_eq!(w.predecessors(0, 100), 0..0);
