@@ -21,11 +21,14 @@ pub struct StageTime {
     pub p99_ms: f64,
 }
 
+/// One stage's histogram as scraped: (stage, bucket upper bounds with
+/// cumulative counts, sum, count).
+type Scraped = (String, Vec<(f64, u64)>, f64, u64);
+
 /// The stage histograms read from one `/metrics` text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageSample {
-    /// Per stage: (bucket upper bounds with cumulative counts, sum, count).
-    stages: Vec<(String, Vec<(f64, u64)>, f64, u64)>,
+    stages: Vec<Scraped>,
 }
 
 impl StageSample {
@@ -59,7 +62,7 @@ impl StageSample {
         sample
     }
 
-    fn entry(&mut self, stage: String) -> &mut (String, Vec<(f64, u64)>, f64, u64) {
+    fn entry(&mut self, stage: String) -> &mut Scraped {
         let i = match self.stages.iter().position(|s| s.0 == stage) {
             Some(i) => i,
             None => {
