@@ -6,6 +6,10 @@ use std::sync::Arc;
 use crate::actors::checkpoint::last_checkpoint;
 use crate::actors::{wall_now, Runtime};
 
+/// Alerts (and dead letters) removed per round at most, so a round never
+/// stalls the store.
+const PURGE_BUDGET: usize = 100_000;
+
 /// The upkeep loop.
 pub(crate) async fn run(runtime: Arc<Runtime>) {
     let config = runtime.config.upkeep.clone();
@@ -24,6 +28,21 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(segments = n, "removed old journal segments"),
             Err(e) => tracing::warn!(error = %e, "cannot remove old journal segments"),
+        }
+        let oldest = wall_now().minus(config.alert_retention);
+        if let Err(e) = runtime
+            .store
+            .alerts()
+            .remove_older_than(oldest, PURGE_BUDGET)
+        {
+            tracing::warn!(error = %e, "cannot remove old alerts");
+        }
+        if let Err(e) = runtime
+            .store
+            .deadletters()
+            .remove_older_than(oldest, PURGE_BUDGET)
+        {
+            tracing::warn!(error = %e, "cannot remove old dead letters");
         }
     }
 }

@@ -62,6 +62,8 @@ pub struct Upkeep {
     pub retention: crate::time::Duration,
     /// Keep at most this many bytes of event log.
     pub max_log_bytes: u64,
+    /// Keep alerts and dead letters this long.
+    pub alert_retention: crate::time::Duration,
 }
 
 impl Default for Upkeep {
@@ -70,6 +72,7 @@ impl Default for Upkeep {
             every: std::time::Duration::from_secs(60),
             retention: crate::time::Duration::from_secs(7 * 24 * 3600),
             max_log_bytes: 10 * 1024 * 1024 * 1024,
+            alert_retention: crate::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

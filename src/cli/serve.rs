@@ -200,6 +200,7 @@ async fn serve(
                     .max(std::time::Duration::from_millis(10)),
                 retention: settings.history.retention,
                 max_log_bytes: settings.history.max_bytes,
+                alert_retention: settings.history.alert_retention,
             },
         },
     );

@@ -158,6 +158,35 @@ impl AlertLog {
         Ok(())
     }
 
+    /// The first seq held (`last_seq() + 1` when none is).
+    pub fn first_seq(&self) -> StoreResult<u64> {
+        match self.alerts.first()? {
+            Some((k, _)) => Ok(read_be(&k).unwrap_or(0)),
+            None => Ok(self.last_seq()? + 1),
+        }
+    }
+
+    /// Removes the oldest alerts detected before `oldest`, at most `budget`,
+    /// keeping the newest always (the next seq follows from it); returns how
+    /// many were removed.
+    pub fn remove_older_than(&self, oldest: Timestamp, budget: usize) -> StoreResult<usize> {
+        let last = self.last_seq()?;
+        let mut removed = 0;
+        for item in self.alerts.iter().take(budget) {
+            let (k, v) = item?;
+            let seq = read_be(&k).unwrap_or(0);
+            let record: AlertRecord = decode(&v)?;
+            if seq >= last || record.detected_at >= oldest {
+                break;
+            }
+            // NB: the id first: a lookup by id never finds a removed seq.
+            self.ids.remove(record.id.as_bytes())?;
+            self.alerts.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Whether an alert with `id` is stored.
     pub fn contains_id(&self, id: &str) -> StoreResult<bool> {
         Ok(self.ids.contains_key(id.as_bytes())?)

@@ -96,6 +96,23 @@ impl DeadLetters {
         Ok(())
     }
 
+    /// Removes the oldest dead letters received before `oldest`, at most
+    /// `budget`, keeping the newest always; returns how many were removed.
+    pub fn remove_older_than(&self, oldest: Timestamp, budget: usize) -> StoreResult<usize> {
+        let last = self.last_seq()?;
+        let mut removed = 0;
+        for item in self.tree.iter().take(budget) {
+            let (k, v) = item?;
+            let stored: StoredDeadLetter = decode(&v)?;
+            if read_be(&k).unwrap_or(0) >= last || stored.received_at >= oldest {
+                break;
+            }
+            self.tree.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// The last seq stored (0 when empty).
     pub fn last_seq(&self) -> StoreResult<u64> {
         Ok(self
