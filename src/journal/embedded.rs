@@ -28,8 +28,11 @@ use tokio::sync::{oneshot, watch};
 use crate::event::Event;
 use crate::journal::dedup::{Fingerprint, IdIndex, IdLog};
 use crate::journal::file::{JournalFs, OsFs};
+use crate::journal::frame::{seal_frame, FRAME_HEADER};
 use crate::journal::partition::partition_of;
-use crate::journal::records::{self, AlertEntry, LetterEntry, Payload, PayloadBuilder, Wanted};
+use crate::journal::records::{
+    self, AlertEntry, EncodedEvents, LetterEntry, Payload, PayloadBuilder, Wanted,
+};
 use crate::journal::segment::{SegmentConfig, SegmentLog};
 use crate::journal::{
     Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Progress, Submission,
@@ -65,6 +68,9 @@ const REPLAY_SLICE: usize = 64;
 /// A request waiting for its turn.
 struct Pending {
     submission: Submission,
+    /// Its events encoded, and their id fingerprints, made before the turn.
+    encoded: EncodedEvents,
+    fingerprints: Vec<Option<Fingerprint>>,
     done: oneshot::Sender<Result<Appended, JournalError>>,
 }
 
@@ -81,9 +87,16 @@ struct OpenGroup {
 
 impl OpenGroup {
     fn new(lsn: u64) -> OpenGroup {
+        OpenGroup::with_buffer(lsn, Vec::new())
+    }
+
+    /// A group whose events go into `buffer` (a previous group's, reused:
+    /// growing a fresh one for every group had the kernel zeroing new pages
+    /// for a tenth of the server's time).
+    fn with_buffer(lsn: u64, buffer: Vec<u8>) -> OpenGroup {
         OpenGroup {
             lsn,
-            payload: PayloadBuilder::default(),
+            payload: PayloadBuilder::with_buffer(buffer),
             events: Vec::new(),
             ids: Vec::new(),
         }
@@ -100,6 +113,8 @@ struct Sequencer {
     index: IdIndex,
     /// The replay after the start has not caught up: appends do not route.
     replaying: bool,
+    /// An events buffer of a written group, for the next group.
+    spare: Option<Vec<u8>>,
     closing: bool,
 }
 
@@ -227,6 +242,7 @@ impl EmbeddedJournal {
                 last_accepted_at: Timestamp::MIN,
                 index: IdIndex::new(config.dedup_horizon, config.max_remembered_ids),
                 replaying: false,
+                spare: None,
                 closing: false,
             }),
             work: Condvar::new(),
@@ -331,11 +347,26 @@ impl EmbeddedJournal {
             }
         }
         let (done, mut answer) = oneshot::channel();
+        // NB: the encoding and hashing happen here, on the request's own
+        // thread; under the sequencer lock the events are only copied.
+        let partitions = self.config.partitions;
+        let encoded =
+            EncodedEvents::encode(&submission.events, |key| partition_of(key, partitions));
+        let fingerprints = submission
+            .events
+            .iter()
+            .map(|e| e.id.as_ref().map(|id| Fingerprint::of(&e.key, id)))
+            .collect();
         let queued = Instant::now();
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Pending { submission, done });
+            .push(Pending {
+                submission,
+                encoded,
+                fingerprints,
+                done,
+            });
         let appended = {
             let _turn = self.turn.lock().await;
             telemetry::stage(Stage::SequencerWait, queued.elapsed());
@@ -387,7 +418,13 @@ impl EmbeddedJournal {
         let lsn = sequencer.open.lsn;
         let first = sequencer.open.events.len() as u32;
         let mut answers = Vec::with_capacity(group.len());
-        for Pending { submission, done } in group {
+        for Pending {
+            submission,
+            mut encoded,
+            fingerprints,
+            done,
+        } in group
+        {
             let Submission {
                 mut events,
                 untimed,
@@ -396,21 +433,20 @@ impl EmbeddedJournal {
             for i in untimed {
                 if let Some(event) = events.get_mut(i) {
                     event.time = accepted_at;
+                    encoded.set_time(i, accepted_at);
                 }
             }
             let mut accepted = 0;
             let mut duplicates = 0;
-            for event in events {
-                if let Some(id) = &event.id {
-                    let fp = Fingerprint::of(&event.key, id);
+            for (i, (event, fp)) in events.into_iter().zip(fingerprints).enumerate() {
+                if let Some(fp) = fp {
                     if sequencer.index.check_and_remember(fp, accepted_at) {
                         duplicates += 1;
                         continue;
                     }
                     sequencer.open.ids.push((fp, accepted_at));
                 }
-                let partition = partition_of(&event.key, self.config.partitions);
-                sequencer.open.payload.push_event(&event, partition);
+                sequencer.open.payload.push_encoded(encoded.event(i));
                 sequencer.open.events.push(Arc::new(event));
                 accepted += 1;
             }
@@ -506,6 +542,7 @@ impl EmbeddedJournal {
     /// The committer: writes and syncs one group at a time.
     fn commit_loop(self: Arc<Self>) {
         let mut backoff = StdDuration::from_millis(10);
+        let mut frame = Vec::new();
         loop {
             let group = {
                 let mut sequencer = self.lock();
@@ -518,22 +555,23 @@ impl EmbeddedJournal {
                     }
                     sequencer = self.work.wait(sequencer).unwrap_or_else(|p| p.into_inner());
                 }
-                let next = OpenGroup::new(sequencer.open.lsn + 1);
+                let spare = sequencer.spare.take().unwrap_or_default();
+                let next = OpenGroup::with_buffer(sequencer.open.lsn + 1, spare);
                 let mut group = std::mem::replace(&mut sequencer.open, next);
                 sequencer.in_flight = Some((group.lsn, std::mem::take(&mut group.events)));
                 group
             };
-            let payload = match group.payload.finish() {
-                Ok(payload) => payload,
-                Err(e) => {
-                    self.fail(format!("cannot encode frame {}: {e}", group.lsn));
-                    return;
-                }
-            };
             let written_at = wall_now().millis();
+            frame.clear();
+            frame.resize(FRAME_HEADER, 0);
+            if let Err(e) = group.payload.finish_into(&mut frame) {
+                self.fail(format!("cannot encode frame {}: {e}", group.lsn));
+                return;
+            }
+            seal_frame(&mut frame, group.lsn, written_at);
             let started = Instant::now();
             loop {
-                match self.log.write(group.lsn, written_at, &payload) {
+                match self.log.write_frame(group.lsn, written_at, &frame) {
                     Ok(()) => break,
                     Err(JournalError::Failed(reason)) => {
                         self.fail(reason);
@@ -562,7 +600,12 @@ impl EmbeddedJournal {
                 return;
             }
             telemetry::stage(Stage::Fsync, synced.elapsed());
-            self.lock().in_flight = None;
+            let (alerts, letters, buffer) = group.payload.into_parts();
+            {
+                let mut sequencer = self.lock();
+                sequencer.in_flight = None;
+                sequencer.spare = Some(buffer);
+            }
             self.progress.send_modify(|p| {
                 p.durable = group.lsn;
                 p.stalled = None;
@@ -576,8 +619,8 @@ impl EmbeddedJournal {
             {
                 let _ = tx.send(DurableGroup {
                     lsn: group.lsn,
-                    alerts: group.payload.alerts().to_vec(),
-                    letters: group.payload.letters().to_vec(),
+                    alerts,
+                    letters,
                 });
             }
             let _ = self

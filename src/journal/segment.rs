@@ -317,12 +317,17 @@ impl SegmentLog {
     /// the frame can be written again; bytes of the failed attempt are
     /// overwritten by the next frame (or cut off as a torn end at open).
     pub fn write(&self, lsn: u64, written_at: i64, payload: &[u8]) -> Result<(), JournalError> {
+        self.write_frame(lsn, written_at, &encode_frame(lsn, written_at, payload))
+    }
+
+    /// As [`SegmentLog::write`], for a frame already sealed
+    /// ([`frame::seal_frame`]) with this `lsn` and `written_at`.
+    pub fn write_frame(&self, lsn: u64, written_at: i64, bytes: &[u8]) -> Result<(), JournalError> {
         let mut writer = self.lock_writer();
         if let Some(reason) = &writer.poisoned {
             return Err(JournalError::Failed(reason.clone()));
         }
         assert_eq!(lsn, writer.next_lsn, "frames are written in LSN order");
-        let bytes = encode_frame(lsn, written_at, payload);
         let end = writer.active.bytes();
         let holds_frames = writer.active.last() >= writer.active.base;
         if holds_frames && end + bytes.len() as u64 > self.config.segment_bytes {
@@ -350,7 +355,7 @@ impl SegmentLog {
         }
         active
             .file
-            .write_all_at(&bytes, offset)
+            .write_all_at(bytes, offset)
             .map_err(|e| io_error(&active.path, "cannot write to", e))?;
         if active.last() < active.base {
             active.first_written_at.store(written_at, Ordering::Release);
