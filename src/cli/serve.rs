@@ -255,6 +255,10 @@ async fn serve(
             .default_service(web::to(api::not_found))
     })
     .workers(workers)
+    // NB: without it, a WebSocket sending several alerts in a row waited
+    // for the client's delayed ACK (Nagle's algorithm): p99 POST→alert was
+    // 45 ms where the server's own path took 2.5 ms.
+    .tcp_nodelay(true)
     .shutdown_timeout(
         std_duration(settings.timing.shutdown_grace)
             .as_secs()

@@ -62,6 +62,10 @@ pub struct LoadArgs {
     /// Bytes of padding in each event's data (event size).
     #[arg(long, default_value_t = 64)]
     pub data_bytes: usize,
+    /// Give every event an id (as producers that retry do); by default
+    /// only the events that complete a pattern carry one.
+    #[arg(long)]
+    pub ids: bool,
     /// Register the three benchmark rules (a sequence, an absence, a
     /// threshold) before sending, replacing them if present.
     #[arg(long)]
@@ -177,6 +181,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         complete: args.complete,
         data_bytes: args.data_bytes,
         run: format!("{:x}", crate::time::wall_now().millis()),
+        ids: args.ids,
     };
     eprintln!(
         "building {} events for {} keys in bodies of {} ...",

@@ -41,6 +41,8 @@ pub struct Workload {
     /// against the same server must not send ids it already accepted (they
     /// would be dropped as duplicates, and their alerts never come).
     pub run: String,
+    /// Every event carries an id (as real producers' do), not only probes.
+    pub ids: bool,
 }
 
 /// What a key does.
@@ -86,6 +88,8 @@ impl Workload {
         let _ = write!(line, "{{\"key\":\"k-{key}\",\"type\":\"{kind}\"");
         if completes {
             let _ = write!(line, ",\"id\":\"lat-{}-{key}-{step}\"", self.run);
+        } else if self.ids {
+            let _ = write!(line, ",\"id\":\"ev-{}-{key}-{step}\"", self.run);
         }
         let _ = write!(
             line,
@@ -169,6 +173,7 @@ mod tests {
             complete: 0.2,
             data_bytes: 0,
             run: "t".into(),
+            ids: false,
         };
         // Two bodies per round: body 2 repeats body 0's keys, body 3 body 1's.
         assert_eq!(w.predecessors(0, 100), 0..0);
@@ -191,6 +196,7 @@ mod tests {
             complete: 0.1,
             data_bytes: 8,
             run: "t".into(),
+            ids: false,
         };
         let bodies = w.bodies(64);
         assert_eq!(bodies.iter().map(|b| b.events).sum::<usize>(), 1_000);
