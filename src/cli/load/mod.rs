@@ -66,6 +66,10 @@ pub struct LoadArgs {
     /// only the events that complete a pattern carry one.
     #[arg(long)]
     pub ids: bool,
+    /// Give every event this time (RFC 3339): a time behind what the
+    /// entities have seen makes every event late (the late-flood benchmark).
+    #[arg(long, value_name = "RFC3339")]
+    pub time: Option<String>,
     /// Register the three benchmark rules (a sequence, an absence, a
     /// threshold) before sending, replacing them if present.
     #[arg(long)]
@@ -182,6 +186,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         data_bytes: args.data_bytes,
         run: format!("{:x}", crate::time::wall_now().millis()),
         ids: args.ids,
+        time: args.time.clone(),
     };
     eprintln!(
         "building {} events for {} keys in bodies of {} ...",

@@ -43,6 +43,10 @@ pub struct Workload {
     pub run: String,
     /// Every event carries an id (as real producers' do), not only probes.
     pub ids: bool,
+    /// Every event carries this `time` (RFC 3339); by default none (the
+    /// server stamps the receive time). A time behind the entities' clocks
+    /// makes every event late.
+    pub time: Option<String>,
 }
 
 /// What a key does.
@@ -90,6 +94,9 @@ impl Workload {
             let _ = write!(line, ",\"id\":\"lat-{}-{key}-{step}\"", self.run);
         } else if self.ids {
             let _ = write!(line, ",\"id\":\"ev-{}-{key}-{step}\"", self.run);
+        }
+        if let Some(time) = &self.time {
+            let _ = write!(line, ",\"time\":\"{time}\"");
         }
         let _ = write!(
             line,
@@ -174,6 +181,7 @@ mod tests {
             data_bytes: 0,
             run: "t".into(),
             ids: false,
+            time: None,
         };
         // Two bodies per round: body 2 repeats body 0's keys, body 3 body 1's.
         assert_eq!(w.predecessors(0, 100), 0..0);
@@ -197,6 +205,7 @@ mod tests {
             data_bytes: 8,
             run: "t".into(),
             ids: false,
+            time: None,
         };
         let bodies = w.bodies(64);
         assert_eq!(bodies.iter().map(|b| b.events).sum::<usize>(), 1_000);
