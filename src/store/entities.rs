@@ -125,8 +125,14 @@ impl EntityStore {
                 self.timers.insert(timer_key(due, &w.key), &[])?;
             }
         }
-        for w in writes {
-            let key = self.snapshot_key(&w.key);
+        // NB: in key order: consecutive writes land in the same leaf, which
+        // sled then rewrites once rather than once per scattered write.
+        let mut keyed: Vec<(Vec<u8>, &SnapshotWrite)> = writes
+            .iter()
+            .map(|w| (self.snapshot_key(&w.key), w))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, w) in keyed {
             match &w.snapshot {
                 Some(s) => {
                     self.snapshots.insert(key, encode(s)?)?;
