@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cepheus::cli::{check, load, replay, serve, Cli, Command};
+use cepheus::cli::{check, load, replay, rule_tests, serve, Cli, Command};
 use cepheus::rules::RuleLimits;
 
 // NB: under load glibc malloc spent a third of the server's time in its
@@ -77,6 +77,13 @@ fn main() -> ExitCode {
                     eprintln!("cepheus: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Test { paths } => {
+            if rule_tests::run(&paths, &mut std::io::stdout().lock()) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Check { paths } => {

@@ -13,50 +13,18 @@
 //!       - {key: acct-42, time: "2026-03-02T09:00:03Z", message: "...", values: {failures.count: 3}}
 //! ```
 //!
-//! Events go to every entity `Engine::routes` names, in order; then, with
-//! `advance_to`, every entity's clock is advanced (in key order). Expected
-//! alerts are compared in order: `key` and `time` always, `message` and each
-//! named entry of `values` when given.
+//! The runner is `cepheus test`'s (`src/cli/rule_tests.rs`): events go to
+//! every entity `Engine::routes` names, in order; then, with `advance_to`,
+//! every entity's clock is advanced (in key order). Expected alerts are
+//! compared in order: `key` and `time` always, `message` and each named
+//! entry of `values` when given.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use cepheus::engine::{Alert, Engine, EngineConfig, KeyState, RuleSet};
-use cepheus::event::Event;
+use cepheus::cli::rule_tests::{self, TestFile};
 use cepheus::rules::{self, Format, Rule, RuleLimits};
-use cepheus::time::Timestamp;
-use serde::Deserialize;
-use serde_json::{Map, Value};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CaseFile {
-    cases: Vec<Case>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    events: Vec<Event>,
-    #[serde(default)]
-    advance_to: Option<Timestamp>,
-    alerts: Vec<Expected>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Expected {
-    key: String,
-    time: Timestamp,
-    #[serde(default)]
-    message: Option<String>,
-    #[serde(default)]
-    values: Option<Map<String, Value>>,
-}
 
 fn patterns_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("patterns")
@@ -81,106 +49,11 @@ fn load_rule(path: &Path) -> Arc<Rule> {
     }
 }
 
-fn load_cases(path: &Path) -> CaseFile {
+fn load_cases(path: &Path) -> TestFile {
     let text = fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: every rule needs its cases file: {e}", path.display()));
     serde_saphyr::from_str(&text)
         .unwrap_or_else(|e| panic!("{}: cannot read the cases: {e}", path.display()))
-}
-
-/// Runs one case through a fresh engine; returns every alert in order.
-fn run(rule: &Arc<Rule>, case: &Case) -> Vec<Alert> {
-    let engine = Engine::new(
-        Arc::new(RuleSet::new([Arc::clone(rule)])),
-        EngineConfig::default(),
-    );
-    let mut states: BTreeMap<String, KeyState> = BTreeMap::new();
-    let mut alerts = Vec::new();
-    for (i, event) in case.events.iter().enumerate() {
-        let event = Arc::new(event.clone());
-        for key in engine.routes(&event) {
-            let state = states
-                .entry(key.clone())
-                .or_insert_with(|| KeyState::new(key));
-            let outcome = engine.on_event(state, &event);
-            assert!(
-                !outcome.late,
-                "case `{}`: event {i} ({} at {}) is late for its entity; streams must be in time order",
-                case.name, event.event_type, event.time
-            );
-            alerts.extend(outcome.alerts);
-        }
-    }
-    if let Some(clock) = case.advance_to {
-        for state in states.values_mut() {
-            alerts.extend(engine.advance_to(state, clock));
-        }
-    }
-    alerts
-}
-
-/// Whether `actual` is what `expected` describes.
-fn agrees(expected: &Expected, actual: &Alert) -> bool {
-    expected.key == actual.key
-        && expected.time == actual.time
-        && expected
-            .message
-            .as_ref()
-            .is_none_or(|m| *m == actual.message)
-        && expected
-            .values
-            .as_ref()
-            .is_none_or(|values| values.iter().all(|(k, v)| actual.values.get(k) == Some(v)))
-}
-
-fn describe_expected(e: &Expected) -> String {
-    let mut s = format!("key: {}, time: {}", e.key, e.time);
-    if let Some(m) = &e.message {
-        let _ = write!(s, ", message: {m:?}");
-    }
-    if let Some(v) = &e.values {
-        let _ = write!(s, ", values: {}", Value::Object(v.clone()));
-    }
-    s
-}
-
-fn describe_actual(a: &Alert) -> String {
-    format!(
-        "key: {}, time: {}, message: {:?}, values: {}",
-        a.key,
-        a.time,
-        a.message,
-        Value::Object(a.values.clone())
-    )
-}
-
-/// A readable report of how `actual` differs from `expected`, if it does.
-fn diff(expected: &[Expected], actual: &[Alert]) -> Option<String> {
-    let same =
-        expected.len() == actual.len() && expected.iter().zip(actual).all(|(e, a)| agrees(e, a));
-    if same {
-        return None;
-    }
-    let mut report = String::new();
-    for i in 0..expected.len().max(actual.len()) {
-        let (e, a) = (expected.get(i), actual.get(i));
-        let mark = match (e, a) {
-            (Some(e), Some(a)) if agrees(e, a) => "  ",
-            _ => "✗ ",
-        };
-        let _ = writeln!(report, "{mark}alert {i}:");
-        let _ = writeln!(
-            report,
-            "    expected: {}",
-            e.map_or("(none)".to_owned(), describe_expected)
-        );
-        let _ = writeln!(
-            report,
-            "    actual:   {}",
-            a.map_or("(none)".to_owned(), describe_actual)
-        );
-    }
-    Some(report)
 }
 
 #[test]
@@ -220,7 +93,8 @@ fn every_pattern_fires_on_its_cases_and_only_on_them() {
         );
         for case in &cases.cases {
             cases_run += 1;
-            if let Some(report) = diff(&case.alerts, &run(&rule, case)) {
+            let actual = rule_tests::evaluate(&[Arc::clone(&rule)], case);
+            if let Some(report) = rule_tests::diff(&case.alerts, &actual) {
                 failures.push(format!("{} — case `{}`:\n{report}", rule.id, case.name));
             }
         }

@@ -6,6 +6,7 @@
 pub mod check;
 pub mod load;
 pub mod replay;
+pub mod rule_tests;
 pub mod serve;
 
 use std::path::PathBuf;
@@ -24,8 +25,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the service (embedded defaults: sled in ./data, listening on
-    /// 127.0.0.1:8080).
+    /// Run the service (embedded defaults: the journal and sled in ./data,
+    /// listening on 127.0.0.1:8080).
     Serve(serve::ServeArgs),
     /// Make a new API token: prints the token (give it to the client) and
     /// the `[[auth.tokens]]` entry with its hash (put it in the config file).
@@ -48,6 +49,17 @@ pub enum Command {
         /// Write it to this file instead of standard output.
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
+    },
+    /// Run rule test files: event streams and the alerts each must give
+    /// (docs/rules.md, "Testing rules"); prints PASS or FAIL with a diff per
+    /// case, exit status 1 on any failure.
+    ///
+    /// A directory means its *.yaml test files, or those of its cases/
+    /// folder (so `cepheus test patterns/` runs the examples' cases).
+    Test {
+        /// Test files or directories of them.
+        #[arg(required = true, value_name = "FILE|DIR")]
+        paths: Vec<PathBuf>,
     },
     /// Validate rule files and report every problem (exit status 1 if any).
     ///
