@@ -225,7 +225,10 @@ impl Store {
             let mut file = std::fs::File::create(&temporary)?;
             write!(file, "{MARKER_HEADER}\ncheckpoint {seq}\n")?;
             file.sync_all()?;
-            std::fs::rename(&temporary, &marker)
+            std::fs::rename(&temporary, &marker)?;
+            // NB: the rename is durable only once the directory is synced;
+            // until then a power cut can bring back the previous marker.
+            std::fs::File::open(&self.inner.path)?.sync_all()
         };
         write().map_err(|e| StoreError::Sled(format!("cannot write {}: {e}", marker.display())))
     }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod lazyfs;
+
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::net::{TcpListener, TcpStream};

@@ -573,7 +573,23 @@ impl Config {
             options.create_new(true);
         }
 
-        self.try_lock(options.open(&self.db_path())?)
+        let file = self.try_lock(options.open(&self.db_path())?)?;
+
+        // cepheus patch: the directory entries of `db`, `conf` and `blobs`
+        // (created above, or by an earlier open that crashed before its
+        // entries were durable) and the data directory's own entry in its
+        // parent are made durable before anything is written to them.
+        if !self.temporary {
+            let path = self.get_path();
+            fsync_dir(&path)?;
+            if let Some(parent) =
+                path.parent().filter(|p| !p.as_os_str().is_empty())
+            {
+                fsync_dir(parent)?;
+            }
+        }
+
+        Ok(file)
     }
 
     fn try_lock(&self, file: File) -> Result<File> {
@@ -678,6 +694,9 @@ impl Config {
         io_fail!(self, "write_config crc");
         f.write_all(&crc_arr)?;
         io_fail!(self, "write_config post");
+        // cepheus patch: durable before the store is used (`open_file`
+        // syncs its directory entry).
+        f.sync_all()?;
         Ok(())
     }
 
@@ -862,4 +881,21 @@ fn crate_version() -> (usize, usize) {
     let major = parts.next().unwrap().parse().unwrap();
     let minor = parts.next().unwrap().parse().unwrap();
     (major, minor)
+}
+
+/// cepheus patch: makes the entries of directory `path` (files created,
+/// renamed or removed in it) durable. Creating or renaming a file and
+/// fsyncing the file does not persist its name; the directory must be
+/// fsynced too.
+pub(crate) fn fsync_dir(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(path)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // NB: directories cannot be opened as files elsewhere.
+        let _ = path;
+        Ok(())
+    }
 }

@@ -90,12 +90,18 @@ pub(crate) fn write_blob<T: Serialize>(
     io_fail!(config, "write_blob write kind_byte");
     f.write_all(kind_buf)?;
     io_fail!(config, "write_blob write buf");
-    f.write_all(&data)
-        .map(|r| {
-            trace!("successfully wrote blob at {:?}", path);
-            r
-        })
-        .map_err(|e| e.into())
+    f.write_all(&data)?;
+    // cepheus patch: the blob and its name are durable before the log
+    // record that points at it is written (sled wrote blobs without any
+    // sync: a stable record could point at a blob a power cut lost).
+    if !config.temporary {
+        f.sync_all()?;
+        if let Some(dir) = path.parent() {
+            crate::config::fsync_dir(dir)?;
+        }
+    }
+    trace!("successfully wrote blob at {:?}", path);
+    Ok(())
 }
 
 pub(crate) fn gc_blobs(config: &Config, stable_lsn: Lsn) -> Result<()> {

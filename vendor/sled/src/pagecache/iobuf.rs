@@ -729,31 +729,15 @@ impl IoBufs {
             let f = &self.config.file;
             pwrite_all(f, data, log_offset)?;
             if !self.config.temporary {
-                #[cfg(target_os = "linux")]
-                {
-                    use std::os::unix::io::AsRawFd;
-                    let ret = unsafe {
-                        libc::sync_file_range(
-                            f.as_raw_fd(),
-                            i64::try_from(log_offset).unwrap(),
-                            i64::try_from(total_len).unwrap(),
-                            libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                                | libc::SYNC_FILE_RANGE_WRITE
-                                | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                        )
-                    };
-                    if ret < 0 {
-                        let err = std::io::Error::last_os_error();
-                        if let Some(libc::ENOSYS) = err.raw_os_error() {
-                            f.sync_all()?;
-                        } else {
-                            return Err(err.into());
-                        }
-                    }
-                }
-
-                #[cfg(not(target_os = "linux"))]
-                f.sync_all()?;
+                // cepheus patch: fdatasync, not sync_file_range. A buffer
+                // counts as stable (and a flush returns) once this returns;
+                // sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER) only
+                // waits for the page cache to hand the range to the device,
+                // flushing neither the device's write cache nor the file's
+                // size when the write extended it, so a power cut lost
+                // flushed writes. fdatasync covers the data and the
+                // metadata needed to read it back.
+                f.sync_data()?;
             }
         }
         io_fail!(self, "buffer write post");
