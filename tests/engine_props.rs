@@ -47,8 +47,11 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "lateness {} ms, explain {}, limits {:?}",
-            self.settings.lateness, self.settings.explain, self.settings.tight
+            "lateness {} ms, explain {}, limits {:?}, max match age {} ms",
+            self.settings.lateness,
+            self.settings.explain,
+            self.settings.tight,
+            self.settings.max_match_age
         )?;
         for rule in &self.rules {
             writeln!(f, "---\n{}", rule.yaml())?;
@@ -340,11 +343,13 @@ fn arb_settings(tight: impl Strategy<Value = Option<usize>>) -> impl Strategy<Va
         prop_oneof![4 => Just(0i64), 1 => 1..=4i64],
         prop_oneof![3 => Just(20usize), 1 => 2..=4usize],
         tight,
+        prop_oneof![2 => Just(1_000_000i64), 1 => 3..=12i64],
     )
-        .prop_map(|(lateness, explain, tight)| Settings {
+        .prop_map(|(lateness, explain, tight, max_match_age)| Settings {
             lateness,
             explain,
             tight,
+            max_match_age,
         })
 }
 
@@ -498,7 +503,7 @@ proptest! {
     }
 
     /// `KeyState::next_deadline` is exactly the next clock time at which the
-    /// entity's timers change anything: advancing to just before it fires
+    /// entity's timers or its reorder buffer change anything: advancing to just before it fires
     /// and changes nothing, advancing to it changes something, and a timer
     /// service that wakes the entity only then loses no alert.
     #[test]
@@ -515,9 +520,10 @@ proptest! {
                         let fired = harness.engine.advance_to(&mut early, Timestamp(due.millis() - 1));
                         prop_assert!(fired.is_empty(), "fired before the deadline {:?}: {:#?}", due, fired);
                         prop_assert_eq!(&early.rules, &state.rules, "changed before the deadline {:?}", due);
-                        let before = state.rules.clone();
+                        prop_assert_eq!(&early.buffer, &state.buffer, "released before the deadline {:?}", due);
+                        let before = (state.rules.clone(), state.buffer.clone());
                         alerts[k].extend(harness.engine.advance_to(state, due));
-                        prop_assert_ne!(&before, &state.rules, "nothing happened at the deadline {:?}", due);
+                        prop_assert_ne!(&before, &(state.rules.clone(), state.buffer.clone()), "nothing happened at the deadline {:?}", due);
                     }
                 }
             }
@@ -659,6 +665,7 @@ fn the_brute_force_example_agrees_with_the_model() {
             lateness: 0,
             explain: 20,
             tight: None,
+            max_match_age: 1_000_000,
         },
         ops: vec![
             ev(1, "a", 0),

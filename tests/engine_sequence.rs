@@ -49,11 +49,16 @@ fn steps_match_in_order_only() {
 }
 
 #[test]
-fn a_sequence_without_within_has_no_time_bound() {
+fn a_sequence_without_within_is_bounded_only_by_max_match_age() {
     let rule = a_then_b("  contiguity: relaxed");
     let mut w = World::new(&[&rule]);
     w.send("a", 0.0);
-    assert_eq!(w.send("b", 86_400.0 * 30.0).len(), 1);
+    assert_eq!(w.send("b", 86_400.0 - 0.001).len(), 1, "within a day");
+    w.send("a", 100_000.0);
+    assert!(
+        w.send("b", 100_000.0 + 86_400.0).is_empty(),
+        "a partial match lives 24 h of event time by default"
+    );
 }
 
 // --- within -----------------------------------------------------------------

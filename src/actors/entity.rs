@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::router::Liveness;
 use crate::actors::{wall_now, Runtime};
-use crate::engine::{Alert, Engine, EntityView, KeyState};
+use crate::engine::{Alert, Engine, EntityView, KeyState, LateReason, LateTreatment};
 use crate::event::Event;
 use crate::store::deadletters::{DeadLetter, DeadLetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
@@ -189,9 +189,10 @@ impl EntityActor {
                 let rules: Vec<String> = outcome
                     .late_for
                     .iter()
+                    .filter(|(_, t)| *t != LateTreatment::Evaluate)
                     .map(|(r, _)| r.to_string())
                     .collect();
-                late.push((d.seq, d.index, d.event, rules));
+                late.push((d.seq, d.index, d.event, rules, outcome.late_reason));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -217,7 +218,9 @@ impl EntityActor {
         if clock < due {
             return;
         }
+        let before = self.state.dropped;
         let alerts = self.engine.advance_to(&mut self.state, clock);
+        telemetry::dropped(&self.state.dropped.since(before));
         self.dirty = true;
         self.record_alerts(&alerts);
     }
@@ -237,7 +240,7 @@ impl EntityActor {
 
     /// Dead-letters late events, each identified by its key and log
     /// position: a replay after a crash evaluates them again.
-    fn record_late(&self, late: Vec<(u64, u32, Arc<Event>, Vec<String>)>, now: Timestamp) {
+    fn record_late(&self, late: Vec<LateEvent>, now: Timestamp) {
         if late.is_empty() {
             return;
         }
@@ -248,15 +251,24 @@ impl EntityActor {
             .map(|c| c.minus(self.engine.config().allowed_lateness));
         let letters: Vec<(Vec<u8>, DeadLetter)> = late
             .iter()
-            .map(|(seq, index, e, rules)| {
+            .map(|(seq, index, e, rules, reason)| {
                 let mut identity = self.key.as_bytes().to_vec();
                 identity.push(0);
                 identity.extend_from_slice(&seq.to_be_bytes());
                 identity.extend_from_slice(&index.to_be_bytes());
                 let letter = DeadLetter {
                     seq: 0,
-                    reason: DeadLetterReason::Late,
-                    error: if rules.is_empty() {
+                    reason: match reason {
+                        LateReason::Late => DeadLetterReason::Late,
+                        LateReason::WindowClosed => DeadLetterReason::WindowClosed,
+                    },
+                    error: if *reason == LateReason::WindowClosed {
+                        format!(
+                            "event time {} is late for rule(s) {}, and every window of theirs it belongs to has closed",
+                            e.time,
+                            rules.join(", ")
+                        )
+                    } else if rules.is_empty() {
                         format!(
                             "event time {} is older than the entity's watermark {}",
                             e.time,
@@ -456,3 +468,7 @@ impl Handler<EntityMsg> for EntityActor {
         self.runtime.router.handled(&self.liveness, events);
     }
 }
+
+/// A late event to dead-letter: its log position (seq, index), the event,
+/// the rules it was late for and why.
+type LateEvent = (u64, u32, Arc<Event>, Vec<String>, LateReason);

@@ -15,7 +15,11 @@
 //!    that it does not match;
 //! 3. else, if `n >= min(c)` and it matches a negated step that directly
 //!    follows `c`, ends the run (a negated step guards the gap between its
-//!    neighbours);
+//!    neighbours); if it matches a negated step that only optional steps
+//!    separate from `c`, it closes the paths that skip those optional steps:
+//!    until the run takes another event, no step past that negated step may
+//!    be taken (the optional steps before it still may, and a take starts a
+//!    new gap);
 //! 4. else ends the run under `strict` contiguity, and is ignored under
 //!    `relaxed` and `any`.
 //!
@@ -23,7 +27,10 @@
 //! times stays strictly below `within`, and a negated event ends a run only
 //! if it comes before `first + within`. A run whose `first + within` the
 //! watermark reaches is over: dropped, or — if it already reached a trailing
-//! negated step — completed at that deadline (the alert's time).
+//! negated step — completed at that deadline (the alert's time). Without
+//! `within`, a run lives `max_match_age` (the rule's, else the engine's,
+//! 24 h by default) from its first event: when the watermark reaches that,
+//! it is dropped and counted (`expired_matches`), so state stays bounded.
 //!
 //! Under `any` contiguity every take also leaves the untaken run in place
 //! (Flink `followedByAny`), so one run branches into several.
@@ -35,8 +42,9 @@
 //! alerts are never held back to see if more would come. If the sequence
 //! ends with a negated step the run instead becomes *pending*: it still
 //! takes more events for its current and later steps (rules 1 and 2), is
-//! ended by an event matching the trailing negated step (or a negated step
-//! directly after its current one) before `first + within`, and completes
+//! ended by an event matching any negated step after its current one (it
+//! completes by skipping every step in between) before `first + within`,
+//! and completes
 //! at `first + within`; while pending, unrelated events are ignored whatever
 //! the contiguity.
 //!
@@ -44,7 +52,8 @@
 //! only (among branches with the same start, the one whose events come
 //! first, event by event: the match `relaxed` would find) and discards every other run (all started at or before the match's
 //! last event; for a timer-completed match, the deadline counts as its end),
-//! and the completing event starts no new run. `all` emits every completed
+//! and the completing event starts no new run. A completed run is a match,
+//! not a partial match: `max_partial_matches` never refuses it. `all` emits every completed
 //! run and keeps the others.
 //!
 //! An event starts a new run if it matches the first positive step — or a
@@ -62,13 +71,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::engine::alert::{Alert, Explanation, MatchFingerprint};
+use crate::engine::counters::DropCounters;
 use crate::engine::env::{Fired, RuleEnv};
-use crate::engine::state::DropCounters;
+use crate::engine::EngineConfig;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::template::Template;
 use crate::rules::{Contiguity, SequencePattern, SkipStrategy};
-use crate::time::Timestamp;
+use crate::time::{Duration, Timestamp};
 
 /// What the engine precomputes about a sequence rule.
 #[derive(Debug)]
@@ -146,6 +156,11 @@ struct Run {
     /// branches).
     #[serde(default)]
     ordinals: Vec<u64>,
+    /// The earliest negated step that an event matched since the run's last
+    /// take, when optional steps stand between it and the current step: the
+    /// run may still take those optional steps, but no step past it.
+    #[serde(default)]
+    barrier: Option<u32>,
 }
 
 /// What one step of a run has taken.
@@ -163,6 +178,9 @@ enum Decision {
     Take(usize),
     Ignore,
     End,
+    /// An event matched negated step `j`, which optional steps separate
+    /// from the current one: paths that skip them are closed.
+    Bar(usize),
 }
 
 /// Predicate results that do not depend on the run, computed once per event.
@@ -251,6 +269,8 @@ impl Run {
             step.last = Some(Arc::clone(event));
         }
         self.step = j as u32;
+        // A take starts a new gap: earlier negated events guarded the old one.
+        self.barrier = None;
         self.min_time = self.min_time.min(event.time);
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
@@ -271,6 +291,7 @@ impl Run {
             explanation: Explanation::default(),
             pending: false,
             ordinals: Vec::new(),
+            barrier: None,
         }
     }
 }
@@ -286,10 +307,15 @@ impl SequenceState {
         self.runs.len()
     }
 
-    /// The watermark at which the oldest run's window ends.
-    pub fn next_deadline(&self, pattern: &SequencePattern) -> Option<Timestamp> {
-        let within = pattern.within?;
-        self.runs.iter().map(|r| r.min_time.plus(within)).min()
+    /// The watermark at which the oldest run's window ends (or, without
+    /// `within`, its lifetime).
+    pub fn next_deadline(
+        &self,
+        pattern: &SequencePattern,
+        config: &EngineConfig,
+    ) -> Option<Timestamp> {
+        let lifetime = lifetime(pattern, config);
+        self.runs.iter().map(|r| r.min_time.plus(lifetime)).min()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -300,7 +326,6 @@ impl SequenceState {
         plan: &SequencePlan,
         event: &Arc<Event>,
         ordinal: u64,
-        _watermark: Timestamp,
         alerts: &mut Vec<Alert>,
         dropped: &mut DropCounters,
     ) {
@@ -336,16 +361,22 @@ impl SequenceState {
             match decision {
                 Decision::Ignore => kept.push(run),
                 Decision::End => {}
+                Decision::Bar(j) => {
+                    run.barrier = Some(j as u32);
+                    kept.push(run);
+                }
                 Decision::Take(j) => {
                     if pattern.contiguity == Contiguity::Any {
                         // The untaken run stays; the taken one is a new branch.
                         let mut branch = run.clone();
                         kept.push(run);
-                        if kept.len() + completed.len() + unvisited >= cap {
+                        branch.take(j, event, &reference, plan, explain);
+                        // NB: a branch that completes is a match, not a
+                        // partial match: the cap never refuses it.
+                        if !completes(&branch, pattern, plan) && kept.len() + unvisited >= cap {
                             dropped.partial_matches += 1;
                             continue;
                         }
-                        branch.take(j, event, &reference, plan, explain);
                         settle(branch, pattern, plan, &mut kept, &mut completed);
                     } else {
                         run.take(j, event, &reference, plan, explain);
@@ -377,11 +408,11 @@ impl SequenceState {
         }
 
         if let Some(j) = start_step(&mut probe) {
-            if kept.len() >= cap {
+            let mut run = Run::start(pattern.steps.len(), event, ordinal);
+            run.take(j, event, &reference, plan, explain);
+            if !completes(&run, pattern, plan) && kept.len() >= cap {
                 dropped.partial_matches += 1;
             } else {
-                let mut run = Run::start(pattern.steps.len(), event, ordinal);
-                run.take(j, event, &reference, plan, explain);
                 let mut done = Vec::new();
                 settle(run, pattern, plan, &mut kept, &mut done);
                 if let Some(run) = done.first() {
@@ -396,21 +427,25 @@ impl SequenceState {
     }
 
     /// Expires runs and completes pending ones as the watermark reaches
-    /// `first + within`, deadline by deadline.
+    /// `first + within`, deadline by deadline. Without `within`, runs expire
+    /// at `first + max_match_age`, counted.
     pub(crate) fn advance(
         &mut self,
         env: &RuleEnv<'_>,
         pattern: &SequencePattern,
-        _plan: &SequencePlan,
         watermark: Timestamp,
         alerts: &mut Vec<Alert>,
-        _dropped: &mut DropCounters,
+        dropped: &mut DropCounters,
     ) {
-        let Some(within) = pattern.within else { return };
-        while let Some(deadline) = self.next_deadline(pattern).filter(|d| *d <= watermark) {
+        let lifetime = lifetime(pattern, env.config);
+        while let Some(deadline) = self
+            .next_deadline(pattern, env.config)
+            .filter(|d| *d <= watermark)
+        {
             let mut completed = Vec::new();
+            let before = self.runs.len();
             self.runs.retain(|run| {
-                if run.min_time.plus(within) != deadline {
+                if run.min_time.plus(lifetime) != deadline {
                     return true;
                 }
                 if run.pending {
@@ -418,6 +453,9 @@ impl SequenceState {
                 }
                 false
             });
+            if pattern.within.is_none() {
+                dropped.expired_matches += (before - self.runs.len()) as u64;
+            }
             if completed.is_empty() {
                 continue;
             }
@@ -454,6 +492,41 @@ impl SequenceState {
     }
 }
 
+/// Whether a run that just took an event is complete: its current step
+/// reached its minimum and every positive step after it may be skipped (an
+/// optional last positive step, allowed before a trailing negation, need
+/// not be taken); for `any_order`, every step reached its minimum.
+fn is_complete(run: &Run, pattern: &SequencePattern) -> bool {
+    if pattern.any_order {
+        pattern
+            .steps
+            .iter()
+            .zip(&run.steps)
+            .all(|(s, m)| m.count >= s.min)
+    } else {
+        let j = run.step as usize;
+        run.steps[j].count >= pattern.steps[j].min
+            && pattern.steps[j + 1..]
+                .iter()
+                .all(|s| s.negated || s.min == 0)
+    }
+}
+
+/// Whether a run that just took an event completes a match now (not
+/// pending behind a trailing negation).
+fn completes(run: &Run, pattern: &SequencePattern, plan: &SequencePlan) -> bool {
+    !plan.trailing_negation && is_complete(run, pattern)
+}
+
+/// How long a run may live: `within`, or, for a sequence without it, the
+/// rule's `max_match_age` (else the engine's), so state stays bounded.
+pub(crate) fn lifetime(pattern: &SequencePattern, config: &EngineConfig) -> Duration {
+    pattern
+        .within
+        .or(pattern.max_match_age)
+        .unwrap_or(config.max_match_age)
+}
+
 /// Files a run that just took an event: completed, pending or still open.
 fn settle(
     mut run: Run,
@@ -462,23 +535,7 @@ fn settle(
     kept: &mut Vec<Run>,
     done: &mut Vec<Run>,
 ) {
-    let complete = if pattern.any_order {
-        pattern
-            .steps
-            .iter()
-            .zip(&run.steps)
-            .all(|(s, m)| m.count >= s.min)
-    } else {
-        // Every positive step after the current one may be skipped (an
-        // optional last positive step, allowed before a trailing negation,
-        // need not be taken).
-        let j = run.step as usize;
-        run.steps[j].count >= pattern.steps[j].min
-            && pattern.steps[j + 1..]
-                .iter()
-                .all(|s| s.negated || s.min == 0)
-    };
-    if !complete {
+    if !is_complete(&run, pattern) {
         kept.push(run);
     } else if plan.trailing_negation {
         run.pending = true;
@@ -520,13 +577,15 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         .within
         .is_none_or(|w| run.span_with(event_time) < w.millis());
     let can_leave = taken >= steps[c].min;
+    // No step past a negated step that an event already matched in this gap.
+    let reachable = run.barrier.map_or(steps.len(), |b| b as usize);
 
     if in_window {
         if steps[c].max.is_none_or(|max| taken < max) && probe.matches(c, Some(run)) {
             return Decision::Take(c);
         }
         if can_leave {
-            for j in c + 1..steps.len() {
+            for j in c + 1..reachable {
                 if steps[j].negated {
                     continue;
                 }
@@ -543,17 +602,27 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         let before_deadline = pattern
             .within
             .is_none_or(|w| event_time < run.min_time.plus(w));
+        // The negated steps the run could reach next, passing optional
+        // steps: one right after the current step guards every path on, so
+        // its event ends the run; one behind optional steps closes only the
+        // paths that skip them. A pending run ends at any of them: it
+        // completes by skipping every step after its current one.
         let mut j = c + 1;
-        while j < steps.len() && steps[j].negated {
-            if before_deadline && probe.matches(j, Some(run)) {
-                return Decision::End;
+        while before_deadline && j < reachable {
+            if steps[j].negated {
+                if probe.matches(j, Some(run)) {
+                    if j == c + 1 || run.pending {
+                        return Decision::End;
+                    }
+                    if pattern.contiguity == Contiguity::Strict {
+                        return Decision::End;
+                    }
+                    return Decision::Bar(j);
+                }
+            } else if steps[j].min > 0 {
+                break;
             }
             j += 1;
-        }
-        // A pending run may have skipped optional steps before the trailing
-        // negation, which still guards it.
-        if run.pending && before_deadline && probe.matches(steps.len() - 1, Some(run)) {
-            return Decision::End;
         }
     }
     if run.pending || pattern.contiguity != Contiguity::Strict {
@@ -644,4 +713,51 @@ fn self_alert(
         variables: &variables,
         event: event.map(|e| &**e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run as format 1 wrote it (before `barrier`).
+    #[derive(Serialize)]
+    struct RunV1 {
+        step: u32,
+        steps: Vec<StepMatch>,
+        min_time: Timestamp,
+        max_time: Timestamp,
+        first_ordinal: u64,
+        fingerprint: MatchFingerprint,
+        explanation: Explanation,
+        pending: bool,
+        ordinals: Vec<u64>,
+    }
+
+    #[test]
+    fn a_format_1_run_reads_with_no_barrier() {
+        let old = SequenceStateV1 {
+            runs: vec![RunV1 {
+                step: 1,
+                steps: vec![StepMatch::default(); 2],
+                min_time: Timestamp(5),
+                max_time: Timestamp(9),
+                first_ordinal: 3,
+                fingerprint: MatchFingerprint(1, 2),
+                explanation: Explanation::default(),
+                pending: true,
+                ordinals: vec![3, 4],
+            }],
+        };
+        let bytes = rmp_serde::to_vec(&old).expect("serializes");
+        let state: SequenceState = rmp_serde::from_slice(&bytes).expect("format 1 reads");
+        assert_eq!(state.runs.len(), 1);
+        assert_eq!(state.runs[0].barrier, None);
+        assert_eq!(state.runs[0].ordinals, vec![3, 4]);
+        assert!(state.runs[0].pending);
+    }
+
+    #[derive(Serialize)]
+    struct SequenceStateV1 {
+        runs: Vec<RunV1>,
+    }
 }

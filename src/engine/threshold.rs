@@ -37,13 +37,24 @@ use serde_json::{json, Map, Value};
 
 use crate::engine::aggregate::{fold_numbers, value_of, Accumulator, Sample};
 use crate::engine::alert::{Alert, Explanation};
+use crate::engine::counters::DropCounters;
 use crate::engine::env::{Fired, RuleEnv};
-use crate::engine::state::DropCounters;
 use crate::engine::window::starts_containing;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::{ThresholdPattern, WindowSpec};
 use crate::time::{Duration, Timestamp};
+
+/// What a threshold did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// It entered its windows.
+    Entered,
+    /// It does not feed the aggregate (`match` or the expression refused it).
+    Ignored,
+    /// Every window it belongs to has already closed.
+    WindowClosed,
+}
 
 /// Window state of one threshold rule for one key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,22 +170,30 @@ impl ThresholdState {
         }
     }
 
+    /// Adds the event to the windows it belongs to. `watermark` is the
+    /// rule's: an event older than it (evaluated under `late: evaluate`)
+    /// enters only windows still open, and is refused when none is.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_event(
         &mut self,
         env: &RuleEnv<'_>,
         pattern: &ThresholdPattern,
         event: &Arc<Event>,
         ordinal: u64,
+        watermark: Timestamp,
         alerts: &mut Vec<Alert>,
         dropped: &mut DropCounters,
-    ) {
+    ) -> Admission {
         let ctx = env.ctx(Some(event), &[]);
         if !pattern.predicate.matches(&ctx) {
-            return;
+            return Admission::Ignored;
         }
         let Some(sample) = Sample::of(&pattern.aggregate, &ctx) else {
-            return;
+            return Admission::Ignored;
         };
+        if self.closed_for(pattern, event.time, watermark) {
+            return Admission::WindowClosed;
+        }
         let full = env.rule.message.is_some().then_some(event);
         let reference = env.reference(event, ordinal);
         let limits = (
@@ -206,18 +225,52 @@ impl ThresholdState {
             }
             (ThresholdState::Aligned(a), WindowSpec::Tumbling { size }) => {
                 a.add(
-                    event.time, size, size, &sample, reference, full, limits, dropped,
+                    event.time, size, size, watermark, &sample, reference, full, limits, dropped,
                 );
             }
             (ThresholdState::Aligned(a), WindowSpec::Hopping { size, advance }) => {
                 a.add(
-                    event.time, size, advance, &sample, reference, full, limits, dropped,
+                    event.time, size, advance, watermark, &sample, reference, full, limits, dropped,
                 );
             }
             (ThresholdState::Sessions(s), WindowSpec::Session { gap }) => {
                 s.add(event.time, gap, &sample, reference, full, limits, dropped);
             }
             _ => unreachable!("threshold state is created for its rule's window kind"),
+        }
+        Admission::Entered
+    }
+
+    /// Whether every window an event at `time` belongs to has closed by
+    /// `watermark` (only ever for an event older than the watermark):
+    /// its sliding entry would already have left; its tumbling or hopping
+    /// windows have all ended; it joins no open session (sessions are not
+    /// remembered once closed, so a late event that opens a session of its
+    /// own is refused rather than risk re-opening one).
+    fn closed_for(
+        &self,
+        pattern: &ThresholdPattern,
+        time: Timestamp,
+        watermark: Timestamp,
+    ) -> bool {
+        if time >= watermark {
+            return false;
+        }
+        match (self, pattern.window) {
+            (ThresholdState::Sliding(_), WindowSpec::Sliding { size }) => {
+                time.plus(size) <= watermark
+            }
+            (ThresholdState::Aligned(_), WindowSpec::Tumbling { size }) => {
+                starts_containing(time, size, size).all(|s| Timestamp(s).plus(size) <= watermark)
+            }
+            (ThresholdState::Aligned(_), WindowSpec::Hopping { size, advance }) => {
+                starts_containing(time, size, advance).all(|s| Timestamp(s).plus(size) <= watermark)
+            }
+            (ThresholdState::Sessions(s), WindowSpec::Session { gap }) => !s
+                .sessions
+                .iter()
+                .any(|x| time >= x.start.minus(gap) && time <= x.last.plus(gap)),
+            _ => false,
         }
     }
 
@@ -413,10 +466,10 @@ impl SlidingWindow {
         let value = self.value(pattern);
         let holds = value.is_some_and(|v| pattern.comparison.holds(v));
         if holds && !self.holding {
-            // Entries are kept in time order; explanations list events in
-            // the order the entity accepted them (see `Alert::events`).
+            // Explanations list events in event-time order, ties in
+            // acceptance order (see `Alert::events`).
             let mut listed: Vec<&EventRef> = self.entries.iter().map(|e| &e.event).collect();
-            listed.sort_by_key(|e| e.ordinal);
+            listed.sort_by_key(|e| (e.time, e.ordinal));
             let mut explanation = Explanation::default();
             for e in listed {
                 explanation.push(e.clone(), env.config.max_explained_events);
@@ -450,6 +503,7 @@ impl AlignedWindows {
         time: Timestamp,
         size: Duration,
         advance: Duration,
+        watermark: Timestamp,
         sample: &Sample,
         reference: EventRef,
         full: Option<&Arc<Event>>,
@@ -457,6 +511,10 @@ impl AlignedWindows {
         dropped: &mut DropCounters,
     ) {
         for start in starts_containing(time, size, advance) {
+            if Timestamp(start).plus(size) <= watermark {
+                // Closed already: a window fires once.
+                continue;
+            }
             if !self.windows.contains_key(&start) && self.windows.len() >= limits.0 {
                 dropped.window_entries += 1;
                 continue;

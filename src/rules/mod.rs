@@ -20,6 +20,7 @@ pub mod schema;
 pub mod shape;
 mod suggest;
 pub mod template;
+pub mod vocabulary;
 
 pub use limits::RuleLimits;
 pub use locations::Locations;

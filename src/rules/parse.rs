@@ -138,7 +138,14 @@ const RULE_FIELDS: &[&str] = &[
     "alert",
     "lateness",
 ];
-const SEQUENCE_FIELDS: &[&str] = &["within", "contiguity", "any_order", "skip", "steps"];
+const SEQUENCE_FIELDS: &[&str] = &[
+    "within",
+    "contiguity",
+    "any_order",
+    "skip",
+    "max_match_age",
+    "steps",
+];
 const STEP_FIELDS: &[&str] = &["name", "match", "times", "optional", "not"];
 const TIMES_FIELDS: &[&str] = &["min", "max"];
 const ABSENCE_FIELDS: &[&str] = &["after", "expect", "within"];
@@ -383,6 +390,7 @@ impl Walker<'_> {
                 .unwrap_or_default(),
             any_order: self.boolean(&f, "any_order").unwrap_or(false),
             skip: self.choice(&f, "skip", SKIPS).map(skip).unwrap_or_default(),
+            max_match_age: self.text(&f, "max_match_age"),
             steps,
         })
     }
@@ -770,6 +778,7 @@ impl SequenceDoc {
             contiguity: Contiguity::default(),
             any_order: false,
             skip: SkipStrategy::default(),
+            max_match_age: None,
             steps: Vec::new(),
         }
     }

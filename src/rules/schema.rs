@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::rules::model::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
+use crate::rules::vocabulary::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
 
 /// A rule as written by its author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -99,6 +99,11 @@ pub struct SequenceDoc {
     /// `past_last_event` (default) or `all`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub skip: SkipStrategy,
+    /// Only without `within`: how long a partial match lives, in event time
+    /// from its first event, e.g. `2h` (default: the service's
+    /// `engine.max_match_age`, 24 h). Expired partial matches are counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_match_age: Option<String>,
     /// The steps, in order: at least one, at most `max_steps` (default 32).
     /// At least one step is not negated, and the first one never is.
     pub steps: Vec<StepDoc>,

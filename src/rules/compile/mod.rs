@@ -107,8 +107,26 @@ pub fn compile(
         message,
         lateness,
         event_types,
+        warnings: warnings(document, locations),
         document: document.clone(),
     })
+}
+
+/// What is valid in `document` but worth telling its author, each at its
+/// path (with line and column when `locations` knows them): shown by
+/// `cepheus check` and in the rule's `GET`.
+pub fn warnings(document: &RuleDocument, locations: &Locations) -> Vec<Problem> {
+    let mut found = Vec::new();
+    if let Some(sequence) = &document.sequence {
+        found.extend(sequence::sequence_warnings(sequence));
+    }
+    found
+        .into_iter()
+        .map(|(path, message)| {
+            let at = locations.of(&path);
+            Problem::new(path, message).at(at)
+        })
+        .collect()
 }
 
 /// Collects the problems of one document.

@@ -15,6 +15,23 @@ fn step_path(index: usize) -> String {
     format!("{STEPS}[{index}]")
 }
 
+/// Warnings about a sequence that is valid but may not do what its author
+/// expects: without `within` or `max_match_age`, partial matches live for
+/// the service's `engine.max_match_age`.
+pub(super) fn sequence_warnings(doc: &SequenceDoc) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
+    if doc.within.is_none() && doc.max_match_age.is_none() {
+        warnings.push((
+            PATH.to_owned(),
+            "the sequence has no `within`: a partial match is dropped (and counted) once it is older than \
+             the service's `engine.max_match_age` (24 h of event time by default); set `within`, or \
+             `max_match_age` for this rule"
+                .to_owned(),
+        ));
+    }
+    warnings
+}
+
 impl Checker<'_> {
     /// The compiled sequence (`None` when it has problems) and the names of
     /// its steps (slot = index), which the message may use either way.
@@ -27,6 +44,19 @@ impl Checker<'_> {
             .within
             .as_deref()
             .and_then(|w| self.duration(&format!("{PATH}.within"), w));
+        let max_match_age = doc.max_match_age.as_deref().and_then(|age| {
+            let path = format!("{PATH}.max_match_age");
+            let age = self.duration(&path, age)?;
+            if doc.within.is_some() {
+                self.report(
+                    &path,
+                    "`max_match_age` is for sequences without `within`: with `within`, a partial match \
+                     already ends when its window does; keep one of the two",
+                );
+                return None;
+            }
+            Some(age)
+        });
         if steps.is_empty() {
             self.report(
                 STEPS,
@@ -98,6 +128,7 @@ impl Checker<'_> {
             contiguity: doc.contiguity,
             any_order: doc.any_order,
             skip: doc.skip,
+            max_match_age,
         };
         (Some(pattern), in_scope)
     }
