@@ -16,6 +16,7 @@ pub mod cli;
 pub mod engine;
 pub mod event;
 pub mod ingest;
+pub mod journal;
 pub mod rules;
 pub mod settings;
 pub mod store;

@@ -45,6 +45,8 @@ pub const SNAPSHOT_RESTORE_FAILURES: &str = "cepheus_snapshot_restore_failures_t
 pub const WS_SUBSCRIBERS: &str = "cepheus_ws_subscribers";
 /// WebSocket subscribers disconnected for falling behind.
 pub const WS_SLOW_DISCONNECTS: &str = "cepheus_ws_slow_disconnects_total";
+/// Event ids forgotten before the dedup horizon because the index was full.
+pub const DEDUP_IDS_FORGOTTEN: &str = "cepheus_dedup_ids_forgotten_total";
 /// HTTP request latency, by method, route and status.
 pub const HTTP_REQUEST_SECONDS: &str = "cepheus_http_request_duration_seconds";
 
@@ -72,6 +74,15 @@ pub fn ingested(accepted: usize, rejected: usize, duplicates: usize) {
     counter!(EVENTS_ACCEPTED).increment(accepted as u64);
     counter!(EVENTS_REJECTED).increment(rejected as u64);
     counter!(EVENTS_DUPLICATE).increment(duplicates as u64);
+}
+
+/// Counts event ids forgotten early (the index reached `max_remembered_ids`).
+pub fn dedup_ids_forgotten(n: u64) {
+    counter!(DEDUP_IDS_FORGOTTEN).increment(n);
+    tracing::warn!(
+        ids = n,
+        "the dedup index is full (history.max_remembered_ids): the oldest event ids were forgotten before the dedup horizon"
+    );
 }
 
 /// Counts a request refused for overload.

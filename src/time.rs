@@ -12,6 +12,12 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The wall clock, in cepheus's time type. Only the service shell reads it
+/// (the engine is given time, never reads it).
+pub fn wall_now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_millis())
+}
+
 /// A point in event time: milliseconds since the Unix epoch, UTC.
 ///
 /// Serialized as an RFC 3339 string with millisecond precision

@@ -286,8 +286,4 @@ impl Drop for StopArbiterOnDrop {
     }
 }
 
-/// The wall clock, in cepheus's time type. The only wall-clock read in
-/// cepheus outside logging.
-pub fn wall_now() -> Timestamp {
-    Timestamp(chrono::Utc::now().timestamp_millis())
-}
+pub use crate::time::wall_now;

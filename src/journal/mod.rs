@@ -1,0 +1,141 @@
+//! The journal: what cepheus accepted, in order — events, alerts and dead
+//! letters — with positions, durable before anyone is told (DESIGN §1, §7).
+//!
+//! ```text
+//! ingest ──submit──► sequencer: stamp, dedup, place ──► open group ──► committer: write + fdatasync
+//!                        │ routes each event (EventSink)                   │
+//!                        ▼                                                 ▼
+//!                   entity actors ──alerts, late events──► open group   durable: 202s answered,
+//!                                                                       alerts published (DurableGroup)
+//! ```
+//!
+//! [`Journal`] is the one interface the service uses; [`embedded`] is its
+//! default implementation, an append-only segment log on local files
+//! ([`segment`], [`frame`], [`records`]) with event-id dedup kept off the
+//! commit path ([`dedup`]). The Kafka-API log of the scale-out mode is the
+//! second implementation (see `docs/journal.md` for what it needs).
+//!
+//! A place in the journal is `(lsn, index)`: the frame (one group commit)
+//! and the event's index among the frame's events. Places only grow, so an
+//! entity compares them with the last place it applied to skip what a
+//! replay brings again.
+
+pub mod dedup;
+pub mod embedded;
+pub mod file;
+pub mod frame;
+#[cfg(test)]
+pub mod memfs;
+pub mod partition;
+pub mod records;
+pub mod segment;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::event::Event;
+
+pub use embedded::{EmbeddedJournal, JournalConfig};
+pub use records::{AlertEntry, LetterEntry, LetterReason};
+
+/// Something went wrong in the journal. Each message says what and where.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// A file operation failed.
+    #[error("journal I/O error: {0}")]
+    Io(String),
+    /// A durable frame or file is damaged.
+    #[error("the journal file {path} is damaged at byte {offset}: {reason}; restore the data directory from a backup or move it aside")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Written by another version of cepheus.
+    #[error("a {what} has format {found}; this build reads format {expected}: upgrade cepheus")]
+    UnknownFormat {
+        /// What.
+        what: &'static str,
+        /// Found.
+        found: u32,
+        /// Read by this build.
+        expected: u32,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode {0}")]
+    Encode(String),
+    /// A sync failed: nothing more is accepted until a restart.
+    #[error("the journal stopped: {0}")]
+    Failed(String),
+    /// Writing is failing for now (for example the disk is full).
+    #[error("the journal cannot write for now: {0}")]
+    Stalled(String),
+    /// Not made durable within the wait.
+    #[error("not made durable within {0} s")]
+    Timeout(u64),
+    /// The journal is shutting down.
+    #[error("the journal is shutting down")]
+    Closed,
+}
+
+/// Receives accepted events in journal order: the router.
+///
+/// # Invariants
+/// Called under the journal's sequencer, so two calls never overlap and
+/// their order is the journal's order (DESIGN §7: per-key order is the
+/// order of acceptance).
+pub trait EventSink: Send + Sync {
+    /// The events of frame `lsn` at indexes `first..first + events.len()`.
+    fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]);
+}
+
+/// One request's events, to append together.
+#[derive(Debug, Default)]
+pub struct Submission {
+    /// Valid events, with their index in the request.
+    pub events: Vec<Event>,
+    /// Indexes (in `events`) of the events sent without a time: they get
+    /// the acceptance time.
+    pub untimed: Vec<usize>,
+    /// Dead letters of the request's invalid events.
+    pub letters: Vec<LetterEntry>,
+}
+
+/// What became of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Events appended.
+    pub accepted: usize,
+    /// Events dropped as repeats of an id accepted before.
+    pub duplicates: usize,
+    /// The frame they went into.
+    pub lsn: u64,
+}
+
+/// Alerts and dead letters of a frame that is now durable: they may be
+/// published.
+#[derive(Debug, Clone, Default)]
+pub struct DurableGroup {
+    /// The frame.
+    pub lsn: u64,
+    /// Its alerts, in seq order.
+    pub alerts: Vec<AlertEntry>,
+    /// Its dead letters.
+    pub letters: Vec<LetterEntry>,
+}
+
+/// How the journal is doing, as waiters and `/readyz` see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Every frame up to this LSN is durable.
+    pub durable: u64,
+    /// Writing fails for now (retried): new work is refused.
+    pub stalled: Option<String>,
+    /// A sync failed: nothing more is accepted until a restart.
+    pub failed: Option<String>,
+}
