@@ -27,7 +27,10 @@
 //! event's ordinal is its position in acceptance order.
 //!
 //! The semantics of each pattern kind live in one file: `sequence.rs`,
-//! `absence.rs`, `threshold.rs` (with `window.rs` and `aggregate.rs`).
+//! `absence.rs`, and `threshold/` with one file per window kind (and
+//! `aggregate.rs`). Each kind is paired with its state in one place
+//! (`RuleEntry::bind`, `threshold::bind`), so a new kind does not compile
+//! until every use handles it.
 
 mod absence;
 mod aggregate;
@@ -38,7 +41,6 @@ pub mod reorder;
 mod sequence;
 pub mod state;
 mod threshold;
-mod window;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
