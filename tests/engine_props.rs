@@ -221,6 +221,7 @@ fn arb_window() -> impl Strategy<Value = Win> {
         (1..=6i64).prop_map(Win::Tumbling),
         (1..=3i64, 1..=3i64).prop_map(|(advance, n)| Win::Hopping(advance * n, advance)),
         (1..=4i64).prop_map(Win::Session),
+        (1..=4u32).prop_map(Win::Count),
     ]
 }
 
@@ -719,6 +720,7 @@ fn generator_coverage() {
                         Win::Tumbling(_) => "tumbling",
                         Win::Hopping(..) => "hopping",
                         Win::Session(_) => "session",
+                        Win::Count(_) => "count",
                     };
                     format!("threshold {window} {agg:?}")
                 }

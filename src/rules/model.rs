@@ -165,6 +165,11 @@ pub enum WindowSpec {
         /// Largest gap inside a session (inclusive).
         gap: Duration,
     },
+    /// The last `events` matching events. Edge-triggered.
+    Count {
+        /// How many.
+        events: u32,
+    },
 }
 
 /// What a threshold computes over the window's events.

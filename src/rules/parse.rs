@@ -158,7 +158,7 @@ const THRESHOLD_FIELDS: &[&str] = &[
     "below",
     "at_most",
 ];
-const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session"];
+const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session", "count"];
 const HOPPING_FIELDS: &[&str] = &["size", "advance"];
 const SESSION_FIELDS: &[&str] = &["gap"];
 const ALERT_FIELDS: &[&str] = &["message"];
@@ -534,6 +534,7 @@ impl Walker<'_> {
             session: self.section(&f, "session", Walker::session, || SessionDoc {
                 gap: String::new(),
             }),
+            count: self.count(&f, "count"),
         })
     }
 
@@ -827,6 +828,7 @@ impl WindowDoc {
             tumbling: None,
             hopping: None,
             session: None,
+            count: None,
         }
     }
 }

@@ -220,6 +220,10 @@ pub struct WindowDoc {
     /// Runs of events at most `gap` apart; fires when the session closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionDoc>,
+    /// The last N matching events (1 to `max_count_window`, default
+    /// 10,000); fires when the condition becomes true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 /// `hopping: {size, advance}`.

@@ -227,6 +227,8 @@ pub enum Win {
     Tumbling(i64),
     Hopping(i64, i64),
     Session(i64),
+    /// The last n matching events.
+    Count(u32),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,6 +401,7 @@ impl RuleSpec {
                         format!("  window: {{hopping: {{size: {s}ms, advance: {a}ms}}}}\n")
                     }
                     Win::Session(g) => format!("  window: {{session: {{gap: {g}ms}}}}\n"),
+                    Win::Count(n) => format!("  window: {{count: {n}}}\n"),
                 };
                 y += &match agg {
                     Agg::Count => "  aggregate: count\n".to_owned(),
@@ -572,6 +575,7 @@ pub fn run(rules: &[RuleSpec], settings: Settings, key: &str, ops: &[Op]) -> Vec
                     Win::Tumbling(size) => aligned(&cx, &t, size, size),
                     Win::Hopping(size, advance) => aligned(&cx, &t, size, advance),
                     Win::Session(gap) => sessions(&cx, &t, gap),
+                    Win::Count(n) => last_n(&cx, &t, n),
                 }
             }
         };
@@ -920,6 +924,31 @@ fn sliding(cx: &Cx<'_>, t: &Threshold<'_>, size: i64) -> Vec<(usize, MAlert)> {
                 evaluate(k, e.time, Some(ordinal), window, &mut fired);
             }
         }
+    }
+    fired
+}
+
+/// Count windows: after each entering event, the last `n` entries (by time,
+/// ties in acceptance order) are aggregated; fires on each false → true
+/// edge, at the entering event's time. Nothing leaves with time.
+fn last_n(cx: &Cx<'_>, t: &Threshold<'_>, n: u32) -> Vec<(usize, MAlert)> {
+    let all = t.entries(cx);
+    let mut fired = Vec::new();
+    let mut holding = false;
+    for (i, &(k, e, ordinal)) in all.iter().enumerate() {
+        let mut window: Vec<Entry<'_>> = all[..=i].to_vec();
+        window.sort_by_key(|(_, x, o)| (x.time, *o));
+        let window: Vec<Entry<'_>> = window[window.len().saturating_sub(n as usize)..].to_vec();
+        let value = t.value(&window);
+        let holds = value.is_some_and(|v| t.cmp.holds(v, t.limit));
+        if holds && !holding {
+            let mut id = cx.id("count");
+            id.add_i64(e.time).add_u64(ordinal);
+            let start = window[0].1.time;
+            let value = value.expect("holds");
+            fired.push((k, t.alert(cx, &id, e.time, value, &window, start, e.time)));
+        }
+        holding = holds;
     }
     fired
 }

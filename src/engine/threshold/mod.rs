@@ -3,7 +3,8 @@
 //! Only events matching the threshold's `match` (and, for `sum`, `avg`,
 //! `min`, `max`, `distinct`, whose expression yields a number or value)
 //! enter a window. Each window kind has its file, with its semantics:
-//! `sliding.rs`, `aligned.rs` (tumbling and hopping), `session.rs`; the
+//! `sliding.rs`, `aligned.rs` (tumbling and hopping), `session.rs`,
+//! `count.rs`; the
 //! alert they fire is assembled in `alert.rs`. The rule syntax is
 //! `rules::schema::WindowDoc`, compiled in `rules/compile/threshold.rs` into
 //! a `rules::WindowSpec`, which [`WindowSpec`] and [`ThresholdState`] pair
@@ -11,6 +12,7 @@
 
 mod alert;
 mod aligned;
+mod count;
 mod session;
 mod sliding;
 
@@ -28,6 +30,7 @@ use crate::rules::{ThresholdPattern, WindowSpec};
 use crate::time::{Duration, Timestamp};
 
 pub use aligned::AlignedWindows;
+pub use count::CountWindow;
 pub use session::Sessions;
 pub use sliding::SlidingWindow;
 
@@ -53,6 +56,8 @@ pub enum ThresholdState {
     Aligned(AlignedWindows),
     /// Open sessions.
     Sessions(Sessions),
+    /// The last N events.
+    Count(CountWindow),
 }
 
 /// A window spec with its state: every use matches this enum, so a new
@@ -61,6 +66,7 @@ enum Bound<'a> {
     Sliding(Duration, &'a mut SlidingWindow),
     Aligned(Duration, Duration, &'a mut AlignedWindows),
     Session(Duration, &'a mut Sessions),
+    Count(u32, &'a mut CountWindow),
 }
 
 /// Pairs `window` with `state`, the one place the two meet. NB: states are
@@ -76,6 +82,7 @@ fn bind<'a>(window: &WindowSpec, state: &'a mut ThresholdState) -> Bound<'a> {
                 WindowSpec::Tumbling { .. } | WindowSpec::Hopping { .. }
             )
             | (ThresholdState::Sessions(_), WindowSpec::Session { .. })
+            | (ThresholdState::Count(_), WindowSpec::Count { .. })
     );
     if !fits {
         *state = ThresholdState::for_window(window);
@@ -89,11 +96,13 @@ fn bind<'a>(window: &WindowSpec, state: &'a mut ThresholdState) -> Bound<'a> {
             Bound::Aligned(size, advance, a)
         }
         (WindowSpec::Session { gap }, ThresholdState::Sessions(s)) => Bound::Session(gap, s),
+        (WindowSpec::Count { events }, ThresholdState::Count(c)) => Bound::Count(events, c),
         (
             WindowSpec::Sliding { .. }
             | WindowSpec::Tumbling { .. }
             | WindowSpec::Hopping { .. }
-            | WindowSpec::Session { .. },
+            | WindowSpec::Session { .. }
+            | WindowSpec::Count { .. },
             _,
         ) => unreachable!("the state was just made for the window"),
     }
@@ -108,6 +117,7 @@ impl ThresholdState {
                 ThresholdState::Aligned(AlignedWindows::default())
             }
             WindowSpec::Session { .. } => ThresholdState::Sessions(Sessions::default()),
+            WindowSpec::Count { .. } => ThresholdState::Count(CountWindow::default()),
         }
     }
 
@@ -117,6 +127,7 @@ impl ThresholdState {
             ThresholdState::Sliding(s) => s.is_empty(),
             ThresholdState::Aligned(a) => a.is_empty(),
             ThresholdState::Sessions(s) => s.is_empty(),
+            ThresholdState::Count(c) => c.is_empty(),
         }
     }
 
@@ -126,6 +137,7 @@ impl ThresholdState {
             ThresholdState::Sliding(s) => s.len(),
             ThresholdState::Aligned(a) => a.len(),
             ThresholdState::Sessions(s) => s.len(),
+            ThresholdState::Count(c) => c.len(),
         }
     }
 
@@ -135,6 +147,8 @@ impl ThresholdState {
             Bound::Sliding(size, s) => s.next_deadline(size),
             Bound::Aligned(size, _, a) => a.next_deadline(size),
             Bound::Session(gap, s) => s.next_deadline(gap),
+            // Nothing leaves a count window with time.
+            Bound::Count(..) => None,
         }
     }
 
@@ -189,6 +203,10 @@ impl ThresholdState {
                 }
                 s.add(time, gap, &sample, reference, full, limits, dropped);
             }
+            // NB: never closed: the last N events are always open to one more.
+            Bound::Count(n, c) => c.add(
+                env, pattern, n, event, ordinal, sample, reference, full, alerts, dropped,
+            ),
         }
         Admission::Entered
     }
@@ -206,6 +224,7 @@ impl ThresholdState {
             Bound::Sliding(size, s) => s.advance(env, pattern, size, watermark, alerts),
             Bound::Aligned(size, _, a) => a.advance(env, pattern, size, watermark, alerts),
             Bound::Session(gap, s) => s.advance(env, pattern, gap, watermark, alerts),
+            Bound::Count(..) => {}
         }
     }
 
@@ -215,6 +234,7 @@ impl ThresholdState {
             ThresholdState::Sliding(s) => s.view(),
             ThresholdState::Aligned(a) => a.view(),
             ThresholdState::Sessions(s) => s.view(),
+            ThresholdState::Count(c) => c.view(),
         }
     }
 }

@@ -52,6 +52,15 @@ pub struct SlidingWindow {
     unsettled: Option<Timestamp>,
 }
 
+/// What bounds the window an evaluation looks at.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// `(at - size, at]`.
+    Time(Duration),
+    /// The last N entries (a count window).
+    Count,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
     event: EventRef,
@@ -114,7 +123,51 @@ impl SlidingWindow {
         self.evaluate(
             env,
             pattern,
-            size,
+            Span::Time(size),
+            event.time,
+            Some(ordinal),
+            Some(event),
+            alerts,
+        );
+    }
+
+    /// Adds one matching event to a window of the last `n` and evaluates
+    /// the condition over them (`count.rs`: no timers, nothing expires).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_last(
+        &mut self,
+        env: &RuleEnv<'_>,
+        pattern: &ThresholdPattern,
+        n: u32,
+        event: &Arc<Event>,
+        ordinal: u64,
+        sample: Sample,
+        reference: EventRef,
+        full: Option<&Arc<Event>>,
+        alerts: &mut Vec<Alert>,
+        dropped: &mut DropCounters,
+    ) {
+        let cap = env.config.max_window_entries.max(1);
+        self.insert(
+            Entry {
+                event: reference,
+                sample,
+            },
+            full,
+            cap,
+            dropped,
+        );
+        // NB: the oldest entry leaves when the window holds more than n: the
+        // window's own rule, not a limit, so not counted as a drop.
+        while self.entries.len() > n as usize {
+            if let Some(old) = self.entries.pop_front() {
+                self.forget(&old);
+            }
+        }
+        self.evaluate(
+            env,
+            pattern,
+            Span::Count,
             event.time,
             Some(ordinal),
             Some(event),
@@ -133,7 +186,7 @@ impl SlidingWindow {
     ) {
         if let Some(instant) = self.unsettled.filter(|i| *i < watermark) {
             self.unsettled = None;
-            self.evaluate(env, pattern, size, instant, None, None, alerts);
+            self.evaluate(env, pattern, Span::Time(size), instant, None, None, alerts);
         }
         while let Some(leave) = self.entries.front().map(|e| e.event.time.plus(size)) {
             if leave > watermark {
@@ -152,7 +205,7 @@ impl SlidingWindow {
                 self.unsettled = Some(leave);
                 break;
             }
-            self.evaluate(env, pattern, size, leave, None, None, alerts);
+            self.evaluate(env, pattern, Span::Time(size), leave, None, None, alerts);
         }
         if self.entries.is_empty() {
             self.last = None;
@@ -232,7 +285,7 @@ impl SlidingWindow {
         &mut self,
         env: &RuleEnv<'_>,
         pattern: &ThresholdPattern,
-        size: Duration,
+        span: Span,
         at: Timestamp,
         ordinal: Option<u64>,
         event: Option<&Arc<Event>>,
@@ -249,7 +302,11 @@ impl SlidingWindow {
             for e in listed {
                 explanation.push(e.clone(), env.config.max_explained_events);
             }
-            let mut id = env.alert_id("sliding");
+            let (kind, window_start) = match span {
+                Span::Time(size) => ("sliding", at.minus(size)),
+                Span::Count => ("count", self.entries.front().map_or(at, |e| e.event.time)),
+            };
+            let mut id = env.alert_id(kind);
             id.add_i64(at.millis()).add_u64(ordinal.unwrap_or(0));
             alerts.push(threshold_alert(
                 env,
@@ -257,7 +314,7 @@ impl SlidingWindow {
                 id,
                 ThresholdFacts {
                     time: at,
-                    window_start: at.minus(size),
+                    window_start,
                     window_end: at,
                     value: value.unwrap_or_default(),
                     count: self.entries.len() as u64,
