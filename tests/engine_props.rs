@@ -27,7 +27,7 @@ use cepheus::time::Timestamp;
 use proptest::prelude::*;
 use reference::{
     ops_for, Agg, Cmp, Contig, EngineStep, Ev, Harness, Kind, MAlert, Op, Pred, RuleSpec, SeqSpec,
-    Settings, StepSpec, Times, Win,
+    Settings, SkipSpec, StepSpec, Times, Win,
 };
 
 const TYPES: [&str; 4] = ["a", "b", "c", "d"];
@@ -118,15 +118,52 @@ fn arb_raw_step() -> impl Strategy<Value = RawStep> {
     )
 }
 
+/// A skip strategy before the steps are known: `to_first` / `to_last` name a
+/// step by a raw number, resolved to a positive step.
+#[derive(Debug, Clone, Copy)]
+enum RawSkip {
+    Named(SkipSpec),
+    ToFirst(usize),
+    ToLast(usize),
+}
+
+impl RawSkip {
+    fn resolve(self, negated: &[bool]) -> SkipSpec {
+        let positive = |raw: usize| {
+            let j = raw % negated.len();
+            if negated[j] {
+                0
+            } else {
+                j
+            }
+        };
+        match self {
+            RawSkip::Named(skip) => skip,
+            RawSkip::ToFirst(raw) => SkipSpec::ToFirst(positive(raw)),
+            RawSkip::ToLast(raw) => SkipSpec::ToLast(positive(raw)),
+        }
+    }
+}
+
+fn arb_skip() -> impl Strategy<Value = RawSkip> {
+    prop_oneof![
+        4 => Just(RawSkip::Named(SkipSpec::PastLastEvent)),
+        3 => Just(RawSkip::Named(SkipSpec::All)),
+        2 => Just(RawSkip::Named(SkipSpec::ToNext)),
+        1 => (0..4usize).prop_map(RawSkip::ToFirst),
+        1 => (0..4usize).prop_map(RawSkip::ToLast),
+    ]
+}
+
 /// An ordered sequence, made valid the way `rules::compile` demands.
 fn arb_sequence() -> impl Strategy<Value = Kind> {
     (
         prop::collection::vec(arb_raw_step(), 1..=4),
         prop::option::of(1..=8i64),
         arb_contiguity(),
-        any::<bool>(),
+        arb_skip(),
     )
-        .prop_map(|(raw, within, contiguity, skip_all)| {
+        .prop_map(|(raw, within, contiguity, skip)| {
             let n = raw.len();
             let mut negated: Vec<bool> = raw.iter().map(|r| r.2).collect();
             negated[0] = false;
@@ -167,12 +204,13 @@ fn arb_sequence() -> impl Strategy<Value = Kind> {
                 steps[0] = StepSpec::new(steps[0].pred.clone(), Times::One);
             }
             let within = if trailing { within.or(Some(4)) } else { within };
+            let skip = skip.resolve(&negated);
             Kind::Sequence(SeqSpec {
                 steps,
                 within,
                 contiguity,
                 any_order: false,
-                skip_all,
+                skip,
             })
         })
 }
@@ -182,10 +220,10 @@ fn arb_any_order() -> impl Strategy<Value = Kind> {
     (
         prop::collection::vec((arb_pred(), arb_times()), 2..=3),
         prop::option::of(1..=8i64),
-        any::<bool>(),
+        arb_skip(),
     )
-        .prop_map(|(raw, within, skip_all)| {
-            let steps = raw
+        .prop_map(|(raw, within, skip)| {
+            let steps: Vec<StepSpec> = raw
                 .into_iter()
                 .map(|(pred, times)| {
                     let times = match times {
@@ -195,12 +233,13 @@ fn arb_any_order() -> impl Strategy<Value = Kind> {
                     StepSpec::new(pred, times)
                 })
                 .collect();
+            let skip = skip.resolve(&vec![false; steps.len()]);
             Kind::Sequence(SeqSpec {
                 steps,
                 within,
                 contiguity: Contig::Relaxed,
                 any_order: true,
-                skip_all,
+                skip,
             })
         })
 }
@@ -645,7 +684,7 @@ fn the_brute_force_example_agrees_with_the_model() {
             within: Some(300),
             contiguity: Contig::Relaxed,
             any_order: false,
-            skip_all: false,
+            skip: SkipSpec::PastLastEvent,
         }),
         message: true,
     };
@@ -702,16 +741,16 @@ fn generator_coverage() {
         let (_, alerts) = run_plain(&case);
         for rule in &case.rules {
             let label = match &rule.kind {
-                Kind::Sequence(s) if s.any_order => format!("any_order skip_all={}", s.skip_all),
+                Kind::Sequence(s) if s.any_order => format!("any_order skip={:?}", s.skip),
                 Kind::Sequence(s) => format!(
-                    "sequence {:?} trailing_not={} not={} optional={} bound={} within={} skip_all={}",
+                    "sequence {:?} trailing_not={} not={} optional={} bound={} within={} skip={:?}",
                     s.contiguity,
                     s.steps.last().is_some_and(|x| x.negated),
                     s.steps.iter().any(|x| x.negated),
                     s.steps.iter().any(|x| !x.negated && x.min == 0),
                     s.steps.iter().any(|x| x.pred.reads_step().is_some()),
                     s.within.is_some(),
-                    s.skip_all
+                    s.skip
                 ),
                 Kind::Absence { after, .. } => format!("absence trigger={}", after.is_some()),
                 Kind::Threshold { window, agg, .. } => {

@@ -754,3 +754,76 @@ sequence:
     let alert = only(w.send_data("transfer", 2.0, json!({"ip": "192.168.0.9"})));
     assert_eq!(event_times(&alert), vec![0.0, 2.0]);
 }
+
+// --- after-match skip strategies (issue 12 §3), Flink's table for `b+ c` ----
+
+fn b_plus_c(skip: &str) -> String {
+    format!(
+        "id: r\nsequence:\n  skip: {skip}\n  steps:\n    - name: b\n      match: type == \"b\"\n      times: {{min: 1}}\n    - name: c\n      match: type == \"c\"\n"
+    )
+}
+
+/// Each alert of `b b b c` as the times of its events.
+fn b1_b2_b3_c(skip: &str) -> Vec<Vec<f64>> {
+    let mut w = World::new(&[&b_plus_c(skip)]);
+    for t in [1.0, 2.0, 3.0] {
+        assert!(w.send("b", t).is_empty());
+    }
+    w.send("c", 4.0).iter().map(event_times).collect()
+}
+
+#[test]
+fn skip_to_next_discards_only_the_runs_that_started_with_the_match() {
+    assert_eq!(
+        b1_b2_b3_c("to_next"),
+        vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![2.0, 3.0, 4.0],
+            vec![3.0, 4.0]
+        ]
+    );
+}
+
+#[test]
+fn skip_to_first_resumes_at_the_first_event_of_the_step() {
+    // b's first event is the match's own first: as `to_next`.
+    assert_eq!(
+        b1_b2_b3_c("{to_first: b}"),
+        vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![2.0, 3.0, 4.0],
+            vec![3.0, 4.0]
+        ]
+    );
+}
+
+#[test]
+fn skip_to_last_resumes_at_the_last_event_of_the_step() {
+    assert_eq!(
+        b1_b2_b3_c("{to_last: b}"),
+        vec![vec![1.0, 2.0, 3.0, 4.0], vec![3.0, 4.0]]
+    );
+}
+
+#[test]
+fn skip_past_last_event_and_all_on_the_same_stream() {
+    assert_eq!(
+        b1_b2_b3_c("past_last_event"),
+        vec![vec![1.0, 2.0, 3.0, 4.0]]
+    );
+    assert_eq!(b1_b2_b3_c("all").len(), 3);
+}
+
+#[test]
+fn skip_to_a_step_that_is_not_there_is_a_problem_at_its_path() {
+    let problems = cepheus::rules::load(
+        &b_plus_c("{to_last: d}"),
+        cepheus::rules::Format::Yaml,
+        1,
+        &cepheus::rules::RuleLimits::default(),
+    )
+    .expect_err("an unknown step");
+    assert_eq!(problems[0].path, "sequence.skip.to_last");
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].message.contains("`b`, `c`"), "{problems:#?}");
+}

@@ -77,7 +77,7 @@ use crate::engine::EngineConfig;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::template::Template;
-use crate::rules::{Contiguity, SequencePattern, SkipStrategy};
+use crate::rules::{Contiguity, SequencePattern, Skip};
 use crate::time::{Duration, Timestamp};
 
 /// What the engine precomputes about a sequence rule.
@@ -93,6 +93,9 @@ pub(crate) struct SequencePlan {
     keep_ordinals: bool,
     /// The sequence ends with a negated step (a timer).
     trailing_negation: bool,
+    /// The skip strategy resumes at a step's event: runs keep where each
+    /// step's events stand.
+    keep_marks: bool,
 }
 
 impl SequencePlan {
@@ -122,6 +125,7 @@ impl SequencePlan {
             keep_events,
             keep_ordinals: pattern.contiguity == Contiguity::Any,
             trailing_negation: last_positive + 1 < n,
+            keep_marks: matches!(pattern.skip, Skip::ToFirst(_) | Skip::ToLast(_)),
         }
     }
 }
@@ -171,6 +175,12 @@ struct StepMatch {
     first: Option<Arc<Event>>,
     #[serde(default)]
     last: Option<Arc<Event>>,
+    /// Where the step's first and last events stand in evaluation order
+    /// (time, ordinal), kept for `skip: {to_first | to_last: ...}` only.
+    #[serde(default)]
+    first_at: Option<(Timestamp, u64)>,
+    #[serde(default)]
+    last_at: Option<(Timestamp, u64)>,
 }
 
 /// What a run does with an event.
@@ -232,6 +242,11 @@ impl Probe<'_> {
 }
 
 impl Run {
+    /// Where the run starts in evaluation order.
+    fn started(&self) -> RunStart {
+        (self.min_time, self.first_ordinal)
+    }
+
     fn bindings(&self) -> Vec<Binding<'_>> {
         self.steps
             .iter()
@@ -262,6 +277,11 @@ impl Run {
         let ordinal = reference.ordinal;
         let step = &mut self.steps[j];
         step.count += 1;
+        if plan.keep_marks {
+            let at = (event.time, ordinal);
+            step.first_at.get_or_insert(at);
+            step.last_at = Some(at);
+        }
         if plan.keep_events[j] {
             if step.first.is_none() {
                 step.first = Some(Arc::clone(event));
@@ -386,22 +406,20 @@ impl SequenceState {
             }
         }
 
-        let skip_all = pattern.skip == SkipStrategy::All;
+        let past_last = pattern.skip == Skip::PastLastEvent;
         if !completed.is_empty() {
-            if skip_all {
-                for run in &completed {
-                    alerts.push(self_alert(env, pattern, run, Some(event), event.time));
-                }
-            } else {
-                alerts.push(self_alert(
-                    env,
-                    pattern,
-                    preferred(&completed),
-                    Some(event),
-                    event.time,
-                ));
-                // Every other run started at or before this event.
-                kept.clear();
+            emit(
+                env,
+                pattern,
+                completed,
+                &mut kept,
+                Some(event),
+                event.time,
+                alerts,
+            );
+            if past_last {
+                // Every other run started at or before this event, which
+                // starts none.
                 self.runs = kept;
                 return;
             }
@@ -417,7 +435,7 @@ impl SequenceState {
                 settle(run, pattern, plan, &mut kept, &mut done);
                 if let Some(run) = done.first() {
                     alerts.push(self_alert(env, pattern, run, Some(event), event.time));
-                    if !skip_all {
+                    if past_last {
                         kept.clear();
                     }
                 }
@@ -459,11 +477,7 @@ impl SequenceState {
             if completed.is_empty() {
                 continue;
             }
-            if pattern.skip == SkipStrategy::All {
-                for run in &completed {
-                    alerts.push(self_alert(env, pattern, run, None, deadline));
-                }
-            } else {
+            if pattern.skip == Skip::PastLastEvent {
                 alerts.push(self_alert(
                     env,
                     pattern,
@@ -471,7 +485,18 @@ impl SequenceState {
                     None,
                     deadline,
                 ));
+                // The deadline is the match's end.
                 self.runs.retain(|run| run.min_time > deadline);
+            } else {
+                emit(
+                    env,
+                    pattern,
+                    completed,
+                    &mut self.runs,
+                    None,
+                    deadline,
+                    alerts,
+                );
             }
         }
     }
@@ -543,6 +568,77 @@ fn settle(
     } else {
         done.push(run);
     }
+}
+
+/// Emits the matches among `completed` (completed together, by `event` or at
+/// a deadline `time`) and discards the runs the skip strategy skips:
+///
+/// - `past_last_event`: the preferred match (see [`preferred`]); every other
+///   run is discarded.
+/// - `all`: every match; nothing is discarded.
+/// - `to_next`, `to_first`, `to_last`: matches in order of preference; after
+///   each, the runs (partial, or completed and not yet emitted) that started
+///   from its first event up to, not including, its resume point are
+///   discarded: for `to_next` those that started with its first event; for
+///   `to_first: S` / `to_last: S` those that started before the first / last
+///   event step S took (at least those that started with its first event).
+///   Runs that started before the match are kept (Flink's
+///   `AfterMatchSkipStrategy`).
+fn emit(
+    env: &RuleEnv<'_>,
+    pattern: &SequencePattern,
+    mut completed: Vec<Run>,
+    kept: &mut Vec<Run>,
+    event: Option<&Arc<Event>>,
+    time: Timestamp,
+    alerts: &mut Vec<Alert>,
+) {
+    match pattern.skip {
+        Skip::PastLastEvent => {
+            alerts.push(self_alert(env, pattern, preferred(&completed), event, time));
+            kept.clear();
+        }
+        Skip::All => {
+            for run in &completed {
+                alerts.push(self_alert(env, pattern, run, event, time));
+            }
+        }
+        Skip::ToNext | Skip::ToFirst(_) | Skip::ToLast(_) => {
+            completed.sort_by(|a, b| {
+                a.first_ordinal
+                    .cmp(&b.first_ordinal)
+                    .then_with(|| a.ordinals.cmp(&b.ordinals))
+            });
+            let mut candidates = completed.into_iter();
+            let mut skipped: Vec<(RunStart, Option<RunStart>)> = Vec::new();
+            for run in candidates.by_ref() {
+                let start = run.started();
+                if skipped.iter().any(|s| in_skip(start, *s)) {
+                    continue;
+                }
+                alerts.push(self_alert(env, pattern, &run, event, time));
+                let resume = match pattern.skip {
+                    Skip::ToFirst(j) => run.steps[j].first_at,
+                    Skip::ToLast(j) => run.steps[j].last_at,
+                    _ => None,
+                };
+                let skip = (start, resume.filter(|r| *r > start));
+                kept.retain(|r| !in_skip(r.started(), skip));
+                skipped.push(skip);
+            }
+        }
+    }
+}
+
+/// Where a run starts in evaluation order: its first event's time, then
+/// its ordinal.
+type RunStart = (Timestamp, u64);
+
+/// Whether a run starting at `start` falls in the skipped range that starts
+/// at a match's first event and ends before its resume point (or is that
+/// first event alone).
+fn in_skip(start: RunStart, (from, resume): (RunStart, Option<RunStart>)) -> bool {
+    start == from || (start >= from && resume.is_some_and(|r| start < r))
 }
 
 /// The match `past_last_event` emits among runs completed by the same event

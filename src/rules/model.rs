@@ -14,6 +14,25 @@ use crate::rules::expr::Expr;
 use crate::rules::schema::RuleDocument;
 use crate::rules::template::Template;
 pub use crate::rules::vocabulary::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
+
+/// The compiled skip strategy: [`SkipStrategy`] with step names resolved to
+/// step indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Skip {
+    /// Discard every other partial match; the completing event starts none.
+    #[default]
+    PastLastEvent,
+    /// Emit every match, discard nothing.
+    All,
+    /// Discard the partial matches that started with the match's first event.
+    ToNext,
+    /// Discard those that started from the match's first event up to the
+    /// first event of this step.
+    ToFirst(usize),
+    /// Discard those that started from the match's first event up to the
+    /// last event of this step.
+    ToLast(usize),
+}
 use crate::time::Duration;
 
 /// A compiled rule, ready to evaluate.
@@ -91,7 +110,7 @@ pub struct SequencePattern {
     /// All steps, in any order (a conjunction); no negated steps.
     pub any_order: bool,
     /// Treatment of other partial matches after a match.
-    pub skip: SkipStrategy,
+    pub skip: Skip,
     /// Without `within`: how long a partial match lives from its first
     /// event (the rule's own; `None` uses the engine's `max_match_age`).
     pub max_match_age: Option<Duration>,

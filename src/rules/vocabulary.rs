@@ -96,8 +96,10 @@ pub enum Contiguity {
     Any,
 }
 
-/// What happens to other partial matches after a match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+/// What happens to other partial matches after a match (SQL `AFTER MATCH
+/// SKIP`, Flink's `AfterMatchSkipStrategy`), as written: `past_last_event`,
+/// `all`, `to_next`, `{to_first: STEP}` or `{to_last: STEP}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipStrategy {
     /// Discard every partial match that started at or before the match's last
@@ -106,4 +108,14 @@ pub enum SkipStrategy {
     PastLastEvent,
     /// Keep every other partial match: every match is emitted.
     All,
+    /// Resume at the event after the match's first: discard the partial
+    /// matches that started with the match's first event (SQL `SKIP TO NEXT
+    /// ROW`).
+    ToNext,
+    /// Resume at the first event the named step took: discard the partial
+    /// matches that started from the match's first event up to it (SQL `SKIP
+    /// TO FIRST var`).
+    ToFirst(String),
+    /// Resume at the last event the named step took (SQL `SKIP TO LAST var`).
+    ToLast(String),
 }

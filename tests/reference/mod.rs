@@ -212,13 +212,24 @@ impl StepSpec {
     }
 }
 
+/// After a match (SQL `AFTER MATCH SKIP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipSpec {
+    PastLastEvent,
+    All,
+    ToNext,
+    /// The step (index) whose first event matching resumes at.
+    ToFirst(usize),
+    ToLast(usize),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeqSpec {
     pub steps: Vec<StepSpec>,
     pub within: Option<i64>,
     pub contiguity: Contig,
     pub any_order: bool,
-    pub skip_all: bool,
+    pub skip: SkipSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -337,8 +348,12 @@ impl RuleSpec {
                 if s.any_order {
                     y += "  any_order: true\n";
                 }
-                if s.skip_all {
-                    y += "  skip: all\n";
+                match s.skip {
+                    SkipSpec::PastLastEvent => {}
+                    SkipSpec::All => y += "  skip: all\n",
+                    SkipSpec::ToNext => y += "  skip: to_next\n",
+                    SkipSpec::ToFirst(j) => y += &format!("  skip: {{to_first: s{}}}\n", j + 1),
+                    SkipSpec::ToLast(j) => y += &format!("  skip: {{to_last: s{}}}\n", j + 1),
                 }
                 y += "  steps:\n";
                 for (i, step) in s.steps.iter().enumerate() {
@@ -1247,16 +1262,24 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 if completed.is_empty() {
                     continue;
                 }
-                if spec.skip_all {
-                    for run in &completed {
-                        fired.push((k, emit(run, deadline, "sequence-deadline")));
+                match spec.skip {
+                    SkipSpec::All => {
+                        for run in &completed {
+                            fired.push((k, emit(run, deadline, "sequence-deadline")));
+                        }
                     }
-                } else {
-                    fired.push((
-                        k,
-                        emit(preferred(&completed), deadline, "sequence-deadline"),
-                    ));
-                    runs.retain(|r| r.first_time() > deadline);
+                    SkipSpec::PastLastEvent => {
+                        fired.push((
+                            k,
+                            emit(preferred(&completed), deadline, "sequence-deadline"),
+                        ));
+                        runs.retain(|r| r.first_time() > deadline);
+                    }
+                    _ => {
+                        for run in resume(spec.skip, completed, &mut runs) {
+                            fired.push((k, emit(&run, deadline, "sequence-deadline")));
+                        }
+                    }
                 }
             }
         }
@@ -1297,14 +1320,22 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         }
         runs = kept;
         if !completed.is_empty() {
-            if spec.skip_all {
-                for run in &completed {
-                    fired.push((k, emit(run, e.time, "sequence")));
+            match spec.skip {
+                SkipSpec::All => {
+                    for run in &completed {
+                        fired.push((k, emit(run, e.time, "sequence")));
+                    }
                 }
-            } else {
-                fired.push((k, emit(preferred(&completed), e.time, "sequence")));
-                runs.clear();
-                continue;
+                SkipSpec::PastLastEvent => {
+                    fired.push((k, emit(preferred(&completed), e.time, "sequence")));
+                    runs.clear();
+                    continue;
+                }
+                _ => {
+                    for run in resume(spec.skip, completed, &mut runs) {
+                        fired.push((k, emit(&run, e.time, "sequence")));
+                    }
+                }
             }
         }
         if let Some(j) = start_step(e) {
@@ -1314,7 +1345,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             };
             if complete(&run) && !trailing {
                 fired.push((k, emit(&run, e.time, "sequence")));
-                if !spec.skip_all {
+                if spec.skip == SkipSpec::PastLastEvent {
                     runs.clear();
                 }
             } else {
@@ -1323,6 +1354,52 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         }
     }
     fired
+}
+
+/// SQL's `AFTER MATCH SKIP TO NEXT ROW / TO FIRST v / TO LAST v`, as Flink
+/// runs it: the matches completed together are taken in order of
+/// preference; each is emitted unless an earlier one skipped it, and then
+/// every run (partial, or completed and not yet emitted) that starts at its
+/// first event, or after it and before the event matching resumes at (the
+/// first or last event the named step took), is skipped.
+fn resume<'a>(
+    skip: SkipSpec,
+    mut completed: Vec<Run<'a>>,
+    runs: &mut Vec<Run<'a>>,
+) -> Vec<Run<'a>> {
+    let ordinals = |r: &Run<'_>| r.taken.iter().map(|(_, _, o)| *o).collect::<Vec<u64>>();
+    completed.sort_by_key(|r| ordinals(r));
+    // Where a run starts, in evaluation order: its first event's (time, ordinal).
+    let start = |r: &Run<'_>| (r.taken[0].1.time, r.taken[0].2);
+    let mut emitted: Vec<Run<'a>> = Vec::new();
+    // A skipped range: from a match's first event, until its resume point.
+    type Range = ((i64, u64), Option<(i64, u64)>);
+    let mut skipped: Vec<Range> = Vec::new();
+    let hit = |s: (i64, u64), (from, until): Range| {
+        s == from || (s > from && until.is_some_and(|u| s < u))
+    };
+    for m in completed {
+        if skipped.iter().any(|range| hit(start(&m), *range)) {
+            continue;
+        }
+        let of_step = |j: usize| -> Vec<(i64, u64)> {
+            m.taken
+                .iter()
+                .filter(|(s, _, _)| *s == j)
+                .map(|(_, e, o)| (e.time, *o))
+                .collect()
+        };
+        let until = match skip {
+            SkipSpec::ToFirst(j) => of_step(j).first().copied(),
+            SkipSpec::ToLast(j) => of_step(j).last().copied(),
+            _ => None,
+        };
+        let range = (start(&m), until);
+        runs.retain(|r| !hit(start(r), range));
+        skipped.push(range);
+        emitted.push(m);
+    }
+    emitted
 }
 
 /// The one match `past_last_event` emits among runs completed together:

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{step_name_problem, Checker};
 use crate::rules::expr::Scope;
-use crate::rules::model::{Contiguity, SequencePattern, Step};
+use crate::rules::model::{Contiguity, SequencePattern, Skip, SkipStrategy, Step};
 use crate::rules::schema::{SequenceDoc, StepDoc, TimesDoc};
 
 const PATH: &str = "sequence";
@@ -119,15 +119,16 @@ impl Checker<'_> {
                 negated: step.negated,
             });
         }
-        if compiled.len() != steps.len() {
+        let skip = self.skip(doc, &names);
+        let Some(skip) = skip.filter(|_| compiled.len() == steps.len()) else {
             return (None, in_scope);
-        }
+        };
         let pattern = SequencePattern {
             steps: compiled,
             within,
             contiguity: doc.contiguity,
             any_order: doc.any_order,
-            skip: doc.skip,
+            skip,
             max_match_age,
         };
         (Some(pattern), in_scope)
@@ -233,6 +234,51 @@ impl Checker<'_> {
             }
         };
         (if step.optional { 0 } else { min }, max)
+    }
+
+    /// The skip strategy, with its step resolved to an index: a positive
+    /// step of the sequence.
+    fn skip(&mut self, doc: &SequenceDoc, names: &[Arc<str>]) -> Option<Skip> {
+        let (step, to_first) = match &doc.skip {
+            SkipStrategy::PastLastEvent => return Some(Skip::PastLastEvent),
+            SkipStrategy::All => return Some(Skip::All),
+            SkipStrategy::ToNext => return Some(Skip::ToNext),
+            SkipStrategy::ToFirst(step) => (step, true),
+            SkipStrategy::ToLast(step) => (step, false),
+        };
+        let path = format!(
+            "{PATH}.skip.{}",
+            if to_first { "to_first" } else { "to_last" }
+        );
+        let Some(index) = names.iter().position(|n| **n == **step) else {
+            let known: Vec<&str> = names.iter().map(|n| &**n).collect();
+            let hint = crate::rules::suggest::did_you_mean(step, &known);
+            self.report(
+                &path,
+                format!(
+                    "`{}` is not a step of this sequence; name one of {}{hint}",
+                    crate::rules::located::shorten(step),
+                    known
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        };
+        if doc.steps[index].negated {
+            self.report(
+                &path,
+                format!("step `{step}` is negated and takes no events: skip to a step that does"),
+            );
+            return None;
+        }
+        Some(if to_first {
+            Skip::ToFirst(index)
+        } else {
+            Skip::ToLast(index)
+        })
     }
 
     /// Where negated steps may stand, and what they may carry.
