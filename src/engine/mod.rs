@@ -402,9 +402,10 @@ impl Engine {
         let type_name = known_name.or(unknown_name.as_ref());
         let mut considered = false;
         let mut waiting_for: Vec<Arc<str>> = Vec::new();
+        let own_key = event.key == state.key;
         for &i in candidates {
             let rule = &self.rules.entries[i as usize].rule;
-            if !sees(rule, event, &state.key, &state.attributes) {
+            if !sees_as(rule, event, &state.key, &state.attributes, own_key) {
                 continue;
             }
             considered = true;
@@ -480,6 +481,7 @@ impl Engine {
     /// Evaluates `event` for rule `i` (which sees it), at the rule's
     /// `watermark`; drops the rule's state when nothing is left in it.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn evaluate(
         &self,
         state: &mut KeyState,
@@ -708,6 +710,7 @@ impl Engine {
 
     /// The clock time at which one rule's timers next act: its deadline (a
     /// watermark) plus the rule's allowed lateness.
+    #[inline]
     fn due(&self, s: &mut RuleState) -> Option<Timestamp> {
         let lateness = self.lateness[s.index as usize];
         self.deadline(s).map(|d| d.plus(lateness))
@@ -850,7 +853,24 @@ pub struct RuleView {
 /// Whether `rule` sees `event` under `key`: it runs under that key for the
 /// event and its `when` accepts it (events it rejects are invisible to it).
 fn sees(rule: &Rule, event: &Event, key: &str, attributes: &Map<String, Value>) -> bool {
-    if !rule_applies_to_key(rule, event, key) {
+    sees_as(rule, event, key, attributes, event.key == key)
+}
+
+/// [`sees`], with whether `key` is the event's own already known (one
+/// string comparison per event, not per rule).
+#[inline]
+fn sees_as(
+    rule: &Rule,
+    event: &Event,
+    key: &str,
+    attributes: &Map<String, Value>,
+    own_key: bool,
+) -> bool {
+    let runs_here = match &rule.partition_by {
+        None => own_key,
+        Some(_) => partition_key(rule, event).is_some_and(|k| k == key),
+    };
+    if !runs_here {
         return false;
     }
     rule.when.as_ref().is_none_or(|when| {
@@ -862,15 +882,6 @@ fn sees(rule: &Rule, event: &Event, key: &str, attributes: &Map<String, Value>) 
             variables: &[],
         })
     })
-}
-
-/// Whether `rule` runs under `key` for `event`: unpartitioned rules run under
-/// the event's own key, partitioned ones under their `partition_by` value.
-fn rule_applies_to_key(rule: &Rule, event: &Event, key: &str) -> bool {
-    match &rule.partition_by {
-        None => event.key == key,
-        Some(_) => partition_key(rule, event).is_some_and(|k| k == key),
-    }
 }
 
 fn partition_key(rule: &Rule, event: &Event) -> Option<String> {
@@ -928,6 +939,7 @@ impl RuleEntry {
     /// `new_state` and dropped when their rule changes (`Engine::align`),
     /// so the kinds always agree; were they ever not to, the state would
     /// start afresh rather than be misread.
+    #[inline]
     fn bind<'a>(&'a self, state: &'a mut PatternState) -> Bound<'a> {
         if !state.is_kind_of(&self.rule.pattern) {
             *state = self.new_state();

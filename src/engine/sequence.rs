@@ -165,6 +165,10 @@ struct Run {
     /// run may still take those optional steps, but no step past it.
     #[serde(default)]
     barrier: Option<u32>,
+    /// Per step, where its events stand, under `skip: {to_first | to_last}`
+    /// only (empty otherwise).
+    #[serde(default)]
+    marks: Vec<StepMarks>,
 }
 
 /// What one step of a run has taken.
@@ -175,12 +179,14 @@ struct StepMatch {
     first: Option<Arc<Event>>,
     #[serde(default)]
     last: Option<Arc<Event>>,
-    /// Where the step's first and last events stand in evaluation order
-    /// (time, ordinal), kept for `skip: {to_first | to_last: ...}` only.
-    #[serde(default)]
-    first_at: Option<(Timestamp, u64)>,
-    #[serde(default)]
-    last_at: Option<(Timestamp, u64)>,
+}
+
+/// Where one step's first and last events stand in evaluation order
+/// (time, ordinal), kept for `skip: {to_first | to_last: ...}` only.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+struct StepMarks {
+    first: Option<(Timestamp, u64)>,
+    last: Option<(Timestamp, u64)>,
 }
 
 /// What a run does with an event.
@@ -275,13 +281,16 @@ impl Run {
         explain_limit: usize,
     ) {
         let ordinal = reference.ordinal;
+        if plan.keep_marks {
+            if self.marks.is_empty() {
+                self.marks = vec![StepMarks::default(); self.steps.len()];
+            }
+            let at = (event.time, ordinal);
+            self.marks[j].first.get_or_insert(at);
+            self.marks[j].last = Some(at);
+        }
         let step = &mut self.steps[j];
         step.count += 1;
-        if plan.keep_marks {
-            let at = (event.time, ordinal);
-            step.first_at.get_or_insert(at);
-            step.last_at = Some(at);
-        }
         if plan.keep_events[j] {
             if step.first.is_none() {
                 step.first = Some(Arc::clone(event));
@@ -312,6 +321,7 @@ impl Run {
             pending: false,
             ordinals: Vec::new(),
             barrier: None,
+            marks: Vec::new(),
         }
     }
 }
@@ -618,8 +628,8 @@ fn emit(
                 }
                 alerts.push(self_alert(env, pattern, &run, event, time));
                 let resume = match pattern.skip {
-                    Skip::ToFirst(j) => run.steps[j].first_at,
-                    Skip::ToLast(j) => run.steps[j].last_at,
+                    Skip::ToFirst(j) => run.marks.get(j).and_then(|m| m.first),
+                    Skip::ToLast(j) => run.marks.get(j).and_then(|m| m.last),
                     _ => None,
                 };
                 let skip = (start, resume.filter(|r| *r > start));
