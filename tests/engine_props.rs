@@ -162,8 +162,15 @@ fn arb_sequence() -> impl Strategy<Value = Kind> {
         prop::option::of(1..=8i64),
         arb_contiguity(),
         arb_skip(),
+        prop::collection::vec(
+            (
+                prop::bool::weighted(0.3),
+                prop::option::weighted(0.25, arb_pred()),
+            ),
+            4,
+        ),
     )
-        .prop_map(|(raw, within, contiguity, skip)| {
+        .prop_map(|(raw, within, contiguity, skip, loops)| {
             let n = raw.len();
             let mut negated: Vec<bool> = raw.iter().map(|r| r.2).collect();
             negated[0] = false;
@@ -202,6 +209,13 @@ fn arb_sequence() -> impl Strategy<Value = Kind> {
             }
             if steps.iter().filter(|s| !s.negated).all(optional) {
                 steps[0] = StepSpec::new(steps[0].pred.clone(), Times::One);
+            }
+            // Loops may be reluctant (a varying count) and end with `until`.
+            for (step, (reluctant, until)) in steps.iter_mut().zip(loops) {
+                if !step.negated && step.max.is_none_or(|m| m > 1) {
+                    step.reluctant = reluctant && step.max != Some(step.min);
+                    step.until = until;
+                }
             }
             let within = if trailing { within.or(Some(4)) } else { within };
             let skip = skip.resolve(&negated);

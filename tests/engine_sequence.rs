@@ -827,3 +827,68 @@ fn skip_to_a_step_that_is_not_there_is_a_problem_at_its_path() {
     assert_eq!(problems[0].line, Some(3));
     assert!(problems[0].message.contains("`b`, `c`"), "{problems:#?}");
 }
+
+// --- reluctant quantifiers and `until` (issue 12 §3) ----------------------------
+
+const BURST_THEN_PAYOUT: &str = "id: r\nsequence:\n  steps:\n    - name: bets\n      match: type == \"bet\"\n      times: {min: 1}\n      GREEDY\n    - name: payout\n      match: type == \"bet\" || type == \"payout\"\n";
+
+#[test]
+fn a_greedy_step_takes_what_the_next_step_could_have_taken() {
+    let rule = BURST_THEN_PAYOUT.replace("GREEDY", "greedy: true");
+    let mut w = World::new(&[&rule]);
+    for t in [1.0, 2.0, 3.0] {
+        assert!(w.send("bet", t).is_empty(), "every bet is taken by `bets`");
+    }
+    let alert = only(w.send("payout", 4.0));
+    assert_eq!(value(&alert, "bets.count"), &json!(3));
+}
+
+#[test]
+fn a_reluctant_step_lets_the_next_step_take_an_event_once_it_has_its_minimum() {
+    // Like Flink's oneOrMore() without greedy(): the shortest match.
+    let rule = BURST_THEN_PAYOUT.replace("GREEDY", "greedy: false");
+    let mut w = World::new(&[&rule]);
+    assert!(w.send("bet", 1.0).is_empty());
+    let alert = only(w.send("bet", 2.0));
+    assert_eq!(value(&alert, "bets.count"), &json!(1));
+    assert_eq!(event_times(&alert), vec![1.0, 2.0]);
+}
+
+#[test]
+fn until_ends_a_loop_at_the_first_event_matching_it_which_the_loop_does_not_take() {
+    let rule = "id: r\nsequence:\n  steps:\n    - name: readings\n      match: type == \"reading\"\n      times: {min: 2}\n      until: data.reset == true\n    - name: alarm\n      match: type == \"alarm\"\n";
+    let mut w = World::new(&[rule]);
+    w.send_data("reading", 1.0, json!({"reset": false}));
+    w.send_data("reading", 2.0, json!({"reset": false}));
+    w.send_data("reading", 3.0, json!({"reset": true}));
+    w.send_data("reading", 4.0, json!({"reset": false}));
+    let alert = only(w.send("alarm", 5.0));
+    assert_eq!(
+        event_times(&alert),
+        vec![1.0, 2.0, 5.0],
+        "the loop ended at the reset reading; the later reading started a run of its own"
+    );
+}
+
+#[test]
+fn greedy_and_until_belong_on_loops() {
+    let load = |yaml: &str| {
+        cepheus::rules::load(
+            yaml,
+            cepheus::rules::Format::Yaml,
+            1,
+            &cepheus::rules::RuleLimits::default(),
+        )
+    };
+    let fixed = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      times: 2\n      greedy: false\n    - match: type == \"b\"\n";
+    let problems = load(fixed).expect_err("a fixed count");
+    assert_eq!(problems[0].path, "sequence.steps[0].greedy");
+    assert_eq!(problems[0].line, Some(6));
+    let single = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      until: type == \"x\"\n    - match: type == \"b\"\n";
+    let problems = load(single).expect_err("one event");
+    assert_eq!(problems[0].path, "sequence.steps[0].until");
+    let bad = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      times: {min: 1}\n      until: tpye == \"x\"\n    - match: type == \"b\"\n";
+    let problems = load(bad).expect_err("a typo");
+    assert_eq!(problems[0].path, "sequence.steps[0].until");
+    assert!(problems[0].message.contains("tpye"), "{problems:#?}");
+}

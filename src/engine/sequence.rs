@@ -169,6 +169,9 @@ struct Run {
     /// only (empty otherwise).
     #[serde(default)]
     marks: Vec<StepMarks>,
+    /// The current step's loop was ended by its `until`: it takes no more.
+    #[serde(default)]
+    closed: bool,
 }
 
 /// What one step of a run has taken.
@@ -195,8 +198,12 @@ enum Decision {
     Ignore,
     End,
     /// An event matched negated step `j`, which optional steps separate
-    /// from the current one: paths that skip them are closed.
-    Bar(usize),
+    /// from the current one: paths that skip them are closed (and, when it
+    /// also matched the current step's `until`, its loop is over).
+    Bar(usize, bool),
+    /// The event matched the current step's `until`: its loop is over (the
+    /// run stays, waiting for a later step).
+    Close,
 }
 
 /// Predicate results that do not depend on the run, computed once per event.
@@ -221,6 +228,19 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
+    /// Whether the event matches step `j`'s `until`: a step never takes an
+    /// event that ends its loop.
+    fn ends_loop(&self, j: usize, run: Option<&Run>) -> bool {
+        let Some(until) = &self.pattern.steps[j].until else {
+            return false;
+        };
+        let bindings: Vec<Binding<'_>> = match run {
+            Some(run) => run.bindings(),
+            None => vec![Binding::default(); self.pattern.steps.len()],
+        };
+        until.matches(&self.env.ctx(Some(self.event), &bindings))
+    }
+
     /// Whether step `j`'s predicate accepts the event in the context of `run`
     /// (`None`: a run that has bound nothing yet).
     fn matches(&mut self, j: usize, run: Option<&Run>) -> bool {
@@ -297,6 +317,9 @@ impl Run {
             }
             step.last = Some(Arc::clone(event));
         }
+        if self.step != j as u32 {
+            self.closed = false;
+        }
         self.step = j as u32;
         // A take starts a new gap: earlier negated events guarded the old one.
         self.barrier = None;
@@ -322,6 +345,7 @@ impl Run {
             ordinals: Vec::new(),
             barrier: None,
             marks: Vec::new(),
+            closed: false,
         }
     }
 }
@@ -391,8 +415,13 @@ impl SequenceState {
             match decision {
                 Decision::Ignore => kept.push(run),
                 Decision::End => {}
-                Decision::Bar(j) => {
+                Decision::Bar(j, closing) => {
                     run.barrier = Some(j as u32);
+                    run.closed |= closing;
+                    kept.push(run);
+                }
+                Decision::Close => {
+                    run.closed = true;
                     kept.push(run);
                 }
                 Decision::Take(j) => {
@@ -685,9 +714,16 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
     let can_leave = taken >= steps[c].min;
     // No step past a negated step that an event already matched in this gap.
     let reachable = run.barrier.map_or(steps.len(), |b| b as usize);
+    // `until` ends the current step's loop at the first event matching it,
+    // which the step does not take.
+    let closing = !run.closed && probe.ends_loop(c, Some(run));
+    let looping = !run.closed && !closing && steps[c].max.is_none_or(|max| taken < max);
 
     if in_window {
-        if steps[c].max.is_none_or(|max| taken < max) && probe.matches(c, Some(run)) {
+        // Greedy: staying wins over moving on; reluctant (`greedy: false`):
+        // moving on wins once the step has its minimum.
+        let stays = looping && probe.matches(c, Some(run));
+        if stays && (steps[c].greedy || !can_leave) {
             return Decision::Take(c);
         }
         if can_leave {
@@ -695,13 +731,16 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                 if steps[j].negated {
                     continue;
                 }
-                if probe.matches(j, Some(run)) {
+                if probe.matches(j, Some(run)) && !probe.ends_loop(j, Some(run)) {
                     return Decision::Take(j);
                 }
                 if steps[j].min > 0 {
                     break;
                 }
             }
+        }
+        if stays {
+            return Decision::Take(c);
         }
     }
     if can_leave {
@@ -723,7 +762,7 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                     if pattern.contiguity == Contiguity::Strict {
                         return Decision::End;
                     }
-                    return Decision::Bar(j);
+                    return Decision::Bar(j, closing);
                 }
             } else if steps[j].min > 0 {
                 break;
@@ -732,7 +771,11 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         }
     }
     if run.pending || pattern.contiguity != Contiguity::Strict {
-        Decision::Ignore
+        if closing {
+            Decision::Close
+        } else {
+            Decision::Ignore
+        }
     } else {
         Decision::End
     }
@@ -774,7 +817,7 @@ fn start_step(probe: &mut Probe<'_>) -> Option<usize> {
         if steps[j].negated {
             continue;
         }
-        if probe.matches(j, None) {
+        if probe.matches(j, None) && !probe.ends_loop(j, None) {
             return Some(j);
         }
         if steps[j].min > 0 {

@@ -131,6 +131,12 @@ pub struct Step {
     /// A negated step: no event matching it may occur between its neighbours.
     /// A trailing negated step turns into a timer at `first.time + within`.
     pub negated: bool,
+    /// Takes as many events as it can before a later step may take one
+    /// (false: reluctant, the later step first once `min` is reached).
+    pub greedy: bool,
+    /// Ends the step's loop: the first event matching it is not taken by
+    /// this step, which then takes no more.
+    pub until: Option<Expr>,
 }
 
 /// An expected event that does not come.

@@ -146,7 +146,9 @@ const SEQUENCE_FIELDS: &[&str] = &[
     "max_match_age",
     "steps",
 ];
-const STEP_FIELDS: &[&str] = &["name", "match", "times", "optional", "not"];
+const STEP_FIELDS: &[&str] = &[
+    "name", "match", "times", "optional", "not", "greedy", "until",
+];
 const TIMES_FIELDS: &[&str] = &["min", "max"];
 const ABSENCE_FIELDS: &[&str] = &["after", "expect", "within"];
 const THRESHOLD_FIELDS: &[&str] = &[
@@ -467,6 +469,8 @@ impl Walker<'_> {
             times: self.times(&f),
             optional: self.boolean(&f, "optional").unwrap_or(false),
             negated: self.boolean(&f, "not").unwrap_or(false),
+            greedy: self.boolean(&f, "greedy").unwrap_or(true),
+            until: self.text(&f, "until"),
         })
     }
 
@@ -829,6 +833,8 @@ impl StepDoc {
             times: None,
             optional: false,
             negated: false,
+            greedy: true,
+            until: None,
         }
     }
 }

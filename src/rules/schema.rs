@@ -140,6 +140,17 @@ pub struct StepDoc {
     /// event") it needs `within`.
     #[serde(default, rename = "not", skip_serializing_if = "is_false")]
     pub negated: bool,
+    /// On a step that may take several events: `true` (default) takes as
+    /// many as it can before the next step may take one (greedy, `*`);
+    /// `false` lets the next step take an event as soon as this one has its
+    /// minimum (reluctant, `*?`, Flink's default without `greedy()`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub greedy: bool,
+    /// On a step that may take several events: a CEL predicate that ends its
+    /// loop (Flink's `until`): the first event that matches it is not taken
+    /// by this step, which takes no more; the next step may take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 /// A quantifier: exactly `n`, or a range.

@@ -182,6 +182,10 @@ pub struct StepSpec {
     pub negated: bool,
     /// How the quantifier is written (several spellings give one meaning).
     pub times: Times,
+    /// `greedy: false` (only on a step whose count may vary).
+    pub reluctant: bool,
+    /// `until` (only on a step that may take several events).
+    pub until: Option<Pred>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -208,6 +212,8 @@ impl StepSpec {
             max,
             negated,
             times,
+            reluctant: false,
+            until: None,
         }
     }
 }
@@ -377,6 +383,12 @@ impl RuleSpec {
                         }
                         Times::Optional => y += "      optional: true\n",
                         Times::Negated => y += "      not: true\n",
+                    }
+                    if step.reluctant {
+                        y += "      greedy: false\n";
+                    }
+                    if let Some(until) = &step.until {
+                        y += &format!("      until: \"{}\"\n", until.cel());
                     }
                 }
                 let first = &"s1";
@@ -1062,11 +1074,15 @@ struct Run<'a> {
     /// left and before `first + within`: what a negated step between the
     /// current step and the next one taken must not match.
     gap: Vec<&'a Ev>,
+    /// The current step's loop was ended by an event matching its `until`.
+    closed: bool,
 }
 
 enum Decision {
     Take(usize),
     Ignore,
+    /// Ignored, and the current step's loop is over.
+    Close,
     End,
 }
 
@@ -1133,6 +1149,15 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             && steps[c + 1..].iter().all(|s| s.negated || s.min == 0)
     };
     let pending = |run: &Run<'_>| trailing && complete(run);
+    // An event matching a step's `until` ends that step's loop: the step
+    // never takes it.
+    let ends = |j: usize, e: &Ev, run: Option<&Run<'_>>| {
+        let bindings = run.map(|r| r.bindings(steps.len())).unwrap_or_default();
+        steps[j]
+            .until
+            .as_ref()
+            .is_some_and(|u| u.eval(e, &bindings))
+    };
     let below_max =
         |run: &Run<'_>, j: usize| steps[j].max.is_none_or(|m| (run.count(j) as u32) < m);
 
@@ -1158,9 +1183,15 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         // can be the next one taken (the event would lie between them).
         let guarded =
             |k: usize| steps[k].negated && run.gap.iter().any(|x| matches(k, x, Some(run)));
+        // `until`: the first event matching it ends the current step's loop
+        // and is not taken by it.
+        let closing = !run.closed && ends(c, e, Some(run));
+        let stays = !run.closed && !closing && below_max(run, c) && matches(c, e, Some(run));
         if in_window {
-            // 1. Greedy: stay on the current step.
-            if below_max(run, c) && matches(c, e, Some(run)) {
+            // 1. Greedy: stay on the current step; a reluctant step stays
+            //    only while it is below its minimum, or when no later step
+            //    takes the event (2. before 1.).
+            if stays && (!steps[c].reluctant || !can_leave) {
                 return Decision::Take(c);
             }
             // 2. Move on to the first later positive step it matches,
@@ -1174,13 +1205,16 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                     if step.negated {
                         continue;
                     }
-                    if matches(j, e, Some(run)) {
+                    if matches(j, e, Some(run)) && !ends(j, e, Some(run)) {
                         return Decision::Take(j);
                     }
                     if step.min > 0 {
                         break;
                     }
                 }
+            }
+            if stays {
+                return Decision::Take(c);
             }
         }
         // 3. A negated step right after the current one ends the run (every
@@ -1198,9 +1232,13 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 return Decision::End;
             }
         }
-        // 4. Anything else.
+        // 4. Anything else (ending the loop, for an `until` event).
         if pending(run) || spec.contiguity != Contig::Strict {
-            Decision::Ignore
+            if closing {
+                Decision::Close
+            } else {
+                Decision::Ignore
+            }
         } else {
             Decision::End
         }
@@ -1214,7 +1252,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             if step.negated {
                 continue;
             }
-            if matches(j, e, None) {
+            if matches(j, e, None) && !ends(j, e, None) {
                 return Some(j);
             }
             if step.min > 0 {
@@ -1290,9 +1328,11 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         let mut kept = Vec::new();
         let mut completed = Vec::new();
         for run in runs {
-            match decide(&run, e) {
-                Decision::Ignore => {
+            let decision = decide(&run, e);
+            match decision {
+                Decision::Ignore | Decision::Close => {
                     let mut run = run;
+                    run.closed |= matches!(decision, Decision::Close);
                     let c = run.current();
                     let open = !spec.any_order && run.count(c) >= steps[c].min as usize;
                     if open && spec.within.is_none_or(|w| e.time < run.first_time() + w) {
@@ -1303,6 +1343,9 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 Decision::End => {}
                 Decision::Take(j) => {
                     let mut next = run.clone();
+                    if next.current() != j {
+                        next.closed = false;
+                    }
                     next.taken.push((j, e, ordinal));
                     next.gap.clear();
                     let done = complete(&next) && !trailing;
@@ -1342,6 +1385,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             let run = Run {
                 taken: vec![(j, e, ordinal)],
                 gap: Vec::new(),
+                closed: false,
             };
             if complete(&run) && !trailing {
                 fired.push((k, emit(&run, e.time, "sequence")));

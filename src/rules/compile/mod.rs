@@ -490,9 +490,13 @@ fn event_types(when: Option<&Expr>, pattern: &Pattern) -> Option<BTreeSet<String
     let filter = when.and_then(Expr::accepted_types);
     let seen = match pattern {
         Pattern::Sequence(s) if s.contiguity == crate::rules::model::Contiguity::Strict => None,
-        Pattern::Sequence(s) => {
-            union_all(s.steps.iter().map(|step| step.predicate.accepted_types()))
-        }
+        // NB: an event matching only an `until` still matters: it ends a loop.
+        Pattern::Sequence(s) => union_all(
+            s.steps
+                .iter()
+                .flat_map(|step| std::iter::once(&step.predicate).chain(&step.until))
+                .map(Expr::accepted_types),
+        ),
         Pattern::Absence(a) => {
             union_all(a.after.iter().chain([&a.expect]).map(Expr::accepted_types))
         }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{step_name_problem, Checker};
-use crate::rules::expr::Scope;
+use crate::rules::expr::{Expr, Scope};
 use crate::rules::model::{Contiguity, SequencePattern, Skip, SkipStrategy, Step};
 use crate::rules::schema::{SequenceDoc, StepDoc, TimesDoc};
 
@@ -111,12 +111,15 @@ impl Checker<'_> {
             } else {
                 quantifiers[i]
             };
+            let until = self.loop_end(i, step, (min, max), &scope);
             compiled.push(Step {
                 name: names[i].clone(),
                 predicate,
                 min,
                 max,
                 negated: step.negated,
+                greedy: step.greedy,
+                until,
             });
         }
         let skip = self.skip(doc, &names);
@@ -281,6 +284,37 @@ impl Checker<'_> {
         })
     }
 
+    /// `greedy: false` and `until` belong on a step that may take more than
+    /// one event (a loop); `until` is compiled in the step's scope.
+    fn loop_end(
+        &mut self,
+        i: usize,
+        step: &StepDoc,
+        (min, max): (u32, Option<u32>),
+        scope: &Scope,
+    ) -> Option<Expr> {
+        let loops = !step.negated && max.is_none_or(|m| m > 1);
+        let varies = loops && max != Some(min);
+        if !step.greedy && !varies {
+            self.report(
+                &format!("{}.greedy", step_path(i)),
+                "`greedy: false` is for a step that may take a varying number of events (`times: {min: 1}` \
+                 or a range): a step with a fixed count has nothing to give up",
+            );
+        }
+        let source = step.until.as_deref()?;
+        let path = format!("{}.until", step_path(i));
+        if !loops {
+            self.report(
+                &path,
+                "`until` ends a loop: it is for a step that may take more than one event (`times: {min: 1}` \
+                 or a range)",
+            );
+            return None;
+        }
+        self.expression(&path, source, scope)
+    }
+
     /// Where negated steps may stand, and what they may carry.
     fn negations(&mut self, doc: &SequenceDoc) {
         let steps = &doc.steps;
@@ -379,6 +413,18 @@ impl Checker<'_> {
                     &format!("{}.not", step_path(i)),
                     "an `any_order` sequence cannot have negated steps: \"between its neighbours\" has no meaning \
                      when the order is free",
+                );
+            }
+            if step.until.is_some() || !step.greedy {
+                let field = if step.until.is_some() {
+                    "until"
+                } else {
+                    "greedy"
+                };
+                self.report(
+                    &format!("{}.{field}", step_path(i)),
+                    "an `any_order` step takes its events in any order, so it has no loop to end or give up \
+                     early: leave out `until` and `greedy`",
                 );
             }
             if may_be_skipped(step) && !step.negated {
