@@ -389,8 +389,11 @@ impl Engine {
         // as they come, the timers due before them first (the common case,
         // which must cost nothing more).
         let buffering = self.max_lateness > Duration::ZERO;
+        // NB: `next_due` changes only when a timer or an evaluation touched
+        // some rule's state; an event no rule looks at leaves it as it is.
+        let mut touched = false;
         if !buffering {
-            self.fire_timers(state, clock, &mut outcome.alerts);
+            touched = self.fire_timers(state, clock, &mut outcome.alerts);
         }
 
         let (candidates, known_name) = self.rules.dispatch(&event.event_type);
@@ -432,6 +435,7 @@ impl Engine {
             }
             // NB: a late event (under `late: evaluate`) is evaluated at once,
             // against the rule's current watermark.
+            touched = true;
             let watermark = clock.minus(allowed);
             let admission = self.evaluate(
                 state,
@@ -472,9 +476,12 @@ impl Engine {
             }
             self.release(state, clock, &mut outcome.alerts);
             self.bound_buffer(state, &mut outcome.alerts);
+            touched = true;
         }
         outcome.dropped = state.dropped.since(before);
-        self.update_next_due(state);
+        if touched {
+            self.update_next_due(state);
+        }
         outcome
     }
 
@@ -530,7 +537,7 @@ impl Engine {
     /// acceptance order, then rule order; then the timers due by `clock` fire.
     fn release(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
         while let Some((instant, at, rule)) = self.next_release(state, clock) {
-            self.fire_timers(state, instant, alerts);
+            let _ = self.fire_timers(state, instant, alerts);
             let waiting = &mut state.buffer.events[at];
             let event = Arc::clone(&waiting.event);
             let ordinal = waiting.ordinal;
@@ -546,7 +553,7 @@ impl Engine {
             }
             self.update_next_due(state);
         }
-        self.fire_timers(state, clock, alerts);
+        let _ = self.fire_timers(state, clock, alerts);
     }
 
     /// The next (instant, buffer position, position in its `rules`) to
@@ -647,7 +654,7 @@ impl Engine {
             self.release(state, clock, &mut alerts);
             self.bound_buffer(state, &mut alerts);
         } else {
-            self.fire_timers(state, clock, &mut alerts);
+            let _ = self.fire_timers(state, clock, &mut alerts);
         }
         self.update_next_due(state);
         alerts
@@ -660,13 +667,16 @@ impl Engine {
     /// small ones would, in the same order, whatever the distance between an
     /// alert's time and the instant it fires at (a session's alert time is
     /// 1 ms before it closes).
-    fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
+    ///
+    /// Returns whether any rule state was visited (else `next_due` still
+    /// holds).
+    fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) -> bool {
         let clock = state.clock.map_or(clock, |c| c.max(clock));
         state.clock = Some(clock);
         // NB: `next_due` is kept current after every call (and alignment),
         // so when it is not reached nothing can fire: the common case.
         if state.rules.is_empty() || state.next_due.is_none_or(|due| due > clock) {
-            return;
+            return false;
         }
         let KeyState {
             key,
@@ -706,6 +716,7 @@ impl Engine {
             done = Some(instant);
         }
         states.retain(|s| !s.pattern.is_empty());
+        true
     }
 
     /// The clock time at which one rule's timers next act: its deadline (a
