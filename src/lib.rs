@@ -17,6 +17,7 @@ pub mod engine;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod migrate;
 pub mod rules;
 pub mod settings;
 pub mod store;

@@ -12,7 +12,17 @@ use cepheus::rules::RuleLimits;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its option enum's 16th member).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
+    // NB: by default mimalloc gives freed pages back to the kernel after
+    // 10 ms, and the next batch of requests faults them in again, zeroed:
+    // `clear_page_erms` was 7-9 % of the server's samples under load. A
+    // second's delay keeps them while traffic lasts (+13 % events/s in
+    // `cepheus load`, BENCHMARKS.md).
+    // SAFETY: setting an option is a plain store mimalloc reads lazily.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1_000) };
     // NB: clap exits with status 2 on usage errors by itself.
     let cli = Cli::parse();
     match cli.command {

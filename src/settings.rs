@@ -77,6 +77,13 @@ pub struct History {
     pub max_bytes: u64,
     /// How often the log is compacted (default `1m`).
     pub compact_every: Duration,
+    /// Keep alerts and dead letters this long (default `30d`); a cursor older
+    /// than what is held gets `410 gone` naming the oldest seq held.
+    pub alert_retention: Duration,
+    /// Most event ids remembered for deduplication (default 10,000,000,
+    /// about 450 MB); beyond it the oldest are forgotten before the dedup
+    /// horizon, counted in `cepheus_dedup_ids_forgotten_total`.
+    pub max_remembered_ids: usize,
 }
 
 impl Default for History {
@@ -85,6 +92,8 @@ impl Default for History {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_bytes: 10 * 1024 * 1024 * 1024,
             compact_every: Duration::from_secs(60),
+            alert_retention: Duration::from_secs(30 * 24 * 3600),
+            max_remembered_ids: 10_000_000,
         }
     }
 }
@@ -162,6 +171,9 @@ pub struct Storage {
     /// counts a cached page at its compressed size, so the cache then holds
     /// several times `cache_bytes` in memory.
     pub compression: bool,
+    /// Size at which a journal segment file is closed and a new one started
+    /// (default 64 MiB); retention removes whole segments.
+    pub segment_bytes: u64,
 }
 
 impl Default for Settings {
@@ -220,6 +232,7 @@ impl Default for Storage {
         Storage {
             cache_bytes: 256 * 1024 * 1024,
             compression: false,
+            segment_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -47,6 +47,9 @@ pub const WS_SUBSCRIBERS: &str = "cepheus_ws_subscribers";
 pub const WS_SLOW_DISCONNECTS: &str = "cepheus_ws_slow_disconnects_total";
 /// Event ids forgotten before the dedup horizon because the index was full.
 pub const DEDUP_IDS_FORGOTTEN: &str = "cepheus_dedup_ids_forgotten_total";
+/// Time spent in each stage of the path of events and alerts, by stage
+/// (see [`Stage`]).
+pub const STAGE_SECONDS: &str = "cepheus_stage_seconds";
 /// HTTP request latency, by method, route and status.
 pub const HTTP_REQUEST_SECONDS: &str = "cepheus_http_request_duration_seconds";
 
@@ -61,7 +64,13 @@ pub fn install() -> PrometheusHandle {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ],
             )
-            .expect("bucket list is not empty")
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(STAGE_SECONDS.into()),
+                    STAGE_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty")
     };
     match builder().install_recorder() {
         Ok(handle) => handle,
@@ -83,6 +92,91 @@ pub fn dedup_ids_forgotten(n: u64) {
         ids = n,
         "the dedup index is full (history.max_remembered_ids): the oldest event ids were forgotten before the dedup horizon"
     );
+}
+
+/// Bucket bounds of [`STAGE_SECONDS`]: 10 µs to 5 s.
+pub const STAGE_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A stage of the path of events and alerts, timed in [`STAGE_SECONDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Parsing a request body into events.
+    Decode,
+    /// A request waiting for its turn at the journal's sequencer.
+    SequencerWait,
+    /// Stamping, deduplicating, placing and routing a group of requests.
+    Sequence,
+    /// Writing a frame to the journal.
+    Write,
+    /// The fdatasync of a frame.
+    Fsync,
+    /// A request waiting, once sequenced, for its frame to be durable.
+    CommitWait,
+    /// Events waiting in an entity's mailbox.
+    MailboxWait,
+    /// An entity evaluating the events of one message.
+    Evaluate,
+    /// An alert from its detection to its frame being durable and stored.
+    AlertDurable,
+    /// Storing and broadcasting one durable group's alerts and letters.
+    Publish,
+}
+
+impl Stage {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::SequencerWait => "sequencer_wait",
+            Stage::Sequence => "sequence",
+            Stage::Write => "write",
+            Stage::Fsync => "fsync",
+            Stage::CommitWait => "commit_wait",
+            Stage::MailboxWait => "mailbox_wait",
+            Stage::Evaluate => "evaluate",
+            Stage::AlertDurable => "alert_durable",
+            Stage::Publish => "publish",
+        }
+    }
+}
+
+impl Stage {
+    const ALL: [Stage; 10] = [
+        Stage::Decode,
+        Stage::SequencerWait,
+        Stage::Sequence,
+        Stage::Write,
+        Stage::Fsync,
+        Stage::CommitWait,
+        Stage::MailboxWait,
+        Stage::Evaluate,
+        Stage::AlertDurable,
+        Stage::Publish,
+    ];
+}
+
+/// Records time spent in `stage`.
+///
+/// NB: the histogram handles are looked up once: looking one up per call
+/// (the recorder's registry) cost more than the work timed in some stages.
+pub fn stage(stage: Stage, took: std::time::Duration) {
+    static HANDLES: std::sync::OnceLock<Vec<metrics::Histogram>> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        Stage::ALL
+            .iter()
+            .map(|s| histogram!(STAGE_SECONDS, "stage" => s.as_str()))
+            .collect()
+    });
+    if let Some(h) = Stage::ALL
+        .iter()
+        .position(|s| *s == stage)
+        .and_then(|i| handles.get(i))
+    {
+        h.record(took.as_secs_f64());
+    }
 }
 
 /// Counts a request refused for overload.

@@ -462,3 +462,38 @@ fn shadow_alerts_are_stored_but_shown_only_to_who_asks() {
     server.send_events(&json!({"key": "k", "type": "a"}));
     assert_eq!(plain.next_alert()["rule"], "live");
 }
+
+#[test]
+fn a_cursor_older_than_retention_is_410_naming_the_oldest_seq_held() {
+    let server = Server::start(&format!(
+        "{FAST_TIMING}\n[history]\nalert_retention = \"1s\"\ncompact_every = \"50ms\"\n"
+    ));
+    server.create_rule(&every_event_rule("r", "t", "low"));
+    for i in 0..3 {
+        server.send_events(&json!({"key": format!("k{i}"), "type": "t"}));
+    }
+    server.wait_alerts("", 3);
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    server.send_events(&json!({"key": "k9", "type": "t"}));
+    // The three old alerts go; the newest always stays.
+    let kept = wait_until("the old alerts to be removed", || {
+        let alerts = server.alerts("");
+        (alerts.len() == 1).then_some(alerts)
+    });
+    assert_eq!(seqs(&kept), [4]);
+    let body = expect_error(server.get("/v1/alerts?after=1"), StatusCode::GONE, "gone");
+    assert_eq!(body["oldest"], 4, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("after=3"),
+        "{body}"
+    );
+    // A cursor at the edge of what is held, or none, is fine.
+    assert_eq!(seqs(&server.alerts("after=3")), [4]);
+    // The WebSocket refuses the same cursor before the upgrade.
+    let refused = server.try_ws("after=0");
+    assert!(
+        matches!(&refused, Err(tungstenite::Error::Http(r)) if r.status() == 410),
+        "{:?}",
+        refused.as_ref().err()
+    );
+}

@@ -52,6 +52,27 @@ fn batched_load_is_all_acknowledged_and_every_probe_alert_is_timed() {
         report["alert_ms"]["p50"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    // The report says where the server's time went, stage by stage.
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    for stage in [
+        "decode",
+        "sequencer_wait",
+        "sequence",
+        "write",
+        "fsync",
+        "commit_wait",
+        "mailbox_wait",
+        "evaluate",
+        "alert_durable",
+        "publish",
+    ] {
+        assert!(stages.contains(&stage), "{stage} missing from {stages:?}");
+    }
     // The server saw what the tool says it sent.
     assert_eq!(server.metric("cepheus_events_accepted_total"), Some(4000.0));
     assert!(
@@ -89,4 +110,31 @@ fn one_event_per_request_and_the_parse_floor() {
         "{report}"
     );
     assert_eq!(server.metric("cepheus_events_accepted_total"), Some(300.0));
+}
+
+#[test]
+fn a_second_run_against_the_same_server_sends_new_probe_ids() {
+    let server = Server::start(FAST_TIMING);
+    let args = [
+        "--keys",
+        "100",
+        "--events",
+        "800",
+        "--batch",
+        "100",
+        "--complete",
+        "0.2",
+    ];
+    for _ in 0..2 {
+        let report = load(&server, &args);
+        assert_eq!(report["errors"], 0, "{report}");
+    }
+    assert_eq!(server.metric("cepheus_events_accepted_total"), Some(1600.0));
+    assert_eq!(
+        server
+            .metric("cepheus_events_duplicate_total")
+            .unwrap_or(0.0),
+        0.0,
+        "the second run's probe ids were taken for the first run's"
+    );
 }

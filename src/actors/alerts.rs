@@ -1,58 +1,248 @@
-//! The alert hub: records alerts in the durable log and publishes them to
-//! live subscribers once they are on disk.
+//! The alert hub: puts alerts and dead letters into the journal, and once
+//! the journal says they are durable, stores their queryable copies and
+//! broadcasts the alerts to live subscribers — from memory, no read-back.
 //!
-//! Entity actors call [`AlertHub::record`], which appends to the alert log
-//! (assigning the gap-free seq and dropping replayed ids) and wakes the
-//! publisher. The publisher waits for a flush covering those alerts, then
-//! broadcasts them in seq order. So a subscriber never sees an alert that a
-//! crash could take back, and the broadcast holds no queue of its own: the
-//! log is the queue.
+//! An alert gets its gap-free `seq` here, before it is journalled, and a
+//! second copy of a match (same deterministic id, from a replay after a
+//! crash) is dropped before it gets one. The publisher thread takes each
+//! durable group in journal order: alerts are written to the store (so REST
+//! sees them), then broadcast; dead letters are numbered and written. So a
+//! subscriber never sees an alert a crash could take back, and what REST
+//! serves is what subscribers were sent.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use tokio::sync::{broadcast, watch, Notify};
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
 
 use crate::actors::{wall_now, Runtime};
 use crate::engine::Alert;
+use crate::journal::records::Wanted;
+use crate::journal::{AlertEntry, DurableGroup, Journal, LetterEntry};
 use crate::store::alerts::StoredAlert;
-use crate::store::{Store, StoreResult};
-use crate::telemetry;
+use crate::store::{Store, StoreError, StoreResult};
+use crate::telemetry::{self, Stage};
 
-/// Records and publishes alerts.
+/// Meta key: the journal LSN through which alerts and dead letters are in
+/// the store (recorded by each checkpoint).
+const VIEWS: &str = "views";
+/// Meta key: the seq the next dead letter after [`VIEWS`] gets.
+const VIEWS_LETTER_SEQ: &str = "views_letter_seq";
+
+/// What the hub decides under its lock.
+struct Ledger {
+    /// The seq the next alert gets.
+    next_seq: u64,
+    /// Ids of alerts journalled and not yet in the store, and when they
+    /// were detected (for the `alert_durable` stage).
+    pending: HashMap<String, Instant>,
+    /// Identities of late-event dead letters the journal already holds for
+    /// the events being replayed, so the replay does not list them twice.
+    replayed_letters: HashSet<Vec<u8>>,
+}
+
+/// How far the store's copies have followed the journal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ViewPosition {
+    /// Every alert and dead letter of frames up to this LSN is stored.
+    pub through: u64,
+    /// The seq the next dead letter gets.
+    pub next_letter_seq: u64,
+}
+
+/// Journals, publishes and stores alerts and dead letters.
 pub struct AlertHub {
     store: Store,
+    journal: Arc<dyn Journal>,
     live: broadcast::Sender<Arc<StoredAlert>>,
-    /// The last seq broadcast: every alert up to it is durable and was sent.
+    /// The last seq broadcast: every alert up to it is durable, stored and
+    /// was sent.
     published: AtomicU64,
-    wake: Notify,
+    ledger: Mutex<Ledger>,
+    views: Mutex<ViewPosition>,
+    /// The LSN through which the store holds the journal's alerts and dead
+    /// letters (`views.through`, watched by requests that must read them).
+    stored: watch::Sender<u64>,
     /// Becomes true when the service shuts down: subscribers close.
     closing: watch::Sender<bool>,
 }
 
 impl AlertHub {
-    pub(crate) fn new(store: Store, backlog: usize) -> AlertHub {
-        let published = store.alerts().last_seq();
+    pub(crate) fn new(store: Store, journal: Arc<dyn Journal>, backlog: usize) -> AlertHub {
         AlertHub {
             store,
+            journal,
             live: broadcast::channel(backlog.max(1)).0,
-            published: AtomicU64::new(published),
-            wake: Notify::new(),
+            published: AtomicU64::new(0),
+            ledger: Mutex::new(Ledger {
+                next_seq: 1,
+                pending: HashMap::new(),
+                replayed_letters: HashSet::new(),
+            }),
+            views: Mutex::new(ViewPosition::default()),
+            stored: watch::Sender::new(0),
             closing: watch::Sender::new(false),
         }
     }
 
-    /// Appends `alerts` to the log (replayed ids are skipped) and schedules
-    /// their publication.
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Journals the alerts whose ids are new, giving each its seq; they are
+    /// published once durable. A replayed match (an id seen before) is
+    /// dropped.
     pub fn record(&self, alerts: &[Alert]) -> StoreResult<()> {
-        let stored = self.store.alerts().append(alerts, wall_now())?;
-        for alert in &stored {
+        let detected_at = wall_now();
+        let mut ledger = self.ledger();
+        let mut entries = Vec::with_capacity(alerts.len());
+        for alert in alerts {
+            if ledger.pending.contains_key(&alert.id)
+                || self.store.alerts().contains_id(&alert.id)?
+            {
+                continue;
+            }
+            let seq = ledger.next_seq;
+            ledger.next_seq += 1;
+            ledger.pending.insert(alert.id.clone(), Instant::now());
             telemetry::alert_fired(&alert.rule);
+            entries.push(AlertEntry {
+                seq,
+                id: alert.id.clone(),
+                rule: alert.rule.to_string(),
+                rule_version: alert.rule_version,
+                key: alert.key.clone(),
+                severity: alert.severity,
+                time: alert.time,
+                detected_at,
+                message: alert.message.clone(),
+                events: alert.events.clone(),
+                values: Value::Object(alert.values.clone()).to_string(),
+                shadow: alert.mode == crate::rules::Mode::Shadow,
+            });
         }
-        if !stored.is_empty() {
-            self.wake.notify_one();
+        if entries.is_empty() {
+            return Ok(());
         }
+        // NB: journalled under the ledger's lock, so seqs are in journal order.
+        self.journal
+            .append_records(entries, Vec::new())
+            .map_err(|e| StoreError::Sled(e.to_string()))?;
         Ok(())
+    }
+
+    /// Journals dead letters; a late event's letter that the journal holds
+    /// already for an event being replayed is not journalled again.
+    pub fn record_letters(&self, letters: Vec<LetterEntry>) -> StoreResult<()> {
+        let ledger = self.ledger();
+        let letters: Vec<LetterEntry> = letters
+            .into_iter()
+            .filter(|l| {
+                l.identity
+                    .as_ref()
+                    .is_none_or(|id| !ledger.replayed_letters.contains(id))
+            })
+            .collect();
+        if letters.is_empty() {
+            return Ok(());
+        }
+        self.journal
+            .append_records(Vec::new(), letters)
+            .map_err(|e| StoreError::Sled(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The last seq given to an alert (published or not yet).
+    pub fn last_recorded(&self) -> u64 {
+        self.ledger().next_seq - 1
+    }
+
+    /// Waits until the store holds the alerts and dead letters of frame
+    /// `lsn` (a request's 202 then means its dead letters can be read).
+    pub async fn wait_stored(&self, lsn: u64) {
+        let mut stored = self.stored.subscribe();
+        let _ = stored.wait_for(|through| *through >= lsn).await;
+    }
+
+    /// How far the store's copies have followed the journal (a checkpoint
+    /// records it, after a flush that covers them).
+    pub fn views(&self) -> ViewPosition {
+        *self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records the view position in the store's meta tree (durable with the
+    /// next flush).
+    pub fn persist_views(&self, views: ViewPosition) -> StoreResult<()> {
+        self.store.set_meta_u64(VIEWS, views.through)?;
+        self.store
+            .set_meta_u64(VIEWS_LETTER_SEQ, views.next_letter_seq)
+    }
+
+    /// Brings the store's copies up to the journal (after a crash the store
+    /// may have lost what was written after the last checkpoint), and
+    /// remembers the late-event letters the journal holds after
+    /// `checkpoint`, which the replay would make again. Call before serving.
+    pub fn catch_up(&self, checkpoint: u64) -> StoreResult<()> {
+        let through = self.store.meta_u64(VIEWS)?.unwrap_or(0);
+        let mut next_letter_seq = match self.store.meta_u64(VIEWS_LETTER_SEQ)? {
+            Some(seq) => seq,
+            None => self.store.deadletters().last_seq()? + 1,
+        };
+        let durable = self.journal.durable_lsn();
+        let from = through.min(checkpoint) + 1;
+        let wanted = Wanted {
+            events: false,
+            alerts: true,
+            letters: true,
+        };
+        let mut replayed = HashSet::new();
+        let mut written = 0usize;
+        for frame in self.journal.read(from, durable, wanted) {
+            let (lsn, _, payload) = frame.map_err(|e| StoreError::Sled(e.to_string()))?;
+            if lsn > through {
+                self.store.alerts().materialize(&payload.alerts)?;
+                self.store
+                    .deadletters()
+                    .materialize(next_letter_seq, &payload.letters)?;
+                next_letter_seq += payload.letters.len() as u64;
+                written += payload.alerts.len() + payload.letters.len();
+            }
+            if lsn > checkpoint {
+                replayed.extend(payload.letters.into_iter().filter_map(|l| l.identity));
+            }
+        }
+        if written > 0 {
+            tracing::info!(
+                records = written,
+                "stored again the alerts and dead letters a crash took from the store"
+            );
+        }
+        let last = self.store.alerts().last_seq()?;
+        self.published.store(last, Ordering::Release);
+        {
+            let mut ledger = self.ledger();
+            ledger.next_seq = last + 1;
+            ledger.replayed_letters = replayed;
+        }
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = ViewPosition {
+            through: durable.max(through),
+            next_letter_seq,
+        };
+        self.stored.send_replace(durable.max(through));
+        Ok(())
+    }
+
+    /// Forgets the letters of the replay once a checkpoint after it has
+    /// run: its snapshot requests queued behind every replayed event, so
+    /// they are all evaluated (not merely routed, as at the replay's end).
+    pub(crate) fn replay_checkpointed(&self) {
+        let mut ledger = self.ledger();
+        if !ledger.replayed_letters.is_empty() {
+            ledger.replayed_letters = HashSet::new();
+        }
     }
 
     /// A receiver of live alerts, and the last seq published before it
@@ -83,38 +273,64 @@ impl AlertHub {
     pub fn subscribers(&self) -> usize {
         self.live.receiver_count()
     }
-}
 
-/// The publisher loop: flush, then broadcast what the flush made durable.
-pub(crate) async fn run_publisher(runtime: Arc<Runtime>) {
-    let hub = &runtime.alerts;
-    loop {
-        hub.wake.notified().await;
-        let target = hub.store.alerts().last_seq();
-        let mut from = hub.published.load(Ordering::Acquire);
-        if target <= from {
-            continue;
-        }
-        if let Err(e) = hub.store.sync().await {
-            tracing::error!(error = %e, "cannot flush alerts; publication waits");
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            hub.wake.notify_one();
-            continue;
-        }
-        while from < target {
-            from += 1;
-            // NB: `published` moves before the broadcast, so an alert a
-            // subscriber has received is already visible to REST queries
-            // (which read up to `published`). A subscriber that joins in
-            // between skips it as "before it joined", or replays it.
-            hub.published.store(from, Ordering::Release);
-            match hub.store.alerts().get(from) {
-                Ok(Some(alert)) => {
-                    let _ = hub.live.send(Arc::new(alert));
+    /// Stores and publishes one durable group.
+    fn publish(&self, group: DurableGroup) {
+        let started = Instant::now();
+        let mut views = *self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if !group.alerts.is_empty() {
+            // NB: on a store error the alerts are still published (they are
+            // durable in the journal); the next start stores them again.
+            if let Err(e) = self.store.alerts().materialize(&group.alerts) {
+                tracing::error!(error = %e, "cannot store alerts; they are published and stored again at the next start");
+            }
+            let mut ledger = self.ledger();
+            for alert in &group.alerts {
+                if let Some(detected) = ledger.pending.remove(&alert.id) {
+                    telemetry::stage(Stage::AlertDurable, detected.elapsed());
                 }
-                Ok(None) => tracing::error!(seq = from, "alert missing from the log"),
-                Err(e) => tracing::error!(seq = from, error = %e, "cannot read alert to publish"),
             }
         }
+        if !group.letters.is_empty() {
+            if let Err(e) = self
+                .store
+                .deadletters()
+                .materialize(views.next_letter_seq, &group.letters)
+            {
+                tracing::error!(error = %e, "cannot store dead letters; they are stored again at the next start");
+            }
+            views.next_letter_seq += group.letters.len() as u64;
+        }
+        views.through = views.through.max(group.lsn);
+        *self.views.lock().unwrap_or_else(|p| p.into_inner()) = views;
+        self.stored.send_replace(views.through);
+        let busy = !group.alerts.is_empty() || !group.letters.is_empty();
+        for alert in group.alerts {
+            // NB: `published` moves before the broadcast, so an alert a
+            // subscriber has received is already visible to REST queries
+            // (which read up to `published`).
+            self.published.store(alert.seq, Ordering::Release);
+            let _ = self.live.send(Arc::new(StoredAlert::from_entry(alert)));
+        }
+        if busy {
+            telemetry::stage(Stage::Publish, started.elapsed());
+        }
     }
+}
+
+/// Starts the publisher thread: it stores and broadcasts what each durable
+/// group holds, in journal order.
+pub(crate) fn start_publisher(
+    runtime: Arc<Runtime>,
+    groups: std::sync::mpsc::Receiver<DurableGroup>,
+) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name("cepheus-publish".into())
+        .spawn(move || {
+            for group in groups {
+                runtime.alerts.publish(group);
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Sled(format!("cannot start the alert publisher: {e}")))
 }

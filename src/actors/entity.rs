@@ -7,24 +7,24 @@ use std::sync::Arc;
 
 use actix::{Actor, ActorContext, Context, Handler, Message};
 use serde_json::{Map, Value};
+
 use tokio::sync::oneshot;
 
 use crate::actors::router::Liveness;
 use crate::actors::{wall_now, Runtime};
 use crate::engine::{Alert, Engine, EntityView, KeyState, LateReason, LateTreatment};
 use crate::event::Event;
-use crate::store::deadletters::{DeadLetter, DeadLetterReason};
+use crate::journal::{LetterEntry, LetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
-use crate::store::StoreError;
-use crate::telemetry;
+use crate::telemetry::{self, Stage};
 use crate::time::Timestamp;
 
-/// One event delivered to an entity, with its place in the log.
+/// One event delivered to an entity, with its place in the journal.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Log seq of the batch.
-    pub seq: u64,
-    /// Index of the event in the batch.
+    /// The journal frame holding it.
+    pub lsn: u64,
+    /// Index of the event among the frame's events.
     pub index: u32,
     /// The event.
     pub event: Arc<Event>,
@@ -33,8 +33,8 @@ pub struct Delivery {
 /// Everything an entity actor is asked to do. One message type, so every
 /// message passes the router's accounting the same way.
 pub enum EntityMsg {
-    /// Evaluate these events, in order.
-    Deliver(Vec<Delivery>),
+    /// Evaluate these events, in order (routed at that instant).
+    Deliver(Vec<Delivery>, std::time::Instant),
     /// The wall clock is `now`: advance the entity's clock and fire what is due.
     Tick(Timestamp),
     /// Move the entity's clock to at least this time (`POST /v1/clock`).
@@ -60,10 +60,12 @@ pub enum EntityMsg {
         /// Whether the sweep wrote the snapshot.
         written: bool,
     },
-    /// Replace the static attributes and persist them.
+    /// Replace the static attributes; answers with the new view and the
+    /// snapshot to write (the caller writes it once the journal is durable
+    /// past what the entity reflects).
     SetAttributes(
         Map<String, Value>,
-        oneshot::Sender<Result<EntityView, StoreError>>,
+        oneshot::Sender<(EntityView, Option<SnapshotWrite>)>,
     ),
 }
 
@@ -74,7 +76,7 @@ impl Message for EntityMsg {
 impl EntityMsg {
     fn events(&self) -> usize {
         match self {
-            EntityMsg::Deliver(d) => d.len(),
+            EntityMsg::Deliver(d, _) => d.len(),
             _ => 0,
         }
     }
@@ -118,7 +120,7 @@ impl EntityActor {
         EntityActor {
             state: KeyState::new(key.clone()),
             key,
-            engine_generation: runtime.engine_generation(),
+            engine_generation: runtime.engine.generation(),
             engine: runtime.engine(),
             runtime,
             liveness,
@@ -164,7 +166,7 @@ impl EntityActor {
     /// Takes the current engine if the rules changed since this actor last
     /// looked.
     fn refresh_engine(&mut self) {
-        let generation = self.runtime.engine_generation();
+        let generation = self.runtime.engine.generation();
         if generation != self.engine_generation {
             self.engine = self.runtime.engine();
             self.engine_generation = generation;
@@ -177,7 +179,7 @@ impl EntityActor {
         let mut alerts = Vec::new();
         let mut late = Vec::new();
         for d in deliveries {
-            if (d.seq, d.index) <= self.applied {
+            if (d.lsn, d.index) <= self.applied {
                 continue;
             }
             let before = self.state.clock;
@@ -192,7 +194,7 @@ impl EntityActor {
                     .filter(|(_, t)| *t != LateTreatment::Evaluate)
                     .map(|(r, _)| r.to_string())
                     .collect();
-                late.push((d.seq, d.index, d.event, rules, outcome.late_reason));
+                late.push((d.lsn, d.index, d.event, rules, outcome.late_reason));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -200,7 +202,7 @@ impl EntityActor {
             }
             telemetry::dropped(&outcome.dropped);
             alerts.extend(outcome.alerts);
-            self.applied = (d.seq, d.index);
+            self.applied = (d.lsn, d.index);
         }
         self.dirty = true;
         self.record_alerts(&alerts);
@@ -238,8 +240,9 @@ impl EntityActor {
         }
     }
 
-    /// Dead-letters late events, each identified by its key and log
-    /// position: a replay after a crash evaluates them again.
+    /// Dead-letters late events, each identified by its key and journal
+    /// place: a replay after a crash evaluates them again, and the alert hub
+    /// then lists each once.
     fn record_late(&self, late: Vec<LateEvent>, now: Timestamp) {
         if late.is_empty() {
             return;
@@ -249,18 +252,18 @@ impl EntityActor {
             .state
             .clock
             .map(|c| c.minus(self.engine.config().allowed_lateness));
-        let letters: Vec<(Vec<u8>, DeadLetter)> = late
+        let letters: Vec<LetterEntry> = late
             .iter()
-            .map(|(seq, index, e, rules, reason)| {
+            .map(|(lsn, index, e, rules, reason)| {
                 let mut identity = self.key.as_bytes().to_vec();
                 identity.push(0);
-                identity.extend_from_slice(&seq.to_be_bytes());
+                identity.extend_from_slice(&lsn.to_be_bytes());
                 identity.extend_from_slice(&index.to_be_bytes());
-                let letter = DeadLetter {
-                    seq: 0,
+                LetterEntry {
+                    identity: Some(identity),
                     reason: match reason {
-                        LateReason::Late => DeadLetterReason::Late,
-                        LateReason::WindowClosed => DeadLetterReason::WindowClosed,
+                        LateReason::Late => LetterReason::Late,
+                        LateReason::WindowClosed => LetterReason::WindowClosed,
                     },
                     error: if *reason == LateReason::WindowClosed {
                         format!(
@@ -284,12 +287,11 @@ impl EntityActor {
                     },
                     key: Some(self.key.clone()),
                     received_at: now,
-                    event: serde_json::to_value(&**e).unwrap_or(Value::Null),
-                };
-                (identity, letter)
+                    event: serde_json::to_string(&**e).unwrap_or_default(),
+                }
             })
             .collect();
-        if let Err(e) = self.runtime.store.deadletters().append_once(&letters) {
+        if let Err(e) = self.runtime.alerts.record_letters(letters) {
             tracing::error!(key = %self.key, error = %e, "cannot record late events as dead letters");
         }
     }
@@ -423,7 +425,12 @@ impl Handler<EntityMsg> for EntityActor {
             self.passivating = false;
         }
         match msg {
-            EntityMsg::Deliver(deliveries) => self.deliver(deliveries),
+            EntityMsg::Deliver(deliveries, routed_at) => {
+                let started = std::time::Instant::now();
+                telemetry::stage(Stage::MailboxWait, started - routed_at);
+                self.deliver(deliveries);
+                telemetry::stage(Stage::Evaluate, started.elapsed());
+            }
             EntityMsg::Tick(now) => {
                 // The timer service dropped the registration it woke us for.
                 self.live_timer = None;
@@ -457,11 +464,8 @@ impl Handler<EntityMsg> for EntityActor {
             EntityMsg::SetAttributes(attributes, done) => {
                 self.state.attributes = attributes;
                 self.dirty = true;
-                let result = match self.snapshot() {
-                    Some(write) => self.runtime.store.entities().write(&[write]),
-                    None => Ok(()),
-                };
-                let _ = done.send(result.map(|()| self.describe()));
+                let write = self.snapshot();
+                let _ = done.send((self.describe(), write));
             }
         }
         self.rearm_timer();
@@ -469,6 +473,6 @@ impl Handler<EntityMsg> for EntityActor {
     }
 }
 
-/// A late event to dead-letter: its log position (seq, index), the event,
+/// A late event to dead-letter: its journal place (lsn, index), the event,
 /// the rules it was late for and why.
 type LateEvent = (u64, u32, Arc<Event>, Vec<String>, LateReason);

@@ -7,26 +7,28 @@
 
 pub mod alerts;
 pub mod checkpoint;
+mod clock_floor;
+mod engine_handle;
 pub mod entity;
 mod maintenance;
 mod passivation;
 pub mod router;
 pub mod timers;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::engine::{Engine, EngineConfig, RuleSet};
+use crate::journal::{DurableGroup, Journal};
 use crate::store::Store;
 use crate::time::Timestamp;
 
 pub use alerts::AlertHub;
+pub use clock_floor::ClockFloor;
+pub use engine_handle::EngineHandle;
 pub use entity::{EntityActor, EntityMsg};
-pub use router::Router;
+pub use router::{Router, Routing};
 pub use timers::TimerService;
-
-/// Name of the clock floor in the store's meta tree.
-const CLOCK_FLOOR: &str = "clock_floor";
 
 /// Settings of the actor layer.
 #[derive(Debug, Clone)]
@@ -60,8 +62,8 @@ pub struct Upkeep {
     pub retention: crate::time::Duration,
     /// Keep at most this many bytes of event log.
     pub max_log_bytes: u64,
-    /// Forget event ids older than this.
-    pub dedup_horizon: crate::time::Duration,
+    /// Keep alerts and dead letters this long.
+    pub alert_retention: crate::time::Duration,
 }
 
 impl Default for Upkeep {
@@ -70,7 +72,7 @@ impl Default for Upkeep {
             every: std::time::Duration::from_secs(60),
             retention: crate::time::Duration::from_secs(7 * 24 * 3600),
             max_log_bytes: 10 * 1024 * 1024 * 1024,
-            dedup_horizon: crate::time::Duration::from_secs(24 * 3600),
+            alert_retention: crate::time::Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -90,36 +92,25 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// Everything the actor layer shares.
+/// Everything the actor layer shares: parts with one job each.
 pub struct Runtime {
-    /// The store.
+    /// Entity state, rules, alert and dead-letter views (sled).
     pub store: Store,
+    /// What was accepted, in order; durable before anyone is told.
+    pub journal: Arc<dyn Journal>,
     /// Routes messages to entity actors.
     pub router: Router,
     /// Wakes entities whose timers are due.
     pub timers: TimerService,
-    /// Records and publishes alerts.
+    /// Journals, publishes and stores alerts and dead letters.
     pub alerts: AlertHub,
     /// Settings.
     pub config: RuntimeConfig,
-    engine: RwLock<Arc<Engine>>,
-    engine_config: EngineConfig,
-    /// Held while a batch is appended to the log and routed, so log order
-    /// is delivery order for every key (DESIGN §7: per-key order is the
-    /// order of acceptance). Holds the last acceptance time: events sent
-    /// without `time` get the acceptance time, taken under this lock and
-    /// never going back, so their times follow log order.
-    pub sequencer: Mutex<Timestamp>,
-    /// Concurrent requests' events, appended together under the sequencer.
-    pub appender: crate::ingest::append::GroupAppend,
+    /// The engine with the current rules.
+    pub engine: EngineHandle,
+    /// The clock floor set by `POST /v1/clock`.
+    pub clock: ClockFloor,
     ready: AtomicBool,
-    /// True until the log after the last checkpoint has been routed (see
-    /// [`checkpoint::replay`]): appends then leave routing to the replay.
-    replaying: AtomicBool,
-    engine_generation: std::sync::atomic::AtomicU64,
-    /// The clock floor set by `POST /v1/clock` (ms; `i64::MIN` when none):
-    /// a passivated entity moves its clock to it when it wakes.
-    clock_floor: AtomicI64,
     /// Held for a whole checkpoint round: two rounds at once could record
     /// the later one's position before the earlier one's snapshots are
     /// written.
@@ -127,83 +118,43 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime over `store` evaluating `rules`. Starts no tasks; see
-    /// [`Runtime::start`].
+    /// A runtime over `store` and `journal` evaluating `rules`. Starts no
+    /// tasks; see [`Runtime::start`].
     pub fn new(
         store: Store,
+        journal: Arc<dyn Journal>,
         rules: RuleSet,
         engine_config: EngineConfig,
         config: RuntimeConfig,
     ) -> Arc<Runtime> {
-        let engine = Engine::new(Arc::new(rules), engine_config.clone());
-        let floor = store
-            .meta_u64(CLOCK_FLOOR)
-            .ok()
-            .flatten()
-            .map_or(i64::MIN, |f| f as i64);
         Arc::new(Runtime {
             router: Router::new(config.arbiters, store.partitions()),
             timers: TimerService::new(),
-            alerts: AlertHub::new(store.clone(), config.alert_backlog),
+            alerts: AlertHub::new(store.clone(), Arc::clone(&journal), config.alert_backlog),
+            clock: ClockFloor::open(&store),
+            engine: EngineHandle::new(rules, engine_config),
             store,
+            journal,
             config,
-            engine: RwLock::new(Arc::new(engine)),
-            engine_config,
-            sequencer: Mutex::new(Timestamp(i64::MIN)),
-            appender: Default::default(),
             ready: AtomicBool::new(false),
-            replaying: AtomicBool::new(true),
-            engine_generation: std::sync::atomic::AtomicU64::new(0),
-            clock_floor: AtomicI64::new(floor),
             checkpoint_round: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// The clock floor set by `POST /v1/clock`, if any.
-    pub fn clock_floor(&self) -> Option<Timestamp> {
-        match self.clock_floor.load(Ordering::Acquire) {
-            i64::MIN => None,
-            f => Some(Timestamp(f)),
-        }
-    }
-
-    /// Raises the clock floor in memory: entities woken from now on move
-    /// their clocks to it. [`Runtime::persist_clock_floor`] makes it durable.
-    pub fn raise_clock_floor(&self, to: Timestamp) {
-        self.clock_floor.fetch_max(to.millis(), Ordering::AcqRel);
-    }
-
-    /// Writes the clock floor to the store (durable with the next flush).
-    ///
-    /// NB: only once a checkpoint covers every event logged before the floor
-    /// was raised. An entity restored after a restart moves its clock to the
-    /// floor at once, so events from before the floor must not be replayed
-    /// to it afterwards (they would be late, though they were not).
-    pub fn persist_clock_floor(&self) -> crate::store::StoreResult<()> {
-        match self.clock_floor() {
-            Some(floor) => self.store.set_meta_u64(CLOCK_FLOOR, floor.millis() as u64),
-            None => Ok(()),
-        }
-    }
-
     /// The engine with the current rules.
     pub fn engine(&self) -> Arc<Engine> {
-        Arc::clone(&self.engine.read().unwrap_or_else(|p| p.into_inner()))
+        self.engine.current()
     }
 
     /// Swaps in a new rule set. Entities re-align on their next message:
     /// live ones at once, passivated ones when they wake.
     pub fn set_rules(&self, rules: RuleSet) {
-        let engine = Arc::new(Engine::new(Arc::new(rules), self.engine_config.clone()));
-        *self.engine.write().unwrap_or_else(|p| p.into_inner()) = engine;
-        self.engine_generation.fetch_add(1, Ordering::AcqRel);
+        self.engine.set_rules(rules);
     }
 
-    /// Changes each time the rules change, so actors can keep their own
-    /// handle on the engine and refresh it only then (cloning the shared
-    /// handle on every message would make every core write one cache line).
-    pub fn engine_generation(&self) -> u64 {
-        self.engine_generation.load(Ordering::Acquire)
+    /// The clock floor set by `POST /v1/clock`, if any.
+    pub fn clock_floor(&self) -> Option<Timestamp> {
+        self.clock.get()
     }
 
     /// True once recovery has finished and ingest may proceed.
@@ -211,55 +162,56 @@ impl Runtime {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// Marks recovery finished.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
-    }
-
-    /// True while the log after the last checkpoint is still being routed.
+    /// True while the journal after the last checkpoint is still being routed.
     pub fn is_replaying(&self) -> bool {
-        self.replaying.load(Ordering::Acquire)
+        self.journal.is_replaying()
     }
 
-    /// Starts serving: remembers the ids of the newest log records, starts
-    /// the alert publisher, log upkeep and passivation, and is ready; the
-    /// replay of the log after the last checkpoint runs on a thread of its
-    /// own, and the timers and checkpoints start when it is done.
+    /// Starts serving: brings the alert and dead-letter views up to the
+    /// journal, starts their publisher, upkeep and passivation, and is
+    /// ready; the replay of the journal after the last checkpoint runs on a
+    /// thread of its own, and the timers and checkpoints start when it is
+    /// done.
     ///
     /// NB: serving during the replay is safe because appends leave routing
-    /// to it until it has routed the last record (under the sequencer lock),
-    /// so every key still receives its events in log order. Timers,
+    /// to it until it has caught up (under the journal's sequencer), so
+    /// every key still receives its events in journal order. Timers,
     /// checkpoints and `POST /v1/clock` wait: a timer or a clock advance
     /// reaching an entity before its replayed events could fire an alert
     /// those events cancel, and a checkpoint would record a position the
     /// entities have not seen.
-    pub async fn start(self: &Arc<Self>) -> crate::store::StoreResult<()> {
+    pub async fn start(
+        self: &Arc<Self>,
+        durable_groups: std::sync::mpsc::Receiver<DurableGroup>,
+    ) -> Result<(), crate::store::StoreError> {
         self.router.start_arbiters();
-        checkpoint::remember_newest_ids(self)?;
-        actix::spawn(alerts::run_publisher(Arc::clone(self)));
+        let checkpoint = checkpoint::last_checkpoint(&self.store)?;
+        self.alerts.catch_up(checkpoint)?;
+        alerts::start_publisher(Arc::clone(self), durable_groups)?;
         actix::spawn(maintenance::run(Arc::clone(self)));
         // NB: passivation runs during the replay, which waits for it at the
         // live-entity limit.
         actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
+        self.journal.begin_replay();
         // NB: ready before the replay starts, so a replay that fails at
         // once cannot be overtaken by this and leave cepheus "ready".
-        self.set_ready();
+        self.ready.store(true, Ordering::Release);
         let runtime = Arc::clone(self);
         let system = actix::Arbiter::current();
         actix::Arbiter::new().spawn(async move {
             // The replay's own thread ends with it.
             let _stop = StopArbiterOnDrop;
             let started = std::time::Instant::now();
-            match checkpoint::replay(&runtime) {
+            match checkpoint::replay(&runtime, checkpoint) {
                 Ok(events) => tracing::info!(
                     events,
                     seconds = started.elapsed().as_secs_f64(),
-                    "replayed the event log"
+                    "replayed the journal"
                 ),
                 Err(e) => {
-                    // Ingest stays refused (503): what the log holds past
-                    // the checkpoint cannot reach the entities.
-                    tracing::error!(error = %e, "cannot replay the event log; restart cepheus");
+                    // Ingest stays refused (503): what the journal holds
+                    // past the checkpoint cannot reach the entities.
+                    tracing::error!(error = %e, "cannot replay the journal; restart cepheus");
                     runtime.ready.store(false, Ordering::Release);
                     return;
                 }

@@ -72,16 +72,16 @@ async fn passivate(runtime: &Arc<Runtime>, keys: &[String]) {
             writes.extend(write);
             leaving.push(key);
             if leaving.len() >= CHUNK {
-                write_and_stop(runtime, &mut leaving, &mut writes);
+                write_and_stop(runtime, &mut leaving, &mut writes).await;
             }
         }
     }
-    write_and_stop(runtime, &mut leaving, &mut writes);
+    write_and_stop(runtime, &mut leaving, &mut writes).await;
 }
 
 /// Writes the snapshots handed over and tells their entities whether that
 /// worked.
-fn write_and_stop(
+async fn write_and_stop(
     runtime: &Arc<Runtime>,
     leaving: &mut Vec<&String>,
     writes: &mut Vec<crate::store::entities::SnapshotWrite>,
@@ -89,7 +89,7 @@ fn write_and_stop(
     if leaving.is_empty() {
         return;
     }
-    let written = match runtime.store.entities().write(writes) {
+    let written = match crate::actors::checkpoint::write_snapshots(runtime, writes).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, entities = leaving.len(), "cannot passivate entities; they stay live");

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 use actix::{Actor, Addr, ArbiterHandle};
 use dashmap::DashMap;
 
-use crate::actors::entity::{EntityActor, EntityMsg};
+use crate::actors::entity::{Delivery, EntityActor, EntityMsg};
 use crate::actors::Runtime;
+use crate::event::Event;
+use crate::journal::EventSink;
 use crate::store::entities::partition_of;
 
 /// A live entity's actor and what the router shares with it.
@@ -251,5 +253,55 @@ impl Router {
         );
         let addr = EntityActor::start_in_arbiter(arbiter, move |_| actor);
         EntityHandle { addr, liveness, id }
+    }
+}
+
+/// Routing of accepted events: each key gets one message with its events in
+/// journal order, its own key and the keys `partition_by` gives. The
+/// journal calls it under its sequencer (and the replay, in journal order).
+pub struct Routing<'r> {
+    runtime: &'r Arc<Runtime>,
+}
+
+impl<'r> Routing<'r> {
+    /// Routing to `runtime`'s entities.
+    pub fn new(runtime: &'r Arc<Runtime>) -> Self {
+        Routing { runtime }
+    }
+}
+
+impl EventSink for Routing<'_> {
+    fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        use std::borrow::Cow;
+        let engine = self.runtime.engine();
+        // Groups in order of first appearance; keys borrowed from the events
+        // where they are the events' own (the common case: no copy).
+        let mut groups: Vec<(Cow<'_, str>, Vec<Delivery>)> = Vec::new();
+        let mut group_of: rustc_hash::FxHashMap<Cow<'_, str>, usize> = Default::default();
+        for (i, event) in events.iter().enumerate() {
+            let own = std::iter::once(Cow::Borrowed(event.key.as_str()));
+            let others = engine.partition_routes(event).into_iter().map(Cow::Owned);
+            for key in own.chain(others) {
+                let delivery = Delivery {
+                    lsn,
+                    index: first + i as u32,
+                    event: Arc::clone(event),
+                };
+                match group_of.get(&key) {
+                    Some(&g) => groups[g].1.push(delivery),
+                    None => {
+                        group_of.insert(key.clone(), groups.len());
+                        groups.push((key, vec![delivery]));
+                    }
+                }
+            }
+        }
+        let router = &self.runtime.router;
+        router.mark_touched_many(groups.iter().map(|(key, _)| key.as_ref()));
+        let now = std::time::Instant::now();
+        for (key, deliveries) in groups {
+            let n = deliveries.len();
+            router.send(self.runtime, &key, EntityMsg::Deliver(deliveries, now), n);
+        }
     }
 }

@@ -71,6 +71,7 @@ const SCAN_LIMIT: usize = 100_000;
         (status = 400, description = "Bad query", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 410, description = "`after` is older than what retention keeps; `details.oldest` is the oldest seq held", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -85,6 +86,7 @@ pub async fn list_alerts(
             state.limits.max_page
         )));
     }
+    check_cursor(&state, query.after)?;
     let after = query.after.unwrap_or(0);
     let through = state.runtime.alerts.published();
     // `scanned` is the last seq looked at (or `after`): everything up to it
@@ -99,6 +101,27 @@ pub async fn list_alerts(
         alerts,
         next: scanned,
     }))
+}
+
+/// Refuses a cursor older than what retention keeps (DESIGN §5): the
+/// alerts after it are partly gone, and skipping them silently would break
+/// the cursor's promise.
+pub fn check_cursor(state: &AppState, after: Option<u64>) -> Result<(), ApiError> {
+    let Some(after) = after else {
+        return Ok(());
+    };
+    let oldest = state.runtime.store.alerts().first_seq()?;
+    if after.saturating_add(1) < oldest {
+        return Err(ApiError::Gone {
+            message: format!(
+                "alerts up to seq {} are no longer held (history.alert_retention); the oldest held is seq {oldest}: resume with after={}",
+                oldest - 1,
+                oldest - 1
+            ),
+            oldest,
+        });
+    }
+    Ok(())
 }
 
 /// One alert by id.

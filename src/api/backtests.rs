@@ -233,11 +233,9 @@ pub async fn start_backtest(
     if let Some(other) = &request.compare {
         rules.push(Arc::new(resolve(&state, other)?));
     }
-    let store = state.runtime.store.clone();
-    let first = store
-        .log()
-        .first()?
-        .map_or(store.log().next_seq(), |(seq, _)| seq);
+    let journal: Arc<dyn crate::journal::Journal> = Arc::clone(&state.runtime.journal);
+    let first = journal.first_lsn();
+    let through = journal.durable_lsn();
     let progress = Arc::new(Progress::default());
     let id = format!(
         "bt-{}",
@@ -248,7 +246,7 @@ pub async fn start_backtest(
             id: id.clone(),
             status: JobStatus::Running,
             records_read: 0,
-            records_total: store.log().next_seq().saturating_sub(first),
+            records_total: (through + 1).saturating_sub(first),
             events: 0,
             started_at: wall_now(),
             result: None,
@@ -260,8 +258,14 @@ pub async fn start_backtest(
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let (from, to) = (request.from, request.to);
     std::thread::spawn(move || {
-        let records = store.log().read_from(first).map(|item| {
-            item.map(|(_, record)| record.events)
+        let events_only = crate::journal::records::Wanted {
+            events: true,
+            alerts: false,
+            letters: false,
+        };
+        let records = journal.read(first, through, events_only).map(|frame| {
+            frame
+                .map(|(_, _, payload)| payload.events)
                 .map_err(|e| e.to_string())
         });
         let bounds = Bounds {

@@ -71,7 +71,7 @@ pub async fn advance_clock(
         ));
     }
     let to = body.advance_to;
-    runtime.raise_clock_floor(to);
+    runtime.clock.raise(to);
     let mut keys = runtime.router.live_keys();
     let mut cursor = Vec::new();
     loop {
@@ -102,9 +102,11 @@ pub async fn advance_clock(
     // The advanced clocks survive a crash only in entity snapshots (the log
     // replay would set them back): checkpoint, then record the floor.
     checkpoint::checkpoint(runtime).await?;
-    runtime.persist_clock_floor()?;
+    runtime.clock.persist(&runtime.store)?;
     runtime.store.sync().await?;
-    let target = runtime.store.alerts().last_seq();
+    // Every alert the advance fired is journalled by now: wait until it is
+    // published.
+    let target = runtime.alerts.last_recorded();
     while runtime.alerts.published() < target {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 use utoipa::ToSchema;
 
+use crate::actors::checkpoint;
 use crate::actors::EntityMsg;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
@@ -162,9 +163,15 @@ pub async fn put_entity(
         EntityMsg::SetAttributes(body.into_inner().attributes, tx),
         0,
     );
-    let view = rx
+    let (view, write) = rx
         .await
-        .map_err(|_| ApiError::Internal("the entity stopped before answering".into()))??;
+        .map_err(|_| ApiError::Internal("the entity stopped before answering".into()))?;
+    let Some(write) = write else {
+        return Err(ApiError::Unavailable(
+            "the entity's state could not be read from the store, so it cannot be saved; see the server log".into(),
+        ));
+    };
+    checkpoint::write_snapshots(runtime, &[write]).await?;
     runtime.store.sync().await?;
     Ok(HttpResponse::Ok().json(EntityBody::new(view, true)))
 }

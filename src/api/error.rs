@@ -65,6 +65,15 @@ pub enum ApiError {
         /// Seconds to wait.
         retry_after_secs: u64,
     },
+    /// 410: what was asked for is no longer held (a cursor older than
+    /// retention); `oldest` is the first item still held.
+    #[error("{message}")]
+    Gone {
+        /// The sentence.
+        message: String,
+        /// The oldest seq still held.
+        oldest: u64,
+    },
     /// 503: not ready, or the store failed.
     #[error("{0}")]
     Unavailable(String),
@@ -93,6 +102,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Gone { .. } => "gone",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -110,6 +120,7 @@ impl ResponseError for ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -118,6 +129,11 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let details = match self {
             ApiError::BadRequest { details, .. } => details.clone(),
+            ApiError::Gone { oldest, .. } => {
+                let mut details = Map::new();
+                details.insert("oldest".into(), (*oldest).into());
+                details
+            }
             _ => Map::new(),
         };
         let body = ErrorBody {
@@ -172,7 +188,7 @@ impl From<IngestError> for ApiError {
                 message: e.to_string(),
                 retry_after_secs,
             },
-            IngestError::NotReady | IngestError::Store(_) => ApiError::Unavailable(e.to_string()),
+            IngestError::NotReady | IngestError::Journal(_) => ApiError::Unavailable(e.to_string()),
         }
     }
 }

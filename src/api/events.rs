@@ -7,6 +7,7 @@ use crate::actors::wall_now;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::AppState;
 use crate::ingest::{self, BodyFormat, IngestSummary};
+use crate::telemetry::{self, Stage};
 
 /// Routes of this resource.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -62,8 +63,10 @@ pub async fn post_events(
     })?;
     ingest::check_capacity(&state.runtime)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
+    let started = std::time::Instant::now();
     let decoded = ingest::decode(&body, format, &state.limits.decode, wall_now())?;
-    let summary = ingest::ingest(&state.runtime, decoded, &state.limits.ingest).await?;
+    telemetry::stage(Stage::Decode, started.elapsed());
+    let summary = ingest::ingest(&state.runtime, decoded).await?;
     Ok(HttpResponse::Accepted().json(summary))
 }
 

@@ -38,8 +38,15 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "Not ready, with the reason", body = ErrorBody),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let progress = state.runtime.journal.progress();
     let reason = if !state.runtime.is_ready() {
-        Some("starting, or the event log could not be replayed (see the server log)".to_owned())
+        Some("starting, or the journal could not be replayed (see the server log)".to_owned())
+    } else if let Some(failed) = progress.failed {
+        Some(format!("the journal stopped: {failed}"))
+    } else if let Some(stalled) = progress.stalled {
+        Some(format!(
+            "the journal cannot flush to disk (retrying): {stalled}"
+        ))
     } else {
         state.runtime.store.health().err()
     };
@@ -73,7 +80,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
     telemetry::store_gauges(
         runtime.store.size_on_disk().unwrap_or(0),
-        runtime.store.log().bytes(),
+        runtime.journal.bytes(),
     );
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

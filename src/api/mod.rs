@@ -44,7 +44,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::actors::Runtime;
 use crate::catalog::Catalog;
-use crate::ingest::{DecodeLimits, IngestConfig};
+use crate::ingest::DecodeLimits;
 use crate::telemetry;
 
 pub use error::{ApiError, ErrorBody};
@@ -56,8 +56,6 @@ pub struct ApiLimits {
     pub max_body_bytes: usize,
     /// Events per request and per-event limits.
     pub decode: DecodeLimits,
-    /// Ingest settings (dedup horizon).
-    pub ingest: IngestConfig,
     /// Most items one page of alerts or dead letters returns.
     pub max_page: usize,
     /// Most WebSocket subscribers at once.

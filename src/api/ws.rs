@@ -44,6 +44,7 @@ const PING_EVERY: Duration = Duration::from_secs(10);
         (status = 400, description = "Bad query or not a WebSocket request", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 410, description = "`after` is older than what retention keeps; `details.oldest` is the oldest seq held", body = ErrorBody),
         (status = 503, description = "Too many subscribers", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
@@ -60,6 +61,7 @@ pub async fn alerts_ws(
             state.limits.max_subscribers
         )));
     }
+    crate::api::alerts::check_cursor(&state, query.after)?;
     let (response, session, stream) = actix_ws::handle(&request, body)
         .map_err(|e| ApiError::bad_request(format!("not a WebSocket request: {e}")))?;
     let query = query.into_inner();

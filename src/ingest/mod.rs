@@ -1,18 +1,12 @@
 //! The ingest path: decoded events in, durable acknowledgement out.
 //!
 //! HTTP is one front end ([`decode`]); a Kafka consumer could be another:
-//! both hand [`Decoded`] events to [`ingest`], the one interface of the
-//! path (DESIGN §1).
-//!
-//! Under the sequencer lock, a batch is deduplicated, appended to the log as
-//! one record, and routed to the entity actors, so the log's order is every
-//! key's order; concurrent requests are appended together ([`append`]).
-//! The acknowledgement waits for a flush that covers the record; concurrent
-//! requests share flushes (group commit).
+//! both hand [`Decoded`] events to [`ingest`], which gives them to the
+//! journal (`crate::journal`): it deduplicates, sequences and routes them,
+//! and answers once the frame holding them is durable (group commit).
+//! Invalid events go into the same frame, as dead letters.
 
-pub mod append;
 pub mod decode;
-pub mod dedup;
 
 use std::sync::Arc;
 
@@ -20,12 +14,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::actors::{wall_now, Runtime};
-use crate::event::Event;
-use crate::store::deadletters::{DeadLetter, DeadLetterReason};
-use crate::store::StoreError;
+use crate::actors::{wall_now, Routing, Runtime};
+use crate::journal::{JournalError, LetterEntry, LetterReason, Submission};
 use crate::telemetry;
-use crate::time::Duration;
 
 pub use decode::{decode, BodyFormat, DecodeError, DecodeLimits, Decoded, Rejection};
 
@@ -73,41 +64,9 @@ pub enum IngestError {
     /// Recovery has not finished.
     #[error("cepheus is starting up (replaying its log); retry shortly")]
     NotReady,
-    /// The store failed; nothing acknowledged.
+    /// The journal failed; nothing acknowledged.
     #[error("the events could not be made durable: {0}")]
-    Store(#[from] StoreError),
-}
-
-/// Ingest settings.
-#[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// How long an event id is remembered per key.
-    pub dedup_horizon: Duration,
-}
-
-/// About the size of `event` in the log (its data as JSON plus its strings).
-pub(crate) fn encoded_size(event: &Event) -> usize {
-    let mut counter = ByteCounter(0);
-    let _ = serde_json::to_writer(&mut counter, &event.data);
-    counter.0
-        + event.key.len()
-        + event.event_type.len()
-        + event.id.as_ref().map_or(0, String::len)
-        + 32
-}
-
-/// A writer that only counts.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    Journal(#[from] JournalError),
 }
 
 /// Refuses a request before its body is read when the events waiting for
@@ -144,12 +103,12 @@ fn check_live_entities(runtime: &Runtime) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// Accepts `decoded`: dead-letters the rejected events, drops duplicates,
-/// logs and routes the rest, and returns once they are durable.
+/// Accepts `decoded`: drops duplicates, journals and routes the valid
+/// events and dead-letters the rejected ones, and returns once they are
+/// durable.
 pub async fn ingest(
     runtime: &Arc<Runtime>,
     decoded: Decoded,
-    config: &IngestConfig,
 ) -> Result<IngestSummary, IngestError> {
     if !runtime.is_ready() {
         return Err(IngestError::NotReady);
@@ -168,21 +127,18 @@ pub async fn ingest(
         check_live_entities(runtime)?;
     }
     let now = wall_now();
-    if !decoded.rejected.is_empty() {
-        let letters: Vec<DeadLetter> = decoded
-            .rejected
-            .iter()
-            .map(|r| DeadLetter {
-                seq: 0,
-                reason: DeadLetterReason::Invalid,
-                error: r.error.clone(),
-                key: r.raw.get("key").and_then(Value::as_str).map(str::to_owned),
-                received_at: now,
-                event: r.raw.clone(),
-            })
-            .collect();
-        runtime.store.deadletters().append(&letters)?;
-    }
+    let letters: Vec<LetterEntry> = decoded
+        .rejected
+        .iter()
+        .map(|r| LetterEntry {
+            identity: None,
+            reason: LetterReason::Invalid,
+            error: r.error.clone(),
+            key: r.raw.get("key").and_then(Value::as_str).map(str::to_owned),
+            received_at: now,
+            event: r.raw.to_string(),
+        })
+        .collect();
     let rejected: Vec<RejectedEvent> = decoded
         .rejected
         .iter()
@@ -191,23 +147,26 @@ pub async fn ingest(
             error: r.error.clone(),
         })
         .collect();
-
     let mut accepted = 0;
     let mut duplicates = 0;
-    if !decoded.events.is_empty() {
+    if !decoded.events.is_empty() || !letters.is_empty() {
+        let has_letters = !letters.is_empty();
+        let submission = Submission {
+            events: decoded.events.into_iter().map(|(_, e)| e).collect(),
+            untimed: decoded.untimed,
+            letters,
+        };
         let appended = runtime
-            .appender
-            .append(
-                runtime,
-                decoded.events,
-                decoded.untimed,
-                config.dedup_horizon,
-            )
+            .journal
+            .append(submission, &Routing::new(runtime))
             .await?;
         accepted = appended.accepted;
         duplicates = appended.duplicates;
+        if has_letters {
+            // Read-your-writes: the rejected events are listed when answered.
+            runtime.alerts.wait_stored(appended.lsn).await;
+        }
     }
-    runtime.store.sync().await?;
     telemetry::ingested(accepted, rejected.len(), duplicates);
     Ok(IngestSummary {
         accepted,

@@ -21,17 +21,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
 use crate::event::Event;
 use crate::journal::dedup::{Fingerprint, IdIndex, IdLog};
 use crate::journal::file::{JournalFs, OsFs};
+use crate::journal::frame::{seal_frame, FRAME_HEADER};
 use crate::journal::partition::partition_of;
-use crate::journal::records::{self, AlertEntry, LetterEntry, Payload, PayloadBuilder, Wanted};
+use crate::journal::records::{
+    self, AlertEntry, EncodedEvents, LetterEntry, Payload, PayloadBuilder, Wanted,
+};
 use crate::journal::segment::{SegmentConfig, SegmentLog};
-use crate::journal::{Appended, DurableGroup, EventSink, JournalError, Progress, Submission};
+use crate::journal::{
+    Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Progress, Submission,
+};
+use crate::telemetry::{self, Stage};
 use crate::time::{wall_now, Duration, Timestamp};
 
 /// How the embedded journal is set up.
@@ -56,9 +62,15 @@ pub struct JournalConfig {
     pub first_lsn: u64,
 }
 
+/// Events the replay routes between two calls of its pacing function.
+const REPLAY_SLICE: usize = 64;
+
 /// A request waiting for its turn.
 struct Pending {
     submission: Submission,
+    /// Its events encoded, and their id fingerprints, made before the turn.
+    encoded: EncodedEvents,
+    fingerprints: Vec<Option<Fingerprint>>,
     done: oneshot::Sender<Result<Appended, JournalError>>,
 }
 
@@ -75,9 +87,16 @@ struct OpenGroup {
 
 impl OpenGroup {
     fn new(lsn: u64) -> OpenGroup {
+        OpenGroup::with_buffer(lsn, Vec::new())
+    }
+
+    /// A group whose events go into `buffer` (a previous group's, reused:
+    /// growing a fresh one for every group had the kernel zeroing new pages
+    /// for a tenth of the server's time).
+    fn with_buffer(lsn: u64, buffer: Vec<u8>) -> OpenGroup {
         OpenGroup {
             lsn,
-            payload: PayloadBuilder::default(),
+            payload: PayloadBuilder::with_buffer(buffer),
             events: Vec::new(),
             ids: Vec::new(),
         }
@@ -94,6 +113,8 @@ struct Sequencer {
     index: IdIndex,
     /// The replay after the start has not caught up: appends do not route.
     replaying: bool,
+    /// An events buffer of a written group, for the next group.
+    spare: Option<Vec<u8>>,
     closing: bool,
 }
 
@@ -221,6 +242,7 @@ impl EmbeddedJournal {
                 last_accepted_at: Timestamp::MIN,
                 index: IdIndex::new(config.dedup_horizon, config.max_remembered_ids),
                 replaying: false,
+                spare: None,
                 closing: false,
             }),
             work: Condvar::new(),
@@ -287,7 +309,7 @@ impl EmbeddedJournal {
         index.expire(wall_now());
         let forgotten = index.take_forgotten();
         if forgotten > 0 {
-            crate::telemetry::dedup_ids_forgotten(forgotten);
+            telemetry::dedup_ids_forgotten(forgotten);
         }
         {
             let mut sequencer = self.lock();
@@ -303,11 +325,6 @@ impl EmbeddedJournal {
         );
     }
 
-    /// Number of partitions.
-    pub fn partitions(&self) -> u16 {
-        self.config.partitions
-    }
-
     /// The journal's directory.
     pub fn dir(&self) -> &Path {
         &self.config.dir
@@ -316,7 +333,7 @@ impl EmbeddedJournal {
     /// Appends a request's events (and its dead letters) together with
     /// whatever other requests are waiting, routing the events to `sink`;
     /// returns once they are durable.
-    pub async fn append(
+    async fn append_events(
         &self,
         submission: Submission,
         sink: &dyn EventSink,
@@ -330,23 +347,44 @@ impl EmbeddedJournal {
             }
         }
         let (done, mut answer) = oneshot::channel();
+        // NB: the encoding and hashing happen here, on the request's own
+        // thread; under the sequencer lock the events are only copied.
+        let partitions = self.config.partitions;
+        let encoded =
+            EncodedEvents::encode(&submission.events, |key| partition_of(key, partitions));
+        let fingerprints = submission
+            .events
+            .iter()
+            .map(|e| e.id.as_ref().map(|id| Fingerprint::of(&e.key, id)))
+            .collect();
+        let queued = Instant::now();
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Pending { submission, done });
+            .push(Pending {
+                submission,
+                encoded,
+                fingerprints,
+                done,
+            });
         let appended = {
             let _turn = self.turn.lock().await;
+            telemetry::stage(Stage::SequencerWait, queued.elapsed());
             match answer.try_recv() {
                 Ok(result) => result,
                 Err(_) => {
                     let group =
                         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+                    let started = Instant::now();
                     self.sequence(group, sink);
+                    telemetry::stage(Stage::Sequence, started.elapsed());
                     answer.await.unwrap_or(Err(JournalError::Closed))
                 }
             }
         }?;
+        let sequenced = Instant::now();
         self.wait_durable(appended.lsn).await?;
+        telemetry::stage(Stage::CommitWait, sequenced.elapsed());
         Ok(appended)
     }
 
@@ -380,7 +418,13 @@ impl EmbeddedJournal {
         let lsn = sequencer.open.lsn;
         let first = sequencer.open.events.len() as u32;
         let mut answers = Vec::with_capacity(group.len());
-        for Pending { submission, done } in group {
+        for Pending {
+            submission,
+            mut encoded,
+            fingerprints,
+            done,
+        } in group
+        {
             let Submission {
                 mut events,
                 untimed,
@@ -389,21 +433,20 @@ impl EmbeddedJournal {
             for i in untimed {
                 if let Some(event) = events.get_mut(i) {
                     event.time = accepted_at;
+                    encoded.set_time(i, accepted_at);
                 }
             }
             let mut accepted = 0;
             let mut duplicates = 0;
-            for event in events {
-                if let Some(id) = &event.id {
-                    let fp = Fingerprint::of(&event.key, id);
+            for (i, (event, fp)) in events.into_iter().zip(fingerprints).enumerate() {
+                if let Some(fp) = fp {
                     if sequencer.index.check_and_remember(fp, accepted_at) {
                         duplicates += 1;
                         continue;
                     }
                     sequencer.open.ids.push((fp, accepted_at));
                 }
-                let partition = partition_of(&event.key, self.config.partitions);
-                sequencer.open.payload.push_event(&event, partition);
+                sequencer.open.payload.push_encoded(encoded.event(i));
                 sequencer.open.events.push(Arc::new(event));
                 accepted += 1;
             }
@@ -421,7 +464,7 @@ impl EmbeddedJournal {
         }
         let forgotten = sequencer.index.take_forgotten();
         if forgotten > 0 {
-            crate::telemetry::dedup_ids_forgotten(forgotten);
+            telemetry::dedup_ids_forgotten(forgotten);
         }
         if !sequencer.replaying && sequencer.open.events.len() as u32 > first {
             sink.accepted(lsn, first, &sequencer.open.events[first as usize..]);
@@ -438,29 +481,6 @@ impl EmbeddedJournal {
             appended.lsn = needed;
             let _ = done.send(Ok(appended));
         }
-    }
-
-    /// Adds alerts and dead letters to the open group (published once it is
-    /// durable); returns the group's LSN.
-    pub fn append_records(
-        &self,
-        alerts: Vec<AlertEntry>,
-        letters: Vec<LetterEntry>,
-    ) -> Result<u64, JournalError> {
-        if let Some(reason) = &self.progress.borrow().failed {
-            return Err(JournalError::Failed(reason.clone()));
-        }
-        let mut sequencer = self.lock();
-        for alert in alerts {
-            sequencer.open.payload.push_alert(alert);
-        }
-        for letter in letters {
-            sequencer.open.payload.push_letter(letter);
-        }
-        let lsn = sequencer.open.lsn;
-        drop(sequencer);
-        self.work.notify_one();
-        Ok(lsn)
     }
 
     /// Waits until frame `lsn` is durable, at most `durable_timeout`.
@@ -486,33 +506,6 @@ impl EmbeddedJournal {
                 })
             }
         }
-    }
-
-    /// The LSN through which every routed event is in a written frame or
-    /// the group being written: a checkpoint may record it once the entities
-    /// have applied what they were sent.
-    pub fn routed_through(&self) -> u64 {
-        self.lock().open.lsn - 1
-    }
-
-    /// Waits until everything routed so far is durable (before a snapshot
-    /// that may reflect it is written: sled must never hold state derived
-    /// from an event a crash could still take back).
-    pub async fn sync_routed(&self) -> Result<(), JournalError> {
-        let lsn = {
-            let sequencer = self.lock();
-            if sequencer.open.payload.is_empty() {
-                sequencer.open.lsn - 1
-            } else {
-                sequencer.open.lsn
-            }
-        };
-        self.wait_durable(lsn).await
-    }
-
-    /// The durable LSN and health.
-    pub fn progress(&self) -> Progress {
-        self.progress.borrow().clone()
     }
 
     /// Watches the durable LSN and health.
@@ -546,17 +539,167 @@ impl EmbeddedJournal {
         rx.await.unwrap_or(Err(JournalError::Closed))
     }
 
-    /// Frames `from..=through` (clamped to what is durable), decoded as
-    /// `wanted` says.
-    pub fn read(
+    /// The committer: writes and syncs one group at a time.
+    fn commit_loop(self: Arc<Self>) {
+        let mut backoff = StdDuration::from_millis(10);
+        let mut frame = Vec::new();
+        loop {
+            let group = {
+                let mut sequencer = self.lock();
+                loop {
+                    if !sequencer.open.payload.is_empty() {
+                        break;
+                    }
+                    if sequencer.closing {
+                        return;
+                    }
+                    sequencer = self.work.wait(sequencer).unwrap_or_else(|p| p.into_inner());
+                }
+                let spare = sequencer.spare.take().unwrap_or_default();
+                let next = OpenGroup::with_buffer(sequencer.open.lsn + 1, spare);
+                let mut group = std::mem::replace(&mut sequencer.open, next);
+                sequencer.in_flight = Some((group.lsn, std::mem::take(&mut group.events)));
+                group
+            };
+            let written_at = wall_now().millis();
+            frame.clear();
+            frame.resize(FRAME_HEADER, 0);
+            if let Err(e) = group.payload.finish_into(&mut frame) {
+                self.fail(format!("cannot encode frame {}: {e}", group.lsn));
+                return;
+            }
+            seal_frame(&mut frame, group.lsn, written_at);
+            let started = Instant::now();
+            loop {
+                match self.log.write_frame(group.lsn, written_at, &frame) {
+                    Ok(()) => break,
+                    Err(JournalError::Failed(reason)) => {
+                        self.fail(reason);
+                        return;
+                    }
+                    Err(e) => {
+                        // NB: nothing of the frame counts as written; the
+                        // same frame is written again (disk full: until
+                        // space is freed). New work is refused meanwhile.
+                        tracing::warn!(error = %e, lsn = group.lsn, "cannot write to the journal; retrying");
+                        self.progress
+                            .send_modify(|p| p.stalled = Some(e.to_string()));
+                        if self.lock().closing && backoff >= StdDuration::from_secs(1) {
+                            return;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(StdDuration::from_secs(1));
+                    }
+                }
+            }
+            backoff = StdDuration::from_millis(10);
+            let synced = Instant::now();
+            telemetry::stage(Stage::Write, synced - started);
+            if let Err(e) = self.log.sync() {
+                self.fail(e.to_string());
+                return;
+            }
+            telemetry::stage(Stage::Fsync, synced.elapsed());
+            let (alerts, letters, buffer) = group.payload.into_parts();
+            {
+                let mut sequencer = self.lock();
+                sequencer.in_flight = None;
+                sequencer.spare = Some(buffer);
+            }
+            self.progress.send_modify(|p| {
+                p.durable = group.lsn;
+                p.stalled = None;
+            });
+            // NB: every group, also those with nothing to publish: the
+            // publisher's position says how far the store's copies follow.
+            if let Some(tx) = &*self
+                .durable_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+            {
+                let _ = tx.send(DurableGroup {
+                    lsn: group.lsn,
+                    alerts,
+                    letters,
+                });
+            }
+            let _ = self
+                .id_work
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .send(IdWork::Frame(group.lsn, group.ids));
+        }
+    }
+
+    fn fail(&self, reason: String) {
+        tracing::error!(reason = %reason, "the journal stopped; restart cepheus");
+        self.progress.send_modify(|p| p.failed = Some(reason));
+    }
+}
+
+impl Journal for EmbeddedJournal {
+    fn partitions(&self) -> u16 {
+        self.config.partitions
+    }
+
+    fn append<'a>(
+        &'a self,
+        submission: Submission,
+        sink: &'a dyn EventSink,
+    ) -> JournalFuture<'a, Appended> {
+        Box::pin(self.append_events(submission, sink))
+    }
+
+    fn append_records(
+        &self,
+        alerts: Vec<AlertEntry>,
+        letters: Vec<LetterEntry>,
+    ) -> Result<u64, JournalError> {
+        if let Some(reason) = &self.progress.borrow().failed {
+            return Err(JournalError::Failed(reason.clone()));
+        }
+        let mut sequencer = self.lock();
+        for alert in alerts {
+            sequencer.open.payload.push_alert(alert);
+        }
+        for letter in letters {
+            sequencer.open.payload.push_letter(letter);
+        }
+        let lsn = sequencer.open.lsn;
+        drop(sequencer);
+        self.work.notify_one();
+        Ok(lsn)
+    }
+
+    fn routed_through(&self) -> u64 {
+        self.lock().open.lsn - 1
+    }
+
+    fn sync_routed(&self) -> JournalFuture<'_, ()> {
+        let lsn = {
+            let sequencer = self.lock();
+            if sequencer.open.payload.is_empty() {
+                sequencer.open.lsn - 1
+            } else {
+                sequencer.open.lsn
+            }
+        };
+        Box::pin(self.wait_durable(lsn))
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    fn read(
         &self,
         from: u64,
         through: u64,
         wanted: Wanted,
-    ) -> impl Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + '_ {
+    ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_> {
         let through = through.min(self.progress.borrow().durable);
         let dir = self.config.dir.clone();
-        self.log.read(from, through).map(move |frame| {
+        Box::new(self.log.read(from, through).map(move |frame| {
             let frame = frame?;
             let payload = records::decode(&frame.payload, wanted).map_err(|reason| {
                 JournalError::Corrupt {
@@ -566,39 +709,30 @@ impl EmbeddedJournal {
                 }
             })?;
             Ok((frame.lsn, Timestamp(frame.written_at), payload))
-        })
+        }))
     }
 
-    /// LSN of the oldest frame held.
-    pub fn first_lsn(&self) -> u64 {
+    fn first_lsn(&self) -> u64 {
         self.log.first_lsn()
     }
 
-    /// LSN of the newest durable frame.
-    pub fn durable_lsn(&self) -> u64 {
+    fn durable_lsn(&self) -> u64 {
         self.progress.borrow().durable
     }
 
-    /// Bytes of the journal's frames.
-    pub fn bytes(&self) -> u64 {
+    fn bytes(&self) -> u64 {
         self.log.bytes()
     }
 
-    /// Marks the start of the replay: appends stop routing until
-    /// [`EmbeddedJournal::replay`] has caught up.
-    pub fn begin_replay(&self) {
+    fn begin_replay(&self) {
         self.lock().replaying = true;
     }
 
-    /// Routes the events of every frame from `from` on to `sink`, including
-    /// frames appended meanwhile, then ends the replay; returns how many
-    /// events were routed. `pace` is called before each frame (the replay
-    /// waits there while the service is at a limit).
-    pub fn replay(
+    fn replay(
         &self,
         from: u64,
         sink: &dyn EventSink,
-        mut pace: impl FnMut(),
+        pace: &mut dyn FnMut(),
     ) -> Result<u64, JournalError> {
         let events_only = Wanted {
             events: true,
@@ -614,10 +748,12 @@ impl EmbeddedJournal {
             }
             for frame in self.read(next, durable, events_only) {
                 let (lsn, _, payload) = frame?;
-                pace();
                 let events: Vec<Arc<Event>> = payload.events.into_iter().map(Arc::new).collect();
-                if !events.is_empty() {
-                    sink.accepted(lsn, 0, &events);
+                // NB: in slices, so a large frame cannot take the service
+                // far past a limit before `pace` is asked again.
+                for (i, slice) in events.chunks(REPLAY_SLICE).enumerate() {
+                    pace();
+                    sink.accepted(lsn, (i * REPLAY_SLICE) as u32, slice);
                 }
                 routed += events.len() as u64;
                 next = lsn + 1;
@@ -658,17 +794,11 @@ impl EmbeddedJournal {
         Ok(routed)
     }
 
-    /// Whether the replay has not caught up yet.
-    pub fn is_replaying(&self) -> bool {
+    fn is_replaying(&self) -> bool {
         self.lock().replaying
     }
 
-    /// Removes the oldest segments no longer needed: every frame in them is
-    /// before `keep_from` (what recovery and the id log need), and they are
-    /// older than `oldest` or the journal is over `max_bytes`. The id log
-    /// forgets what is older than the dedup horizon. Returns the number of
-    /// segments removed.
-    pub fn retain(
+    fn retain(
         &self,
         keep_from: u64,
         oldest: Timestamp,
@@ -694,8 +824,7 @@ impl EmbeddedJournal {
         Ok(removed)
     }
 
-    /// Stops taking work, writes what is pending and stops the threads.
-    pub fn close(&self) {
+    fn close(&self) {
         self.lock().closing = true;
         self.work.notify_all();
         self.ids_loaded.send_replace(true);
@@ -714,94 +843,6 @@ impl EmbeddedJournal {
         for thread in threads {
             let _ = thread.join();
         }
-    }
-
-    /// The committer: writes and syncs one group at a time.
-    fn commit_loop(self: Arc<Self>) {
-        let mut backoff = StdDuration::from_millis(10);
-        loop {
-            let group = {
-                let mut sequencer = self.lock();
-                loop {
-                    if !sequencer.open.payload.is_empty() {
-                        break;
-                    }
-                    if sequencer.closing {
-                        return;
-                    }
-                    sequencer = self.work.wait(sequencer).unwrap_or_else(|p| p.into_inner());
-                }
-                let next = OpenGroup::new(sequencer.open.lsn + 1);
-                let mut group = std::mem::replace(&mut sequencer.open, next);
-                sequencer.in_flight = Some((group.lsn, std::mem::take(&mut group.events)));
-                group
-            };
-            let payload = match group.payload.finish() {
-                Ok(payload) => payload,
-                Err(e) => {
-                    self.fail(format!("cannot encode frame {}: {e}", group.lsn));
-                    return;
-                }
-            };
-            let written_at = wall_now().millis();
-            loop {
-                match self.log.write(group.lsn, written_at, &payload) {
-                    Ok(()) => break,
-                    Err(JournalError::Failed(reason)) => {
-                        self.fail(reason);
-                        return;
-                    }
-                    Err(e) => {
-                        // NB: nothing of the frame counts as written; the
-                        // same frame is written again (disk full: until
-                        // space is freed). New work is refused meanwhile.
-                        tracing::warn!(error = %e, lsn = group.lsn, "cannot write to the journal; retrying");
-                        self.progress
-                            .send_modify(|p| p.stalled = Some(e.to_string()));
-                        if self.lock().closing && backoff >= StdDuration::from_secs(1) {
-                            return;
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(StdDuration::from_secs(1));
-                    }
-                }
-            }
-            backoff = StdDuration::from_millis(10);
-            if let Err(e) = self.log.sync() {
-                self.fail(e.to_string());
-                return;
-            }
-            self.lock().in_flight = None;
-            self.progress.send_modify(|p| {
-                p.durable = group.lsn;
-                p.stalled = None;
-            });
-            let alerts = group.payload.alerts().to_vec();
-            let letters = group.payload.letters().to_vec();
-            if !alerts.is_empty() || !letters.is_empty() {
-                if let Some(tx) = &*self
-                    .durable_groups
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                {
-                    let _ = tx.send(DurableGroup {
-                        lsn: group.lsn,
-                        alerts,
-                        letters,
-                    });
-                }
-            }
-            let _ = self
-                .id_work
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .send(IdWork::Frame(group.lsn, group.ids));
-        }
-    }
-
-    fn fail(&self, reason: String) {
-        tracing::error!(reason = %reason, "the journal stopped; restart cepheus");
-        self.progress.send_modify(|p| p.failed = Some(reason));
     }
 }
 

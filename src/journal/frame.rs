@@ -77,16 +77,23 @@ pub struct FrameHeader {
 /// Encodes a whole frame: header and payload, one buffer for one write.
 pub fn encode_frame(lsn: u64, written_at: i64, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&[0; 4]);
-    frame.extend_from_slice(&lsn.to_le_bytes());
-    frame.extend_from_slice(&written_at.to_le_bytes());
-    frame.push(FRAME_FORMAT);
-    frame.extend_from_slice(&[0; 7]);
+    frame.extend_from_slice(&[0; FRAME_HEADER]);
     frame.extend_from_slice(payload);
+    seal_frame(&mut frame, lsn, written_at);
+    frame
+}
+
+/// Fills in the frame header at the start of `frame` (its first
+/// [`FRAME_HEADER`] bytes, reserved by the caller, the payload after them).
+pub fn seal_frame(frame: &mut [u8], lsn: u64, written_at: i64) {
+    let len = (frame.len() - FRAME_HEADER) as u32;
+    frame[..4].copy_from_slice(&len.to_le_bytes());
+    frame[8..16].copy_from_slice(&lsn.to_le_bytes());
+    frame[16..24].copy_from_slice(&written_at.to_le_bytes());
+    frame[24] = FRAME_FORMAT;
+    frame[25..32].fill(0);
     let crc = crc32c::crc32c(&frame[8..]);
     frame[4..8].copy_from_slice(&crc.to_le_bytes());
-    frame
 }
 
 /// What a frame header says.

@@ -32,13 +32,111 @@ pub mod segment;
 #[cfg(test)]
 mod tests;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::event::Event;
+use crate::time::Timestamp;
 
 pub use embedded::{EmbeddedJournal, JournalConfig};
-pub use records::{AlertEntry, LetterEntry, LetterReason};
+pub use records::{AlertEntry, LetterEntry, LetterReason, Payload, Wanted};
+
+/// A future the journal returns (boxed: the trait is used as `dyn Journal`).
+pub type JournalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError>> + Send + 'a>>;
+
+/// What was accepted, in order: the one interface the service uses for
+/// sequencing, dedup, append, group commit and reading back.
+///
+/// # What an implementation promises
+/// - [`Journal::append`] answers only once the events are durable, and
+///   routes them to the sink in journal order (not during a replay).
+/// - Alerts and dead letters given to [`Journal::append_records`] are
+///   handed back as a [`DurableGroup`] once durable, in journal order, and
+///   only then.
+/// - Positions (`lsn`) only grow; [`Journal::read`] gives what is durable.
+///
+/// The embedded journal ([`EmbeddedJournal`]) has one position space for
+/// all partitions; a Kafka-API journal has one per partition, which is why
+/// every event carries its partition (`docs/journal.md`).
+pub trait Journal: Send + Sync {
+    /// Number of partitions of the key space.
+    fn partitions(&self) -> u16;
+
+    /// Appends a request's events and dead letters, routing the events to
+    /// `sink`; resolves once they are durable.
+    fn append<'a>(
+        &'a self,
+        submission: Submission,
+        sink: &'a dyn EventSink,
+    ) -> JournalFuture<'a, Appended>;
+
+    /// Adds alerts and dead letters to the next group commit; returns its
+    /// position. They come back as a [`DurableGroup`] once durable.
+    fn append_records(
+        &self,
+        alerts: Vec<AlertEntry>,
+        letters: Vec<LetterEntry>,
+    ) -> Result<u64, JournalError>;
+
+    /// The position through which every routed event is in the journal (a
+    /// checkpoint may record it once the entities applied what they got).
+    fn routed_through(&self) -> u64;
+
+    /// Resolves once everything routed so far is durable.
+    fn sync_routed(&self) -> JournalFuture<'_, ()>;
+
+    /// The durable position and health.
+    fn progress(&self) -> Progress;
+
+    /// The durable position.
+    fn durable_lsn(&self) -> u64 {
+        self.progress().durable
+    }
+
+    /// The oldest position held.
+    fn first_lsn(&self) -> u64;
+
+    /// Bytes the journal takes.
+    fn bytes(&self) -> u64;
+
+    /// Frames in `from..=through` that are durable, decoded as `wanted` says.
+    fn read(
+        &self,
+        from: u64,
+        through: u64,
+        wanted: Wanted,
+    ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_>;
+
+    /// Starts a replay: appends stop routing until [`Journal::replay`] has
+    /// caught up.
+    fn begin_replay(&self);
+
+    /// Routes everything from `from` on to `sink` (also what is appended
+    /// meanwhile), calling `pace` between slices; ends the replay.
+    fn replay(
+        &self,
+        from: u64,
+        sink: &dyn EventSink,
+        pace: &mut dyn FnMut(),
+    ) -> Result<u64, JournalError>;
+
+    /// Whether a replay has not caught up yet.
+    fn is_replaying(&self) -> bool;
+
+    /// Drops what is no longer needed: before `keep_from`, and older than
+    /// `oldest` or beyond `max_bytes`.
+    fn retain(
+        &self,
+        keep_from: u64,
+        oldest: Timestamp,
+        max_bytes: u64,
+    ) -> Result<usize, JournalError>;
+
+    /// Writes what is pending and stops.
+    fn close(&self);
+}
 
 /// Something went wrong in the journal. Each message says what and where.
 #[derive(Debug, Clone, thiserror::Error)]

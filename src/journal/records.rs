@@ -97,6 +97,9 @@ pub struct Payload {
 pub struct PayloadBuilder {
     events: Vec<u8>,
     event_count: u32,
+    /// Write an events section even with no event (a frame must hold
+    /// something: see `allow_empty`).
+    empty_events_section: bool,
     alerts: Vec<AlertEntry>,
     letters: Vec<LetterEntry>,
 }
@@ -105,6 +108,12 @@ impl PayloadBuilder {
     /// True when nothing was added.
     pub fn is_empty(&self) -> bool {
         self.event_count == 0 && self.alerts.is_empty() && self.letters.is_empty()
+    }
+
+    /// Lets the payload be empty of events, alerts and letters: it then
+    /// holds an events section of none (a frame is never zero bytes).
+    pub fn allow_empty(&mut self) {
+        self.empty_events_section = true;
     }
 
     /// Events added so far.
@@ -121,6 +130,27 @@ impl PayloadBuilder {
     pub fn push_event(&mut self, event: &Event, partition: u16) {
         encode_event(&mut self.events, event, partition);
         self.event_count += 1;
+    }
+
+    /// Adds an event encoded beforehand ([`EncodedEvents`]).
+    pub fn push_encoded(&mut self, encoded: &[u8]) {
+        self.events.extend_from_slice(encoded);
+        self.event_count += 1;
+    }
+
+    /// Starts with `buffer` (cleared) for the events, keeping its capacity.
+    pub fn with_buffer(mut buffer: Vec<u8>) -> PayloadBuilder {
+        buffer.clear();
+        PayloadBuilder {
+            events: buffer,
+            ..PayloadBuilder::default()
+        }
+    }
+
+    /// Takes the alerts and dead letters out, and gives back the events
+    /// buffer for the next builder.
+    pub fn into_parts(self) -> (Vec<AlertEntry>, Vec<LetterEntry>, Vec<u8>) {
+        (self.alerts, self.letters, self.events)
     }
 
     /// Adds an alert.
@@ -146,23 +176,65 @@ impl PayloadBuilder {
     /// The payload's bytes.
     pub fn finish(&self) -> Result<Vec<u8>, JournalError> {
         let mut out = Vec::with_capacity(self.events.len() + 64);
-        if self.event_count > 0 {
-            let mut body = Vec::with_capacity(4 + self.events.len());
-            body.extend_from_slice(&self.event_count.to_le_bytes());
-            body.extend_from_slice(&self.events);
-            section(&mut out, EVENTS, &body);
+        self.finish_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the payload's bytes to `out`.
+    pub fn finish_into(&self, out: &mut Vec<u8>) -> Result<(), JournalError> {
+        if self.event_count > 0 || self.empty_events_section {
+            out.push(EVENTS);
+            out.extend_from_slice(&(4 + self.events.len() as u32).to_le_bytes());
+            out.extend_from_slice(&self.event_count.to_le_bytes());
+            out.extend_from_slice(&self.events);
         }
         if !self.alerts.is_empty() {
-            section(&mut out, ALERTS, &pack(&self.alerts, "alerts")?);
+            section(out, ALERTS, &pack(&self.alerts, "alerts")?);
         }
         if !self.letters.is_empty() {
-            section(
-                &mut out,
-                DEAD_LETTERS,
-                &pack(&self.letters, "dead letters")?,
-            );
+            section(out, DEAD_LETTERS, &pack(&self.letters, "dead letters")?);
         }
-        Ok(out)
+        Ok(())
+    }
+}
+
+/// A request's events encoded before it takes the sequencer's turn, so the
+/// work under the lock is a copy (and the time of events sent without one).
+#[derive(Debug, Default)]
+pub struct EncodedEvents {
+    bytes: Vec<u8>,
+    /// Per event: where its bytes start and where its time is.
+    spans: Vec<(usize, usize)>,
+}
+
+impl EncodedEvents {
+    /// Encodes `events`, each with its partition.
+    pub fn encode(events: &[Event], partition: impl Fn(&str) -> u16) -> EncodedEvents {
+        let mut encoded = EncodedEvents {
+            bytes: Vec::with_capacity(events.len() * 96),
+            spans: Vec::with_capacity(events.len()),
+        };
+        for event in events {
+            let start = encoded.bytes.len();
+            let time_at = encode_event(&mut encoded.bytes, event, partition(&event.key));
+            encoded.spans.push((start, time_at));
+        }
+        encoded
+    }
+
+    /// Sets the time of event `i` (an event sent without one gets the
+    /// acceptance time).
+    pub fn set_time(&mut self, i: usize, time: Timestamp) {
+        if let Some(&(_, at)) = self.spans.get(i) {
+            self.bytes[at..at + 8].copy_from_slice(&time.millis().to_le_bytes());
+        }
+    }
+
+    /// The bytes of event `i`.
+    pub fn event(&self, i: usize) -> &[u8] {
+        let start = self.spans[i].0;
+        let end = self.spans.get(i + 1).map_or(self.bytes.len(), |s| s.0);
+        &self.bytes[start..end]
     }
 }
 
@@ -266,8 +338,9 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// The event layout: partition u16 | flags u8 (bit 0: has id) | key | [id]
-/// | type | time i64 | data (JSON text; empty for `{}`).
-fn encode_event(out: &mut Vec<u8>, event: &Event, partition: u16) {
+/// | type | time i64 | data (JSON text; empty for `{}`). Returns where the
+/// time is.
+fn encode_event(out: &mut Vec<u8>, event: &Event, partition: u16) -> usize {
     out.extend_from_slice(&partition.to_le_bytes());
     out.push(u8::from(event.id.is_some()));
     put_bytes(out, event.key.as_bytes());
@@ -275,6 +348,7 @@ fn encode_event(out: &mut Vec<u8>, event: &Event, partition: u16) {
         put_bytes(out, id.as_bytes());
     }
     put_bytes(out, event.event_type.as_bytes());
+    let time_at = out.len();
     out.extend_from_slice(&event.time.millis().to_le_bytes());
     if event.data.is_empty() {
         put_varint(out, 0);
@@ -283,6 +357,7 @@ fn encode_event(out: &mut Vec<u8>, event: &Event, partition: u16) {
         let data = serde_json::to_vec(&event.data).unwrap_or_default();
         put_bytes(out, &data);
     }
+    time_at
 }
 
 struct Reader<'a> {
@@ -459,6 +534,21 @@ mod tests {
         let mut newer = bytes.clone();
         section(&mut newer, 200, b"later");
         assert_eq!(decode(&newer, Wanted::ALL).unwrap(), read);
+        // Events encoded beforehand, one given its time later, read the same.
+        let mut encoded = EncodedEvents::encode(&events, |_| 0);
+        encoded.set_time(1, Timestamp(77));
+        let mut builder = PayloadBuilder::default();
+        for i in 0..events.len() {
+            builder.push_encoded(encoded.event(i));
+        }
+        let mut expected = events.clone();
+        expected[1].time = Timestamp(77);
+        assert_eq!(
+            decode(&builder.finish().unwrap(), Wanted::ALL)
+                .unwrap()
+                .events,
+            expected
+        );
         // A cut payload is an error, not a panic.
         for cut in 0..bytes.len() {
             let _ = decode(&bytes[..cut], Wanted::ALL);

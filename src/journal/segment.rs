@@ -269,9 +269,9 @@ impl SegmentLog {
                 )
             }
             None => {
-                let active = create_segment(&*fs, dir, first_lsn, config.allocate_bytes)?;
+                let (active, allocated) =
+                    create_segment(&*fs, dir, first_lsn, config.allocate_bytes)?;
                 segments.insert(first_lsn, Arc::clone(&active));
-                let allocated = config.allocate_bytes.max(SEGMENT_HEADER as u64);
                 (
                     Writer {
                         active,
@@ -317,12 +317,17 @@ impl SegmentLog {
     /// the frame can be written again; bytes of the failed attempt are
     /// overwritten by the next frame (or cut off as a torn end at open).
     pub fn write(&self, lsn: u64, written_at: i64, payload: &[u8]) -> Result<(), JournalError> {
+        self.write_frame(lsn, written_at, &encode_frame(lsn, written_at, payload))
+    }
+
+    /// As [`SegmentLog::write`], for a frame already sealed
+    /// ([`frame::seal_frame`]) with this `lsn` and `written_at`.
+    pub fn write_frame(&self, lsn: u64, written_at: i64, bytes: &[u8]) -> Result<(), JournalError> {
         let mut writer = self.lock_writer();
         if let Some(reason) = &writer.poisoned {
             return Err(JournalError::Failed(reason.clone()));
         }
         assert_eq!(lsn, writer.next_lsn, "frames are written in LSN order");
-        let bytes = encode_frame(lsn, written_at, payload);
         let end = writer.active.bytes();
         let holds_frames = writer.active.last() >= writer.active.base;
         if holds_frames && end + bytes.len() as u64 > self.config.segment_bytes {
@@ -350,7 +355,7 @@ impl SegmentLog {
         }
         active
             .file
-            .write_all_at(&bytes, offset)
+            .write_all_at(bytes, offset)
             .map_err(|e| io_error(&active.path, "cannot write to", e))?;
         if active.last() < active.base {
             active.first_written_at.store(written_at, Ordering::Release);
@@ -387,7 +392,8 @@ impl SegmentLog {
     /// the segment for `next`.
     fn rotate(&self, writer: &mut Writer, next: u64) -> Result<(), JournalError> {
         let sealed = Arc::clone(&writer.active);
-        let fresh = create_segment(&*self.fs, &self.dir, next, self.config.allocate_bytes)?;
+        let (fresh, allocated) =
+            create_segment(&*self.fs, &self.dir, next, self.config.allocate_bytes)?;
         sealed
             .file
             .set_len(sealed.bytes())
@@ -398,7 +404,7 @@ impl SegmentLog {
             .unwrap_or_else(|p| p.into_inner())
             .insert(next, Arc::clone(&fresh));
         writer.active = fresh;
-        writer.allocated = self.config.allocate_bytes.max(SEGMENT_HEADER as u64);
+        writer.allocated = allocated;
         Ok(())
     }
 
@@ -486,14 +492,24 @@ fn create_segment(
     dir: &Path,
     base: u64,
     allocate: u64,
-) -> Result<Arc<Segment>, JournalError> {
+) -> Result<(Arc<Segment>, u64), JournalError> {
     let path = dir.join(segment_name(base));
     let file = fs
         .create(&path)
         .map_err(|e| io_error(&path, "cannot create", e))?;
-    let made = file
-        .allocate(0, allocate.max(SEGMENT_HEADER as u64))
-        .and_then(|()| file.write_all_at(&frame::segment_header(base), 0))
+    // NB: short of space, allocate the header only; frames then allocate
+    // what they need as they come.
+    let header = SEGMENT_HEADER as u64;
+    let allocated = file
+        .allocate(0, allocate.max(header))
+        .map(|()| allocate.max(header))
+        .or_else(|_| file.allocate(0, header).map(|()| header));
+    let mut size = header;
+    let made = allocated
+        .and_then(|n| {
+            size = n;
+            file.write_all_at(&frame::segment_header(base), 0)
+        })
         .and_then(|()| file.sync_data())
         .and_then(|()| fs.sync_dir(dir));
     if let Err(e) = made {
@@ -501,7 +517,7 @@ fn create_segment(
         let _ = fs.remove(&path);
         return Err(io_error(&path, "cannot create", e));
     }
-    Ok(Arc::new(Segment {
+    let segment = Arc::new(Segment {
         base,
         path,
         file,
@@ -509,7 +525,8 @@ fn create_segment(
         end: AtomicU64::new(SEGMENT_HEADER as u64),
         first_written_at: AtomicI64::new(i64::MAX),
         index: Mutex::new(Vec::new()),
-    }))
+    });
+    Ok((segment, size))
 }
 
 fn read_first_header(segment: &Segment) -> Result<Option<frame::FrameHeader>, JournalError> {

@@ -11,7 +11,8 @@ use crate::journal::memfs::{MemFs, XorShift};
 use crate::journal::records::Wanted;
 use crate::journal::segment::{SegmentConfig, SegmentLog};
 use crate::journal::{
-    EmbeddedJournal, EventSink, JournalConfig, JournalError, LetterEntry, LetterReason, Submission,
+    EmbeddedJournal, EventSink, Journal, JournalConfig, JournalError, LetterEntry, LetterReason,
+    Submission,
 };
 use crate::time::{Duration, Timestamp};
 
@@ -344,7 +345,7 @@ fn appended_events_are_durable_routed_in_order_and_ids_deduplicated_across_resta
     assert_eq!(journal.remembered_ids(), 3);
     let replayed = Recorder::default();
     journal.begin_replay();
-    assert_eq!(journal.replay(0, &replayed, || {}).unwrap(), 4);
+    assert_eq!(journal.replay(0, &replayed, &mut || {}).unwrap(), 4);
     assert_eq!(*replayed.0.lock().unwrap(), routed);
     let sink = Recorder::default();
     rt.block_on(async {
@@ -484,7 +485,7 @@ fn a_replay_catches_up_with_appends_made_while_it_runs() {
         });
         let mut paced = 0;
         journal
-            .replay(0, &replayed, || {
+            .replay(0, &replayed, &mut || {
                 paced += 1;
                 if paced % 5 == 0 {
                     std::thread::sleep(StdDuration::from_millis(2));

@@ -1,23 +1,22 @@
-//! The alert log: durable, gap-free, one copy per alert id.
+//! The alert log's queryable copy: alerts by seq and by id, in sled.
 //!
-//! `seq` is assigned under a lock in write order, and sled recovers a
-//! prefix of its writes, so after any crash the seqs present are exactly
-//! `1..=last` (DESIGN §5: a gap-free cursor). The `alert_ids` index makes a
-//! replayed match (same deterministic id) a no-op instead of a second alert.
-
-use std::sync::Mutex;
-
-use sled::Transactional;
+//! Alerts are made durable by the journal (each carries its gap-free seq,
+//! assigned before it is journalled); once durable, the publisher writes
+//! them here (plain inserts, no transaction, no flush of their own) and
+//! only then broadcasts them, so REST sees every alert a subscriber has
+//! received. Writes here are idempotent (an alert is keyed by its seq), so
+//! after a crash the publisher simply writes again what the journal holds
+//! after the last checkpoint's view position.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::engine::Alert;
 use crate::event::EventRef;
+use crate::journal::AlertEntry;
 use crate::rules::Severity;
 use crate::store::codec::{be, decode, encode, read_be};
-use crate::store::{record, StoreError, StoreResult};
+use crate::store::{record, StoreResult};
 use crate::time::Timestamp;
 
 /// An alert as stored and served (DESIGN §5).
@@ -56,6 +55,29 @@ pub struct StoredAlert {
     /// Produced by a rule in shadow mode.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+}
+
+impl StoredAlert {
+    /// The served form of a journalled alert.
+    pub fn from_entry(e: AlertEntry) -> StoredAlert {
+        StoredAlert {
+            id: e.id,
+            seq: e.seq,
+            rule: e.rule,
+            rule_version: e.rule_version,
+            key: e.key,
+            severity: e.severity,
+            time: e.time,
+            detected_at: e.detected_at,
+            message: e.message,
+            events: e.events,
+            values: match serde_json::from_str(&e.values) {
+                Ok(Value::Object(m)) => m,
+                _ => Map::new(),
+            },
+            shadow: e.shadow,
+        }
+    }
 }
 
 /// The stored form: `values` as JSON text so numbers round-trip exactly.
@@ -102,79 +124,81 @@ impl AlertFilter {
 pub struct AlertLog {
     alerts: sled::Tree,
     ids: sled::Tree,
-    /// The last seq written; the lock orders seq assignment with writes.
-    last: Mutex<u64>,
 }
 
 impl AlertLog {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<AlertLog> {
-        let alerts = db.open_tree("alerts")?;
-        let ids = db.open_tree("alert_ids")?;
-        let last = alerts.last()?.and_then(|(k, _)| read_be(&k)).unwrap_or(0);
         Ok(AlertLog {
-            alerts,
-            ids,
-            last: Mutex::new(last),
+            alerts: db.open_tree("alerts")?,
+            ids: db.open_tree("alert_ids")?,
         })
     }
 
-    /// Appends the alerts whose ids are new, assigning their seqs; returns
-    /// the ones appended (a replayed match returns nothing).
-    pub fn append(
-        &self,
-        alerts: &[Alert],
-        detected_at: Timestamp,
-    ) -> StoreResult<Vec<StoredAlert>> {
-        let mut last = self
-            .last
-            .lock()
-            .map_err(|_| StoreError::Sled("alert log lock poisoned".into()))?;
-        let mut appended = Vec::with_capacity(alerts.len());
+    /// Writes durable alerts (idempotent: keyed by their seq).
+    pub fn materialize(&self, alerts: &[AlertEntry]) -> StoreResult<()> {
         for alert in alerts {
-            if self.ids.contains_key(alert.id.as_bytes())? {
-                continue;
-            }
-            let seq = *last + 1;
-            let stored = StoredAlert {
+            let record = AlertRecord {
                 id: alert.id.clone(),
-                seq,
-                rule: alert.rule.to_string(),
+                rule: alert.rule.clone(),
                 rule_version: alert.rule_version,
                 key: alert.key.clone(),
                 severity: alert.severity,
                 time: alert.time,
-                detected_at,
+                detected_at: alert.detected_at,
                 message: alert.message.clone(),
                 events: alert.events.clone(),
                 values: alert.values.clone(),
-                shadow: alert.mode == crate::rules::Mode::Shadow,
+                shadow: alert.shadow,
             };
-            // NB: the alert and its id in one transaction, which sled
-            // recovers whole or not at all. Written one after the other, a
-            // crash between them kept the alert without its id, and the
-            // replayed match was appended again under a new seq.
-            let record = encode(&to_record(&stored))?;
-            (&self.alerts, &self.ids)
-                .transaction(|(alerts, ids)| {
-                    alerts.insert(&be(seq)[..], record.as_slice())?;
-                    ids.insert(alert.id.as_bytes(), &be(seq)[..])?;
-                    Ok(())
-                })
-                .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                    sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-                    sled::transaction::TransactionError::Abort(()) => {
-                        StoreError::Sled("the alert transaction aborted".into())
-                    }
-                })?;
-            *last = seq;
-            appended.push(stored);
+            // NB: the alert before its id: a lookup by id never finds a seq
+            // whose alert is missing (sled recovers a prefix of the writes).
+            self.alerts.insert(be(alert.seq), encode(&record)?)?;
+            self.ids.insert(alert.id.as_bytes(), &be(alert.seq)[..])?;
         }
-        Ok(appended)
+        Ok(())
     }
 
-    /// The last seq in the log (0 when empty).
-    pub fn last_seq(&self) -> u64 {
-        self.last.lock().map(|l| *l).unwrap_or(0)
+    /// The first seq held (`last_seq() + 1` when none is).
+    pub fn first_seq(&self) -> StoreResult<u64> {
+        match self.alerts.first()? {
+            Some((k, _)) => Ok(read_be(&k).unwrap_or(0)),
+            None => Ok(self.last_seq()? + 1),
+        }
+    }
+
+    /// Removes the oldest alerts detected before `oldest`, at most `budget`,
+    /// keeping the newest always (the next seq follows from it); returns how
+    /// many were removed.
+    pub fn remove_older_than(&self, oldest: Timestamp, budget: usize) -> StoreResult<usize> {
+        let last = self.last_seq()?;
+        let mut removed = 0;
+        for item in self.alerts.iter().take(budget) {
+            let (k, v) = item?;
+            let seq = read_be(&k).unwrap_or(0);
+            let record: AlertRecord = decode(&v)?;
+            if seq >= last || record.detected_at >= oldest {
+                break;
+            }
+            // NB: the id first: a lookup by id never finds a removed seq.
+            self.ids.remove(record.id.as_bytes())?;
+            self.alerts.remove(k)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Whether an alert with `id` is stored.
+    pub fn contains_id(&self, id: &str) -> StoreResult<bool> {
+        Ok(self.ids.contains_key(id.as_bytes())?)
+    }
+
+    /// The last seq stored (0 when empty).
+    pub fn last_seq(&self) -> StoreResult<u64> {
+        Ok(self
+            .alerts
+            .last()?
+            .and_then(|(k, _)| read_be(&k))
+            .unwrap_or(0))
     }
 
     /// The alert at `seq`.
@@ -233,22 +257,6 @@ impl AlertLog {
     /// True when the log is empty.
     pub fn is_empty(&self) -> bool {
         self.alerts.is_empty()
-    }
-}
-
-fn to_record(a: &StoredAlert) -> AlertRecord {
-    AlertRecord {
-        id: a.id.clone(),
-        rule: a.rule.clone(),
-        rule_version: a.rule_version,
-        key: a.key.clone(),
-        severity: a.severity,
-        time: a.time,
-        detected_at: a.detected_at,
-        message: a.message.clone(),
-        events: a.events.clone(),
-        values: Value::Object(a.values.clone()).to_string(),
-        shadow: a.shadow,
     }
 }
 

@@ -1,13 +1,19 @@
-//! Dead letters: events that were rejected or late, with the reason.
-
-use std::sync::Mutex;
+//! Dead letters' queryable copy: rejected and late events with the
+//! reason, by seq, in sled.
+//!
+//! Dead letters are made durable by the journal; the publisher writes them
+//! here once durable, numbering them as it goes. The numbering restarts
+//! from the view position recorded at each checkpoint, so writing again
+//! what the journal holds after it (after a crash) gives every letter the
+//! same seq: idempotent.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::journal::{LetterEntry, LetterReason};
 use crate::store::codec::{be, decode, encode, read_be};
-use crate::store::{record, StoreError, StoreResult};
+use crate::store::{record, StoreResult};
 use crate::time::Timestamp;
 
 /// Why an event became a dead letter.
@@ -54,95 +60,67 @@ struct StoredDeadLetter {
 }
 record!(StoredDeadLetter, "dead letter", 1);
 
+impl From<LetterReason> for DeadLetterReason {
+    fn from(reason: LetterReason) -> Self {
+        match reason {
+            LetterReason::Invalid => DeadLetterReason::Invalid,
+            LetterReason::Late => DeadLetterReason::Late,
+            LetterReason::WindowClosed => DeadLetterReason::WindowClosed,
+        }
+    }
+}
+
 /// The `deadletters` tree.
 pub struct DeadLetters {
     tree: sled::Tree,
-    /// Identity of each dead letter that a log replay could produce again
-    /// (a late event: its key and log position) → its seq.
-    ids: sled::Tree,
-    /// The seq the next dead letter gets; the lock orders seq assignment
-    /// with writes, so a reader paging with `after` never sees a later seq
-    /// before an earlier one and skips it.
-    next: Mutex<u64>,
 }
 
 impl DeadLetters {
     pub(crate) fn open(db: &sled::Db) -> StoreResult<DeadLetters> {
-        let tree = db.open_tree("deadletters")?;
-        let ids = db.open_tree("deadletter_ids")?;
-        let next = tree
-            .last()?
-            .and_then(|(k, _)| read_be(&k))
-            .map_or(1, |s| s + 1);
         Ok(DeadLetters {
-            tree,
-            ids,
-            next: Mutex::new(next),
+            tree: db.open_tree("deadletters")?,
         })
     }
 
-    /// Appends dead letters (their `seq` is assigned here).
-    pub fn append(&self, letters: &[DeadLetter]) -> StoreResult<()> {
-        let mut next = self
-            .next
-            .lock()
-            .map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
-        let mut batch = sled::Batch::default();
-        let mut seq = *next;
-        for letter in letters {
+    /// Writes durable dead letters with seqs from `first` on.
+    pub fn materialize(&self, first: u64, letters: &[LetterEntry]) -> StoreResult<()> {
+        for (seq, letter) in (first..).zip(letters) {
             let stored = StoredDeadLetter {
-                reason: letter.reason,
+                reason: letter.reason.into(),
                 error: letter.error.clone(),
                 key: letter.key.clone(),
                 received_at: letter.received_at,
-                event: letter.event.to_string(),
+                event: letter.event.clone(),
             };
-            batch.insert(&be(seq), encode(&stored)?);
-            seq += 1;
+            self.tree.insert(be(seq), encode(&stored)?)?;
         }
-        self.tree.apply_batch(batch)?;
-        *next = seq;
         Ok(())
     }
 
-    /// Appends dead letters that a replay of the event log produces again
-    /// (late events), each with an identity; one whose identity is held
-    /// already is skipped, so a restart does not list it twice.
-    pub fn append_once(&self, letters: &[(Vec<u8>, DeadLetter)]) -> StoreResult<()> {
-        use sled::transaction::TransactionError;
-        use sled::Transactional;
-        let mut next = self
-            .next
-            .lock()
-            .map_err(|_| StoreError::Sled("dead-letter lock poisoned".into()))?;
-        for (identity, letter) in letters {
-            if self.ids.contains_key(identity)? {
-                continue;
+    /// Removes the oldest dead letters received before `oldest`, at most
+    /// `budget`, keeping the newest always; returns how many were removed.
+    pub fn remove_older_than(&self, oldest: Timestamp, budget: usize) -> StoreResult<usize> {
+        let last = self.last_seq()?;
+        let mut removed = 0;
+        for item in self.tree.iter().take(budget) {
+            let (k, v) = item?;
+            let stored: StoredDeadLetter = decode(&v)?;
+            if read_be(&k).unwrap_or(0) >= last || stored.received_at >= oldest {
+                break;
             }
-            let seq = *next;
-            let bytes = encode(&StoredDeadLetter {
-                reason: letter.reason,
-                error: letter.error.clone(),
-                key: letter.key.clone(),
-                received_at: letter.received_at,
-                event: letter.event.to_string(),
-            })?;
-            // NB: one transaction, recovered whole or not at all.
-            (&self.tree, &self.ids)
-                .transaction(|(tree, ids)| {
-                    tree.insert(&be(seq)[..], bytes.as_slice())?;
-                    ids.insert(identity.as_slice(), &be(seq)[..])?;
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Storage(e) => StoreError::from(e),
-                    TransactionError::Abort(()) => {
-                        StoreError::Sled("the dead-letter transaction aborted".into())
-                    }
-                })?;
-            *next = seq + 1;
+            self.tree.remove(k)?;
+            removed += 1;
         }
-        Ok(())
+        Ok(removed)
+    }
+
+    /// The last seq stored (0 when empty).
+    pub fn last_seq(&self) -> StoreResult<u64> {
+        Ok(self
+            .tree
+            .last()?
+            .and_then(|(k, _)| read_be(&k))
+            .unwrap_or(0))
     }
 
     /// Dead letters with seq `> after`, oldest first, at most `limit`.

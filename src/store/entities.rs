@@ -1,7 +1,7 @@
 //! Entity snapshots and the timers of passivated entities.
 //!
 //! A snapshot holds an entity's engine state plus what the service needs to
-//! resume it: the last log seq applied (replay skips older records) and the
+//! resume it: the last journal place applied (a replay skips older events) and the
 //! anchor of its wall-clock-driven clock. Timers are a second index, keyed
 //! by due wall time, so the timer service finds due passivated entities
 //! with one range scan.
@@ -42,8 +42,8 @@ impl ClockAnchor {
 pub struct EntitySnapshot {
     /// The engine state.
     pub state: KeyState,
-    /// Position (log seq, index in the record) of the last event applied to
-    /// this entity; replay skips events at or before it.
+    /// Place (journal LSN, index among the frame's events) of the last
+    /// event applied to this entity; a replay skips events at or before it.
     pub applied: (u64, u32),
     /// The clock's wall anchor.
     pub anchor: Option<ClockAnchor>,
@@ -125,8 +125,14 @@ impl EntityStore {
                 self.timers.insert(timer_key(due, &w.key), &[])?;
             }
         }
-        for w in writes {
-            let key = self.snapshot_key(&w.key);
+        // NB: in key order: consecutive writes land in the same leaf, which
+        // sled then rewrites once rather than once per scattered write.
+        let mut keyed: Vec<(Vec<u8>, &SnapshotWrite)> = writes
+            .iter()
+            .map(|w| (self.snapshot_key(&w.key), w))
+            .collect();
+        keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, w) in keyed {
             match &w.snapshot {
                 Some(s) => {
                     self.snapshots.insert(key, encode(s)?)?;
@@ -196,6 +202,32 @@ impl EntityStore {
         self.snapshots.is_empty()
     }
 
+    /// Moves every snapshot under the partition this build computes for its
+    /// key (store format 1 used xxh3); returns how many moved. Idempotent: a
+    /// crash in the middle leaves keys under one partition or the other,
+    /// never both, and a second run finishes the job.
+    pub fn rekey_snapshots(&self) -> StoreResult<u64> {
+        let mut moved = 0;
+        let keys: Vec<sled::IVec> = self.snapshots.iter().keys().collect::<Result<_, _>>()?;
+        for old in keys {
+            let Some(key) = old.get(2..).and_then(|k| std::str::from_utf8(k).ok()) else {
+                continue;
+            };
+            let new = self.snapshot_key(key);
+            if new[..] == old[..] {
+                continue;
+            }
+            if let Some(value) = self.snapshots.get(&old)? {
+                // NB: the new key first; a crash between the two writes
+                // leaves both, and the next run removes the old one.
+                self.snapshots.insert(new, value)?;
+                self.snapshots.remove(old)?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
     /// Every stored entity key (for tests and administration; O(n)).
     pub fn keys(&self) -> impl Iterator<Item = StoreResult<String>> {
         self.snapshots.iter().map(|item| {
@@ -208,9 +240,10 @@ impl EntityStore {
 /// A stored timer: when it is due, and whose.
 pub type DueTimer = (Timestamp, String);
 
-/// `hash(key) mod partitions`, stable across releases (xxh3-64).
+/// The partition of `key`: `murmur2(key) mod partitions`, as Kafka's
+/// default partitioner computes it (DESIGN §1).
 pub fn partition_of(key: &str, partitions: u16) -> u16 {
-    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions.max(1))) as u16
+    crate::journal::partition::partition_of(key, partitions)
 }
 
 /// Sortable bytes of a time: i64 with the sign bit flipped, big-endian.

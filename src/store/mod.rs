@@ -1,36 +1,36 @@
-//! The store: sled trees, and the only code in cepheus that touches disk.
+//! The store: sled trees for state — and, with the journal
+//! (`crate::journal`), the only code in cepheus that touches disk.
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `meta` | name | store-wide facts (format, checkpoint, clock floor) |
-//! | `log` | log seq (u64 BE) | one accepted batch of events |
+//! | `meta` | name | store-wide facts (format, checkpoint, view position, clock floor) |
 //! | `snapshots` | partition (u16 BE) ++ entity key | entity state |
 //! | `timers` | due wall time ++ entity key | (empty): passivated entities to wake |
 //! | `rules` | rule id | the current version of a rule |
 //! | `rule_versions` | rule id ++ 0x00 ++ version (u64 BE) | every version |
-//! | `alerts` | alert seq (u64 BE) | an alert |
+//! | `alerts` | alert seq (u64 BE) | an alert (written behind the journal) |
 //! | `alert_ids` | alert id | alert seq |
-//! | `deadletters` | seq (u64 BE) | a rejected or late event and why |
-//! | `deadletter_ids` | entity key ++ 0x00 ++ log seq (u64 BE) ++ index (u32 BE) | dead-letter seq of a late event |
-//! | `dedup` | entity key ++ 0x00 ++ event id | time accepted |
+//! | `deadletters` | seq (u64 BE) | a rejected or late event and why (written behind the journal) |
 //!
 //! Every value carries a format version (`codec.rs`). Entity snapshots are
-//! grouped by partition (`hash(key) mod P`) so a partition's state can be
-//! moved on its own when cepheus scales out.
+//! grouped by partition (`murmur2(key) mod P`, Kafka's partitioner) so a
+//! partition's state can be moved on its own when cepheus scales out.
 //!
 //! # Durability
 //! A write is durable once a flush that started after it completes.
 //! [`Store::sync`] waits for that, and concurrent callers share one flush
 //! (group commit). NB: sled recovers a prefix of its log, so a record
 //! written after another (by the same thread) never survives a crash
-//! without it; the service relies on this to order log, alerts and
-//! snapshots.
+//! without it. Nothing here is the only copy of an acknowledged event or a
+//! published alert: the journal is; what sled holds is derived from the
+//! journal up to a position recorded with it (the checkpoint, the view
+//! position), and rebuilt from the journal after it.
 
 pub mod alerts;
 pub mod codec;
 pub mod deadletters;
 pub mod entities;
-pub mod log;
+pub mod legacy;
 pub mod rules;
 
 use std::path::{Path, PathBuf};
@@ -40,7 +40,9 @@ use std::sync::{Arc, Mutex};
 use crate::store::codec::read_be;
 
 /// Version of the store's layout as a whole (the set of trees and their keys).
-pub const STORE_FORMAT: u64 = 1;
+/// Format 1 also held the event log and event ids (now in the journal) and
+/// keyed snapshots by an xxh3 partition: it is migrated (`crate::migrate`).
+pub const STORE_FORMAT: u64 = 2;
 
 /// Something went wrong with the store. Each message says what and where.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -138,8 +140,6 @@ struct Inner {
     db: sled::Db,
     path: PathBuf,
     meta: sled::Tree,
-    /// The event log.
-    pub log: log::EventLog,
     /// Entity snapshots and passivated timers.
     pub entities: entities::EntityStore,
     /// Rules and their versions.
@@ -148,9 +148,10 @@ struct Inner {
     pub alerts: alerts::AlertLog,
     /// Dead letters.
     pub deadletters: deadletters::DeadLetters,
-    dedup: sled::Tree,
     commit: GroupCommit,
     partitions: u16,
+    /// The layout version found at open (1: to migrate).
+    format: u64,
 }
 
 impl Store {
@@ -176,7 +177,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let durable = read_marker(&config.path)?;
         check_against_marker(&meta, config, durable)?;
-        check_format(&meta, config)?;
+        let format = check_format(&meta, config)?;
         let partitions = match meta.get("partitions")?.as_deref().and_then(read_be) {
             Some(p) => p as u16,
             None => {
@@ -185,13 +186,12 @@ impl Store {
             }
         };
         let inner = Inner {
-            log: log::EventLog::open(&db)?,
             entities: entities::EntityStore::open(&db, partitions)?,
             rules: rules::RuleStore::open(&db)?,
             alerts: alerts::AlertLog::open(&db)?,
             deadletters: deadletters::DeadLetters::open(&db)?,
-            dedup: db.open_tree("dedup")?,
             commit: GroupCommit::new(),
+            format,
             path: config.path.clone(),
             meta,
             db,
@@ -230,11 +230,6 @@ impl Store {
         write().map_err(|e| StoreError::Sled(format!("cannot write {}: {e}", marker.display())))
     }
 
-    /// The event log.
-    pub fn log(&self) -> &log::EventLog {
-        &self.inner.log
-    }
-
     /// Entity snapshots and timers.
     pub fn entities(&self) -> &entities::EntityStore {
         &self.inner.entities
@@ -255,9 +250,20 @@ impl Store {
         &self.inner.deadletters
     }
 
-    /// The dedup tree (event ids seen per key).
-    pub fn dedup_tree(&self) -> &sled::Tree {
-        &self.inner.dedup
+    /// The layout version found at open: 1 means the directory still has
+    /// to be migrated (`crate::migrate`) before it is used.
+    pub fn format(&self) -> u64 {
+        self.inner.format
+    }
+
+    /// Records that the directory now has this build's layout.
+    pub fn set_current_format(&self) -> StoreResult<()> {
+        self.inner.meta.insert("format", &codec::be(STORE_FORMAT))?;
+        Ok(())
+    }
+
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
     }
 
     /// The data directory.
@@ -385,17 +391,18 @@ fn check_against_marker(
     Ok(())
 }
 
-fn check_format(meta: &sled::Tree, config: &StoreConfig) -> StoreResult<()> {
+/// The layout version of the directory (written as current when new).
+fn check_format(meta: &sled::Tree, config: &StoreConfig) -> StoreResult<u64> {
     match meta.get("format")?.as_deref().and_then(read_be) {
         None => {
             meta.insert("format", &codec::be(STORE_FORMAT))?;
-            Ok(())
+            Ok(STORE_FORMAT)
         }
-        Some(STORE_FORMAT) => Ok(()),
+        Some(format @ (1 | STORE_FORMAT)) => Ok(format),
         Some(other) => Err(StoreError::Open {
             path: config.path.clone(),
             reason: format!(
-                "the data directory has store format {other}, this build uses {STORE_FORMAT}"
+                "the data directory has store format {other}, this build reads formats 1 and {STORE_FORMAT}: upgrade cepheus"
             ),
         }),
     }

@@ -9,6 +9,7 @@
 //! parsing the same bodies alone, so a report can say how far end-to-end
 //! throughput is from that floor.
 
+mod stages;
 mod workload;
 
 use std::io::IsTerminal;
@@ -25,6 +26,7 @@ use crate::event::EventLimits;
 use crate::ingest::{decode, BodyFormat, DecodeLimits};
 use crate::time::Timestamp;
 
+pub use stages::{StageSample, StageTime};
 pub use workload::{Body, Workload, RULES};
 
 /// Flags of `cepheus load`.
@@ -60,6 +62,14 @@ pub struct LoadArgs {
     /// Bytes of padding in each event's data (event size).
     #[arg(long, default_value_t = 64)]
     pub data_bytes: usize,
+    /// Give every event an id (as producers that retry do); by default
+    /// only the events that complete a pattern carry one.
+    #[arg(long)]
+    pub ids: bool,
+    /// Give every event this time (RFC 3339): a time behind what the
+    /// entities have seen makes every event late (the late-flood benchmark).
+    #[arg(long, value_name = "RFC3339")]
+    pub time: Option<String>,
     /// Register the three benchmark rules (a sequence, an absence, a
     /// threshold) before sending, replacing them if present.
     #[arg(long)]
@@ -102,6 +112,9 @@ pub struct Report {
     pub resubscribed: u64,
     /// Parsing the same bodies alone, events/s on one core, when measured.
     pub floor_events_per_second: Option<f64>,
+    /// Where the server spent the time, per stage of the path (from its
+    /// `/metrics`, scraped before and after the run).
+    pub stages: Vec<StageTime>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -171,6 +184,9 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         events: args.events,
         complete: args.complete,
         data_bytes: args.data_bytes,
+        run: format!("{:x}", crate::time::wall_now().millis()),
+        ids: args.ids,
+        time: args.time.clone(),
     };
     eprintln!(
         "building {} events for {} keys in bodies of {} ...",
@@ -182,6 +198,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         setup_rules(args)?;
     }
 
+    let stages_before = scrape_stages(args);
     let progress = Arc::new(Progress::new(bodies.len()));
     let probes: Arc<DashMap<String, Instant>> = Arc::new(DashMap::new());
     let alert_latency = Arc::new(Mutex::new(histogram()));
@@ -231,6 +248,10 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     progress.done.store(true, Ordering::Release);
     let _ = display.join();
 
+    let stages = match (&stages_before, scrape_stages(args)) {
+        (Some(before), Some(after)) => before.until(&after),
+        _ => Vec::new(),
+    };
     let events = progress.events.load(Ordering::Acquire);
     let alert_hist = alert_latency.lock().unwrap_or_else(|p| p.into_inner());
     let report = Report {
@@ -246,6 +267,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
         alerts_missing: probes.len() as u64,
         resubscribed: progress.resubscribed.load(Ordering::Acquire),
         floor_events_per_second: floor,
+        stages,
     };
     if let Some(e) = progress
         .last_error
@@ -303,6 +325,32 @@ fn print_report(args: &LoadArgs, r: &Report) {
             r.events_per_second / floor
         );
     }
+    if !r.stages.is_empty() {
+        println!("  where the server's time went (cepheus_stage_seconds during the run):");
+        for s in &r.stages {
+            println!(
+                "    {:<15} {:>10} × mean {:>8.3} ms  p50 ≤ {:>8.3} ms  p99 ≤ {:>8.3} ms",
+                s.stage, s.count, s.mean_ms, s.p50_ms, s.p99_ms
+            );
+        }
+    }
+}
+
+/// The server's stage histograms, if its `/metrics` can be read.
+fn scrape_stages(args: &LoadArgs) -> Option<StageSample> {
+    let args = args.clone();
+    actix_web::rt::System::new().block_on(async move {
+        let mut response = client(&args, 1)
+            .get(format!("{}/metrics", args.url))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.body().limit(64 << 20).await.ok()?;
+        Some(StageSample::parse(&String::from_utf8_lossy(&body)))
+    })
 }
 
 /// Events/s of decoding the bodies alone, on this thread.

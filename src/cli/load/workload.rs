@@ -37,6 +37,16 @@ pub struct Workload {
     pub complete: f64,
     /// Bytes of padding in each event's `data`.
     pub data_bytes: usize,
+    /// A tag unique to this run, part of every probe id: a second run
+    /// against the same server must not send ids it already accepted (they
+    /// would be dropped as duplicates, and their alerts never come).
+    pub run: String,
+    /// Every event carries an id (as real producers' do), not only probes.
+    pub ids: bool,
+    /// Every event carries this `time` (RFC 3339); by default none (the
+    /// server stamps the receive time). A time behind the entities' clocks
+    /// makes every event late.
+    pub time: Option<String>,
 }
 
 /// What a key does.
@@ -81,7 +91,12 @@ impl Workload {
         line.clear();
         let _ = write!(line, "{{\"key\":\"k-{key}\",\"type\":\"{kind}\"");
         if completes {
-            let _ = write!(line, ",\"id\":\"lat-{key}-{step}\"");
+            let _ = write!(line, ",\"id\":\"lat-{}-{key}-{step}\"", self.run);
+        } else if self.ids {
+            let _ = write!(line, ",\"id\":\"ev-{}-{key}-{step}\"", self.run);
+        }
+        if let Some(time) = &self.time {
+            let _ = write!(line, ",\"time\":\"{time}\"");
         }
         let _ = write!(
             line,
@@ -107,7 +122,9 @@ impl Workload {
             let (round, key) = (i / keys, i % keys);
             let completes = self.event(key, round, &mut line);
             if completes {
-                current.probes.push(format!("lat-{key}-{round}"));
+                current
+                    .probes
+                    .push(format!("lat-{}-{key}-{round}", self.run));
             }
             current.text.push_str(&line);
             current.text.push('\n');
@@ -162,6 +179,9 @@ mod tests {
             events: 4_000,
             complete: 0.2,
             data_bytes: 0,
+            run: "t".into(),
+            ids: false,
+            time: None,
         };
         // Two bodies per round: body 2 repeats body 0's keys, body 3 body 1's.
         assert_eq!(w.predecessors(0, 100), 0..0);
@@ -183,6 +203,9 @@ mod tests {
             events: 1_000,
             complete: 0.1,
             data_bytes: 8,
+            run: "t".into(),
+            ids: false,
+            time: None,
         };
         let bodies = w.bodies(64);
         assert_eq!(bodies.iter().map(|b| b.events).sum::<usize>(), 1_000);
