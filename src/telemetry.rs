@@ -223,6 +223,8 @@ pub fn dropped(d: &DropCounters) {
     counter!(DROPPED, "kind" => "partial_match").increment(d.partial_matches);
     counter!(DROPPED, "kind" => "window_entry").increment(d.window_entries);
     counter!(DROPPED, "kind" => "pending_deadline").increment(d.pending_deadlines);
+    counter!(DROPPED, "kind" => "expired_match").increment(d.expired_matches);
+    counter!(DROPPED, "kind" => "released_early").increment(d.released_early);
 }
 
 /// Sets the gauges read at scrape time.

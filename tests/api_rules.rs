@@ -588,3 +588,18 @@ fn an_invalid_rule_file_stops_the_start_with_the_problems() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_sequence_without_within_is_stored_with_a_warning() {
+    let server = Server::start(FAST_TIMING);
+    let open =
+        "id: open\nsequence:\n  steps:\n    - match: type == \"a\"\n    - match: type == \"b\"\n";
+    let created = expect_json(server.post_rule_yaml(open), StatusCode::CREATED, "create");
+    let got = server.get_json("/v1/rules/open");
+    assert_eq!(got["warnings"][0]["path"], "sequence");
+    let message = got["warnings"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("max_match_age"), "{message}");
+    assert_eq!(created["warnings"], got["warnings"]);
+    let bounded = server.get_json("/v1/rules");
+    assert_eq!(bounded["rules"][0]["warnings"], got["warnings"]);
+}

@@ -173,3 +173,32 @@ fn usage_errors_exit_with_status_2() {
         .expect("the binary runs");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_sequence_without_within_passes_with_a_warning_naming_its_line() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let file = dir.path().join("open.yaml");
+    fs::write(
+        &file,
+        "id: open\nsequence:\n  steps:\n    - match: type == \"a\"\n    - match: type == \"b\"\n",
+    )
+    .expect("write");
+    let out = cepheus(&[&file]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a warning is not a problem: {stdout}"
+    );
+    let shown = file.display().to_string();
+    assert!(
+        stdout.contains(&format!("{shown}: OK (rule open)")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{shown}:2:1: sequence: warning: the sequence has no `within`"
+        )),
+        "{stdout}"
+    );
+}

@@ -27,7 +27,7 @@ use cepheus::time::Timestamp;
 use proptest::prelude::*;
 use reference::{
     ops_for, Agg, Cmp, Contig, EngineStep, Ev, Harness, Kind, MAlert, Op, Pred, RuleSpec, SeqSpec,
-    Settings, StepSpec, Times, Win,
+    Settings, SkipSpec, StepSpec, Times, Win,
 };
 
 const TYPES: [&str; 4] = ["a", "b", "c", "d"];
@@ -47,8 +47,11 @@ impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "lateness {} ms, explain {}, limits {:?}",
-            self.settings.lateness, self.settings.explain, self.settings.tight
+            "lateness {} ms, explain {}, limits {:?}, max match age {} ms",
+            self.settings.lateness,
+            self.settings.explain,
+            self.settings.tight,
+            self.settings.max_match_age
         )?;
         for rule in &self.rules {
             writeln!(f, "---\n{}", rule.yaml())?;
@@ -115,15 +118,59 @@ fn arb_raw_step() -> impl Strategy<Value = RawStep> {
     )
 }
 
+/// A skip strategy before the steps are known: `to_first` / `to_last` name a
+/// step by a raw number, resolved to a positive step.
+#[derive(Debug, Clone, Copy)]
+enum RawSkip {
+    Named(SkipSpec),
+    ToFirst(usize),
+    ToLast(usize),
+}
+
+impl RawSkip {
+    fn resolve(self, negated: &[bool]) -> SkipSpec {
+        let positive = |raw: usize| {
+            let j = raw % negated.len();
+            if negated[j] {
+                0
+            } else {
+                j
+            }
+        };
+        match self {
+            RawSkip::Named(skip) => skip,
+            RawSkip::ToFirst(raw) => SkipSpec::ToFirst(positive(raw)),
+            RawSkip::ToLast(raw) => SkipSpec::ToLast(positive(raw)),
+        }
+    }
+}
+
+fn arb_skip() -> impl Strategy<Value = RawSkip> {
+    prop_oneof![
+        4 => Just(RawSkip::Named(SkipSpec::PastLastEvent)),
+        3 => Just(RawSkip::Named(SkipSpec::All)),
+        2 => Just(RawSkip::Named(SkipSpec::ToNext)),
+        1 => (0..4usize).prop_map(RawSkip::ToFirst),
+        1 => (0..4usize).prop_map(RawSkip::ToLast),
+    ]
+}
+
 /// An ordered sequence, made valid the way `rules::compile` demands.
 fn arb_sequence() -> impl Strategy<Value = Kind> {
     (
         prop::collection::vec(arb_raw_step(), 1..=4),
         prop::option::of(1..=8i64),
         arb_contiguity(),
-        any::<bool>(),
+        arb_skip(),
+        prop::collection::vec(
+            (
+                prop::bool::weighted(0.3),
+                prop::option::weighted(0.25, arb_pred()),
+            ),
+            4,
+        ),
     )
-        .prop_map(|(raw, within, contiguity, skip_all)| {
+        .prop_map(|(raw, within, contiguity, skip, loops)| {
             let n = raw.len();
             let mut negated: Vec<bool> = raw.iter().map(|r| r.2).collect();
             negated[0] = false;
@@ -163,13 +210,21 @@ fn arb_sequence() -> impl Strategy<Value = Kind> {
             if steps.iter().filter(|s| !s.negated).all(optional) {
                 steps[0] = StepSpec::new(steps[0].pred.clone(), Times::One);
             }
+            // Loops may be reluctant (a varying count) and end with `until`.
+            for (step, (reluctant, until)) in steps.iter_mut().zip(loops) {
+                if !step.negated && step.max.is_none_or(|m| m > 1) {
+                    step.reluctant = reluctant && step.max != Some(step.min);
+                    step.until = until;
+                }
+            }
             let within = if trailing { within.or(Some(4)) } else { within };
+            let skip = skip.resolve(&negated);
             Kind::Sequence(SeqSpec {
                 steps,
                 within,
                 contiguity,
                 any_order: false,
-                skip_all,
+                skip,
             })
         })
 }
@@ -179,10 +234,10 @@ fn arb_any_order() -> impl Strategy<Value = Kind> {
     (
         prop::collection::vec((arb_pred(), arb_times()), 2..=3),
         prop::option::of(1..=8i64),
-        any::<bool>(),
+        arb_skip(),
     )
-        .prop_map(|(raw, within, skip_all)| {
-            let steps = raw
+        .prop_map(|(raw, within, skip)| {
+            let steps: Vec<StepSpec> = raw
                 .into_iter()
                 .map(|(pred, times)| {
                     let times = match times {
@@ -192,12 +247,13 @@ fn arb_any_order() -> impl Strategy<Value = Kind> {
                     StepSpec::new(pred, times)
                 })
                 .collect();
+            let skip = skip.resolve(&vec![false; steps.len()]);
             Kind::Sequence(SeqSpec {
                 steps,
                 within,
                 contiguity: Contig::Relaxed,
                 any_order: true,
-                skip_all,
+                skip,
             })
         })
 }
@@ -218,6 +274,7 @@ fn arb_window() -> impl Strategy<Value = Win> {
         (1..=6i64).prop_map(Win::Tumbling),
         (1..=3i64, 1..=3i64).prop_map(|(advance, n)| Win::Hopping(advance * n, advance)),
         (1..=4i64).prop_map(Win::Session),
+        (1..=4u32).prop_map(Win::Count),
     ]
 }
 
@@ -340,11 +397,13 @@ fn arb_settings(tight: impl Strategy<Value = Option<usize>>) -> impl Strategy<Va
         prop_oneof![4 => Just(0i64), 1 => 1..=4i64],
         prop_oneof![3 => Just(20usize), 1 => 2..=4usize],
         tight,
+        prop_oneof![2 => Just(1_000_000i64), 1 => 3..=12i64],
     )
-        .prop_map(|(lateness, explain, tight)| Settings {
+        .prop_map(|(lateness, explain, tight, max_match_age)| Settings {
             lateness,
             explain,
             tight,
+            max_match_age,
         })
 }
 
@@ -498,7 +557,7 @@ proptest! {
     }
 
     /// `KeyState::next_deadline` is exactly the next clock time at which the
-    /// entity's timers change anything: advancing to just before it fires
+    /// entity's timers or its reorder buffer change anything: advancing to just before it fires
     /// and changes nothing, advancing to it changes something, and a timer
     /// service that wakes the entity only then loses no alert.
     #[test]
@@ -515,9 +574,10 @@ proptest! {
                         let fired = harness.engine.advance_to(&mut early, Timestamp(due.millis() - 1));
                         prop_assert!(fired.is_empty(), "fired before the deadline {:?}: {:#?}", due, fired);
                         prop_assert_eq!(&early.rules, &state.rules, "changed before the deadline {:?}", due);
-                        let before = state.rules.clone();
+                        prop_assert_eq!(&early.buffer, &state.buffer, "released before the deadline {:?}", due);
+                        let before = (state.rules.clone(), state.buffer.clone());
                         alerts[k].extend(harness.engine.advance_to(state, due));
-                        prop_assert_ne!(&before, &state.rules, "nothing happened at the deadline {:?}", due);
+                        prop_assert_ne!(&before, &(state.rules.clone(), state.buffer.clone()), "nothing happened at the deadline {:?}", due);
                     }
                 }
             }
@@ -638,7 +698,7 @@ fn the_brute_force_example_agrees_with_the_model() {
             within: Some(300),
             contiguity: Contig::Relaxed,
             any_order: false,
-            skip_all: false,
+            skip: SkipSpec::PastLastEvent,
         }),
         message: true,
     };
@@ -659,6 +719,7 @@ fn the_brute_force_example_agrees_with_the_model() {
             lateness: 0,
             explain: 20,
             tight: None,
+            max_match_age: 1_000_000,
         },
         ops: vec![
             ev(1, "a", 0),
@@ -694,16 +755,16 @@ fn generator_coverage() {
         let (_, alerts) = run_plain(&case);
         for rule in &case.rules {
             let label = match &rule.kind {
-                Kind::Sequence(s) if s.any_order => format!("any_order skip_all={}", s.skip_all),
+                Kind::Sequence(s) if s.any_order => format!("any_order skip={:?}", s.skip),
                 Kind::Sequence(s) => format!(
-                    "sequence {:?} trailing_not={} not={} optional={} bound={} within={} skip_all={}",
+                    "sequence {:?} trailing_not={} not={} optional={} bound={} within={} skip={:?}",
                     s.contiguity,
                     s.steps.last().is_some_and(|x| x.negated),
                     s.steps.iter().any(|x| x.negated),
                     s.steps.iter().any(|x| !x.negated && x.min == 0),
                     s.steps.iter().any(|x| x.pred.reads_step().is_some()),
                     s.within.is_some(),
-                    s.skip_all
+                    s.skip
                 ),
                 Kind::Absence { after, .. } => format!("absence trigger={}", after.is_some()),
                 Kind::Threshold { window, agg, .. } => {
@@ -712,6 +773,7 @@ fn generator_coverage() {
                         Win::Tumbling(_) => "tumbling",
                         Win::Hopping(..) => "hopping",
                         Win::Session(_) => "session",
+                        Win::Count(_) => "count",
                     };
                     format!("threshold {window} {agg:?}")
                 }

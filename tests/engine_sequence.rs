@@ -49,11 +49,16 @@ fn steps_match_in_order_only() {
 }
 
 #[test]
-fn a_sequence_without_within_has_no_time_bound() {
+fn a_sequence_without_within_is_bounded_only_by_max_match_age() {
     let rule = a_then_b("  contiguity: relaxed");
     let mut w = World::new(&[&rule]);
     w.send("a", 0.0);
-    assert_eq!(w.send("b", 86_400.0 * 30.0).len(), 1);
+    assert_eq!(w.send("b", 86_400.0 - 0.001).len(), 1, "within a day");
+    w.send("a", 100_000.0);
+    assert!(
+        w.send("b", 100_000.0 + 86_400.0).is_empty(),
+        "a partial match lives 24 h of event time by default"
+    );
 }
 
 // --- within -----------------------------------------------------------------
@@ -748,4 +753,142 @@ sequence:
         .is_empty());
     let alert = only(w.send_data("transfer", 2.0, json!({"ip": "192.168.0.9"})));
     assert_eq!(event_times(&alert), vec![0.0, 2.0]);
+}
+
+// --- after-match skip strategies (issue 12 §3), Flink's table for `b+ c` ----
+
+fn b_plus_c(skip: &str) -> String {
+    format!(
+        "id: r\nsequence:\n  skip: {skip}\n  steps:\n    - name: b\n      match: type == \"b\"\n      times: {{min: 1}}\n    - name: c\n      match: type == \"c\"\n"
+    )
+}
+
+/// Each alert of `b b b c` as the times of its events.
+fn b1_b2_b3_c(skip: &str) -> Vec<Vec<f64>> {
+    let mut w = World::new(&[&b_plus_c(skip)]);
+    for t in [1.0, 2.0, 3.0] {
+        assert!(w.send("b", t).is_empty());
+    }
+    w.send("c", 4.0).iter().map(event_times).collect()
+}
+
+#[test]
+fn skip_to_next_discards_only_the_runs_that_started_with_the_match() {
+    assert_eq!(
+        b1_b2_b3_c("to_next"),
+        vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![2.0, 3.0, 4.0],
+            vec![3.0, 4.0]
+        ]
+    );
+}
+
+#[test]
+fn skip_to_first_resumes_at_the_first_event_of_the_step() {
+    // b's first event is the match's own first: as `to_next`.
+    assert_eq!(
+        b1_b2_b3_c("{to_first: b}"),
+        vec![
+            vec![1.0, 2.0, 3.0, 4.0],
+            vec![2.0, 3.0, 4.0],
+            vec![3.0, 4.0]
+        ]
+    );
+}
+
+#[test]
+fn skip_to_last_resumes_at_the_last_event_of_the_step() {
+    assert_eq!(
+        b1_b2_b3_c("{to_last: b}"),
+        vec![vec![1.0, 2.0, 3.0, 4.0], vec![3.0, 4.0]]
+    );
+}
+
+#[test]
+fn skip_past_last_event_and_all_on_the_same_stream() {
+    assert_eq!(
+        b1_b2_b3_c("past_last_event"),
+        vec![vec![1.0, 2.0, 3.0, 4.0]]
+    );
+    assert_eq!(b1_b2_b3_c("all").len(), 3);
+}
+
+#[test]
+fn skip_to_a_step_that_is_not_there_is_a_problem_at_its_path() {
+    let problems = cepheus::rules::load(
+        &b_plus_c("{to_last: d}"),
+        cepheus::rules::Format::Yaml,
+        1,
+        &cepheus::rules::RuleLimits::default(),
+    )
+    .expect_err("an unknown step");
+    assert_eq!(problems[0].path, "sequence.skip.to_last");
+    assert_eq!(problems[0].line, Some(3));
+    assert!(problems[0].message.contains("`b`, `c`"), "{problems:#?}");
+}
+
+// --- reluctant quantifiers and `until` (issue 12 §3) ----------------------------
+
+const BURST_THEN_PAYOUT: &str = "id: r\nsequence:\n  steps:\n    - name: bets\n      match: type == \"bet\"\n      times: {min: 1}\n      GREEDY\n    - name: payout\n      match: type == \"bet\" || type == \"payout\"\n";
+
+#[test]
+fn a_greedy_step_takes_what_the_next_step_could_have_taken() {
+    let rule = BURST_THEN_PAYOUT.replace("GREEDY", "greedy: true");
+    let mut w = World::new(&[&rule]);
+    for t in [1.0, 2.0, 3.0] {
+        assert!(w.send("bet", t).is_empty(), "every bet is taken by `bets`");
+    }
+    let alert = only(w.send("payout", 4.0));
+    assert_eq!(value(&alert, "bets.count"), &json!(3));
+}
+
+#[test]
+fn a_reluctant_step_lets_the_next_step_take_an_event_once_it_has_its_minimum() {
+    // Like Flink's oneOrMore() without greedy(): the shortest match.
+    let rule = BURST_THEN_PAYOUT.replace("GREEDY", "greedy: false");
+    let mut w = World::new(&[&rule]);
+    assert!(w.send("bet", 1.0).is_empty());
+    let alert = only(w.send("bet", 2.0));
+    assert_eq!(value(&alert, "bets.count"), &json!(1));
+    assert_eq!(event_times(&alert), vec![1.0, 2.0]);
+}
+
+#[test]
+fn until_ends_a_loop_at_the_first_event_matching_it_which_the_loop_does_not_take() {
+    let rule = "id: r\nsequence:\n  steps:\n    - name: readings\n      match: type == \"reading\"\n      times: {min: 2}\n      until: data.reset == true\n    - name: alarm\n      match: type == \"alarm\"\n";
+    let mut w = World::new(&[rule]);
+    w.send_data("reading", 1.0, json!({"reset": false}));
+    w.send_data("reading", 2.0, json!({"reset": false}));
+    w.send_data("reading", 3.0, json!({"reset": true}));
+    w.send_data("reading", 4.0, json!({"reset": false}));
+    let alert = only(w.send("alarm", 5.0));
+    assert_eq!(
+        event_times(&alert),
+        vec![1.0, 2.0, 5.0],
+        "the loop ended at the reset reading; the later reading started a run of its own"
+    );
+}
+
+#[test]
+fn greedy_and_until_belong_on_loops() {
+    let load = |yaml: &str| {
+        cepheus::rules::load(
+            yaml,
+            cepheus::rules::Format::Yaml,
+            1,
+            &cepheus::rules::RuleLimits::default(),
+        )
+    };
+    let fixed = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      times: 2\n      greedy: false\n    - match: type == \"b\"\n";
+    let problems = load(fixed).expect_err("a fixed count");
+    assert_eq!(problems[0].path, "sequence.steps[0].greedy");
+    assert_eq!(problems[0].line, Some(6));
+    let single = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      until: type == \"x\"\n    - match: type == \"b\"\n";
+    let problems = load(single).expect_err("one event");
+    assert_eq!(problems[0].path, "sequence.steps[0].until");
+    let bad = "id: r\nsequence:\n  steps:\n    - match: type == \"a\"\n      times: {min: 1}\n      until: tpye == \"x\"\n    - match: type == \"b\"\n";
+    let problems = load(bad).expect_err("a typo");
+    assert_eq!(problems[0].path, "sequence.steps[0].until");
+    assert!(problems[0].message.contains("tpye"), "{problems:#?}");
 }

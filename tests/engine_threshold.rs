@@ -370,8 +370,8 @@ fn an_event_within_gap_of_two_sessions_merges_them() {
     assert_eq!(value(&alert, "count"), &json!(3));
     assert_eq!(
         event_times(&alert),
-        vec![0.0, 60.0, 30.0],
-        "in the order they were accepted"
+        vec![0.0, 30.0, 60.0],
+        "in event-time order"
     );
 }
 

@@ -824,3 +824,45 @@ fn documents_from_elsewhere_get_the_same_checks_without_locations() {
     assert!(at(&found, "sequence.steps[0].times").starts_with("`times` must be at least 1"));
     assert!(found.iter().all(|p| p.line.is_none() && p.column.is_none()));
 }
+
+// --- count windows and match lifetimes (issue 12) --------------------------
+
+#[test]
+fn a_count_window_holds_one_to_max_count_window_events() {
+    let Some(r) = rule(&threshold("  window: {count: 100}\n  above: 3\n")) else {
+        return;
+    };
+    match &r.pattern {
+        Pattern::Threshold(t) => assert_eq!(t.window, WindowSpec::Count { events: 100 }),
+        _ => panic!("a threshold"),
+    }
+    let zero = problems(&threshold("  window: {count: 0}\n  above: 3\n"));
+    assert!(at(&zero, "threshold.window.count").contains("at least 1"));
+    assert_eq!(zero[0].line, Some(3), "{zero:#?}");
+    let big = problems(&threshold("  window: {count: 20000}\n  above: 3\n"));
+    assert!(at(&big, "threshold.window.count").contains("`max_count_window`"));
+    let text = problems(&threshold("  window: {count: lots}\n  above: 3\n"));
+    assert!(at(&text, "threshold.window.count").contains("whole number"));
+    let two = problems(&threshold(
+        "  window: {count: 5, sliding: 1m}\n  above: 3\n",
+    ));
+    assert!(
+        two.iter().any(|p| p.message.contains("exactly one kind")),
+        "{two:#?}"
+    );
+}
+
+#[test]
+fn max_match_age_is_a_duration_for_sequences_without_within() {
+    let with_within = problems(&sequence("  within: 5m\n  max_match_age: 1h\n", &[A, B]));
+    assert!(at(&with_within, "sequence.max_match_age").contains("without `within`"));
+    let bad = problems(&sequence("  max_match_age: soon\n", &[A, B]));
+    assert!(at(&bad, "sequence.max_match_age").contains("duration"));
+    let Some(r) = rule(&sequence("  max_match_age: 2h\n", &[A, B])) else {
+        return;
+    };
+    match &r.pattern {
+        Pattern::Sequence(s) => assert_eq!(s.max_match_age, Some(Duration::from_secs(7200))),
+        _ => panic!("a sequence"),
+    }
+}

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::actors::router::Liveness;
 use crate::actors::{wall_now, Runtime};
-use crate::engine::{Alert, Engine, EntityView, KeyState};
+use crate::engine::{Alert, Engine, EntityView, KeyState, LateReason, LateTreatment};
 use crate::event::Event;
 use crate::journal::{LetterEntry, LetterReason};
 use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
@@ -191,9 +191,10 @@ impl EntityActor {
                 let rules: Vec<String> = outcome
                     .late_for
                     .iter()
+                    .filter(|(_, t)| *t != LateTreatment::Evaluate)
                     .map(|(r, _)| r.to_string())
                     .collect();
-                late.push((d.lsn, d.index, d.event, rules));
+                late.push((d.lsn, d.index, d.event, rules, outcome.late_reason));
             } else if self.state.clock > before {
                 if let Some(clock) = self.state.clock {
                     self.anchor = Some(ClockAnchor { clock, wall: now });
@@ -219,7 +220,9 @@ impl EntityActor {
         if clock < due {
             return;
         }
+        let before = self.state.dropped;
         let alerts = self.engine.advance_to(&mut self.state, clock);
+        telemetry::dropped(&self.state.dropped.since(before));
         self.dirty = true;
         self.record_alerts(&alerts);
     }
@@ -240,7 +243,7 @@ impl EntityActor {
     /// Dead-letters late events, each identified by its key and journal
     /// place: a replay after a crash evaluates them again, and the alert hub
     /// then lists each once.
-    fn record_late(&self, late: Vec<(u64, u32, Arc<Event>, Vec<String>)>, now: Timestamp) {
+    fn record_late(&self, late: Vec<LateEvent>, now: Timestamp) {
         if late.is_empty() {
             return;
         }
@@ -251,15 +254,24 @@ impl EntityActor {
             .map(|c| c.minus(self.engine.config().allowed_lateness));
         let letters: Vec<LetterEntry> = late
             .iter()
-            .map(|(lsn, index, e, rules)| {
+            .map(|(lsn, index, e, rules, reason)| {
                 let mut identity = self.key.as_bytes().to_vec();
                 identity.push(0);
                 identity.extend_from_slice(&lsn.to_be_bytes());
                 identity.extend_from_slice(&index.to_be_bytes());
                 LetterEntry {
                     identity: Some(identity),
-                    reason: LetterReason::Late,
-                    error: if rules.is_empty() {
+                    reason: match reason {
+                        LateReason::Late => LetterReason::Late,
+                        LateReason::WindowClosed => LetterReason::WindowClosed,
+                    },
+                    error: if *reason == LateReason::WindowClosed {
+                        format!(
+                            "event time {} is late for rule(s) {}, and every window of theirs it belongs to has closed",
+                            e.time,
+                            rules.join(", ")
+                        )
+                    } else if rules.is_empty() {
                         format!(
                             "event time {} is older than the entity's watermark {}",
                             e.time,
@@ -460,3 +472,7 @@ impl Handler<EntityMsg> for EntityActor {
         self.runtime.router.handled(&self.liveness, events);
     }
 }
+
+/// A late event to dead-letter: its journal place (lsn, index), the event,
+/// the rules it was late for and why.
+type LateEvent = (u64, u32, Arc<Event>, Vec<String>, LateReason);

@@ -35,7 +35,8 @@ pub struct DeadLetterPage {
 /// Rejected and late events, with their reasons.
 ///
 /// Invalid events (reason `invalid`) are kept as received; late events
-/// (reason `late`, older than their entity's watermark) as accepted.
+/// (reason `late`, older than their entity's watermark; `window_closed`,
+/// late for a rule whose windows it belongs to have closed) as accepted.
 #[utoipa::path(
     get, path = "/v1/deadletters", tag = "events",
     params(DeadLetterQuery),

@@ -44,6 +44,11 @@ pub struct EntityBody {
     /// Work dropped at per-key limits.
     #[schema(value_type = Object)]
     pub dropped: crate::engine::DropCounters,
+    /// Events waiting in the reorder buffer for their watermark (allowed
+    /// lateness above 0), oldest first, each with the rules still to
+    /// evaluate it.
+    #[schema(value_type = Vec<Object>)]
+    pub waiting: Value,
 }
 
 impl EntityBody {
@@ -58,6 +63,7 @@ impl EntityBody {
             next_deadline: view.next_deadline,
             rules: view.rules,
             dropped: view.dropped,
+            waiting: view.waiting,
         }
     }
 }

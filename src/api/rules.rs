@@ -43,11 +43,17 @@ pub struct RuleBody {
     /// When this version was stored.
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
+    /// What is valid but worth knowing about the rule, e.g. a sequence
+    /// without `within` (its partial matches expire after
+    /// `engine.max_match_age`). Absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::rules::Problem>,
 }
 
 impl From<StoredRule> for RuleBody {
     fn from(s: StoredRule) -> Self {
         RuleBody {
+            warnings: crate::rules::compile::warnings(&s.document, &Default::default()),
             rule: s.document,
             version: s.version,
             created_at: s.created_at,

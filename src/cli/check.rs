@@ -65,6 +65,8 @@ struct FileReport {
     id: Option<(String, Option<rules::Position>)>,
     /// Problems, sorted by location.
     problems: Vec<Problem>,
+    /// Warnings of a valid rule: printed, but the file still passes.
+    warnings: Vec<Problem>,
 }
 
 impl FileReport {
@@ -73,6 +75,7 @@ impl FileReport {
             path: path.to_owned(),
             id: None,
             problems: vec![Problem::new("", message)],
+            warnings: Vec::new(),
         }
     }
 }
@@ -112,11 +115,15 @@ fn check_file(path: &Path, limits: &RuleLimits) -> FileReport {
         .as_ref()
         .filter(|d| !d.id.is_empty())
         .map(|d| (d.id.clone(), loaded.locations.of("id")));
-    let problems = loaded.result.err().unwrap_or_default();
+    let (problems, warnings) = match loaded.result {
+        Ok(rule) => (Vec::new(), rule.warnings),
+        Err(problems) => (problems, Vec::new()),
+    };
     FileReport {
         path: path.to_owned(),
         id,
         problems,
+        warnings,
     }
 }
 
@@ -146,25 +153,33 @@ fn print(out: &mut impl Write, report: &FileReport) {
     if report.problems.is_empty() {
         let id = report.id.as_ref().map_or("", |(id, _)| id.as_str());
         let _ = writeln!(out, "{file}: OK (rule {id})");
+        for warning in &report.warnings {
+            let _ = writeln!(out, "{}", line(&file.to_string(), warning, "warning: "));
+        }
         return;
     }
     for problem in &report.problems {
-        let at = problem
-            .position()
-            .map(|p| format!("{}:{}:", p.line, p.column))
-            .unwrap_or_default();
-        let field = if problem.path.is_empty() {
-            String::new()
-        } else {
-            format!(" {}:", problem.path)
-        };
-        // One problem, one line: a message that quotes a multi-line
-        // expression is folded.
-        let message: String = problem
-            .message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let _ = writeln!(out, "{file}:{at}{field} {message}");
+        let _ = writeln!(out, "{}", line(&file.to_string(), problem, ""));
     }
+}
+
+/// One problem or warning, one line: `FILE:LINE:COLUMN: PATH: [warning: ]MESSAGE`.
+fn line(file: &str, problem: &Problem, label: &str) -> String {
+    let at = problem
+        .position()
+        .map(|p| format!("{}:{}:", p.line, p.column))
+        .unwrap_or_default();
+    let field = if problem.path.is_empty() {
+        String::new()
+    } else {
+        format!(" {}:", problem.path)
+    };
+    // One problem, one line: a message that quotes a multi-line
+    // expression is folded.
+    let message: String = problem
+        .message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{file}:{at}{field} {label}{message}")
 }

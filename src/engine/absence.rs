@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::engine::alert::Alert;
+use crate::engine::counters::DropCounters;
 use crate::engine::env::{Fired, RuleEnv};
-use crate::engine::state::DropCounters;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::AbsencePattern;

@@ -137,7 +137,7 @@ impl Accumulator {
         }
         let mut events: Vec<EventRef> = std::mem::take(&mut self.explanation.events);
         events.extend(other.explanation.events);
-        events.sort_by_key(|e| e.ordinal);
+        events.sort_by_key(|e| (e.time, e.ordinal));
         let omitted = self.explanation.omitted + other.explanation.omitted;
         let mut merged = Explanation::default();
         for e in events {

@@ -35,10 +35,10 @@ pub struct Alert {
     pub time: Timestamp,
     /// The rendered message.
     pub message: String,
-    /// The events that explain the alert, oldest first: in the order the
-    /// entity accepted them (by ordinal), which differs from time order only
-    /// for events accepted out of order within the allowed lateness
-    /// (bounded, see `EngineConfig::max_explained_events`).
+    /// The events that explain the alert, oldest first: in event-time order,
+    /// ties in the order the entity accepted them (by ordinal) — the order
+    /// the rule evaluated them, except for events it evaluated late under
+    /// `late: evaluate` (bounded, see `EngineConfig::max_explained_events`).
     pub events: Vec<EventRef>,
     /// Named values that explain the alert, e.g. `failures.count`.
     pub values: Map<String, Value>,

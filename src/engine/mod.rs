@@ -17,26 +17,30 @@
 //! so every timer due at or before that watermark fires first; a deadline
 //! `d` fires when the watermark reaches `d`.
 //!
-//! Accepted events are evaluated in the order they were accepted (their
-//! ordinals), not re-sorted by time: with `allowed_lateness` above 0, an
-//! event that arrives after a later-stamped one is matched after it (a
-//! sequence step does not go back in time, an expected event accepted
-//! before its trigger does not cancel it). Flink CEP instead buffers events
-//! until the watermark passes them and matches them in time order, which
-//! delays every alert by the lateness. With the default lateness of 0 the
-//! two orders are the same.
+//! Accepted events are evaluated in event-time order, as Flink CEP does:
+//! with allowed lateness `L > 0` an event waits in the entity's reorder
+//! buffer (`reorder.rs`) until the watermark of each rule that sees it
+//! (clock − that rule's lateness) reaches its time, then runs, ties in
+//! acceptance order, after every timer due by then. A rule with lateness L
+//! so evaluates an event at `t` when the clock reaches `t + L`; its alerts
+//! come L later than with no lateness. With `L = 0` nothing waits. An
+//! event's ordinal is its position in acceptance order.
 //!
 //! The semantics of each pattern kind live in one file: `sequence.rs`,
-//! `absence.rs`, `threshold.rs` (with `window.rs` and `aggregate.rs`).
+//! `absence.rs`, and `threshold/` with one file per window kind (and
+//! `aggregate.rs`). Each kind is paired with its state in one place
+//! (`RuleEntry::bind`, `threshold::bind`), so a new kind does not compile
+//! until every use handles it.
 
 mod absence;
 mod aggregate;
 pub mod alert;
+mod counters;
 mod env;
+pub mod reorder;
 mod sequence;
 pub mod state;
 mod threshold;
-mod window;
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
@@ -50,10 +54,16 @@ use crate::rules::{LatePolicy, Pattern, Rule};
 use crate::time::{Duration, Timestamp};
 
 pub use alert::Alert;
-pub use state::{DropCounters, KeyState, PatternState, RuleState, STATE_FORMAT};
+pub use counters::DropCounters;
+pub use state::{KeyState, PatternState, RuleState, STATE_FORMAT};
 
+use crate::rules::{AbsencePattern, SequencePattern, ThresholdPattern};
+use absence::AbsenceState;
 use env::RuleEnv;
-use sequence::SequencePlan;
+use reorder::Waiting;
+use sequence::{SequencePlan, SequenceState};
+use threshold::Admission;
+use threshold::ThresholdState;
 
 /// Engine settings. Every limit here is per rule per key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +79,15 @@ pub struct EngineConfig {
     pub max_window_entries: usize,
     /// Most events an alert lists in its explanation (default 20).
     pub max_explained_events: usize,
+    /// How long a partial match of a sequence without `within` lives, in
+    /// event time from its first event (default 24 h; a rule may set its own
+    /// `sequence.max_match_age`). Expired matches are counted.
+    pub max_match_age: Duration,
+    /// Most events one entity holds in its reorder buffer while they wait
+    /// for their watermark (default 10,000; only with allowed lateness above
+    /// 0). Past it the oldest are evaluated at once, out of time order, and
+    /// counted.
+    pub max_buffered_events: usize,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +97,8 @@ impl Default for EngineConfig {
             max_partial_matches: 1_000,
             max_window_entries: 10_000,
             max_explained_events: 20,
+            max_match_age: Duration::from_secs(24 * 3600),
+            max_buffered_events: 10_000,
         }
     }
 }
@@ -91,13 +112,50 @@ pub struct EventOutcome {
     /// would have seen it found it late and does not evaluate late events,
     /// or it is older than the entity's watermark and no rule saw it.
     pub late: bool,
+    /// Why the event is a dead letter, when `late` is set.
+    pub late_reason: LateReason,
     /// Rules the event was late for, with what each did about it.
-    pub late_for: Vec<(Arc<str>, LatePolicy)>,
+    pub late_for: Vec<(Arc<str>, LateTreatment)>,
     /// The event's position in its entity's stream (absent when no rule
     /// evaluated a late event).
     pub ordinal: Option<u64>,
     /// Drops caused by this call (also added to `KeyState::dropped`).
     pub dropped: DropCounters,
+}
+
+/// Why an event is kept as a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LateReason {
+    /// Older than the watermark of every rule that would have seen it, or
+    /// of a rule that dead-letters late events.
+    #[default]
+    Late,
+    /// Late for a rule that evaluates late events, but every window of that
+    /// rule it belongs to has already closed (a closed window never fires
+    /// twice).
+    WindowClosed,
+}
+
+/// What one rule did with an event that was late for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateTreatment {
+    /// Not evaluated: the rule dead-letters late events.
+    DeadLetter,
+    /// Evaluated anyway (`late: evaluate`).
+    Evaluate,
+    /// Not evaluated: its windows have closed.
+    WindowClosed,
+}
+
+impl LateTreatment {
+    /// The name used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LateTreatment::DeadLetter => "dead_letter",
+            LateTreatment::Evaluate => "evaluate",
+            LateTreatment::WindowClosed => "window_closed",
+        }
+    }
 }
 
 /// A compiled rule plus what the engine precomputes about it.
@@ -236,12 +294,34 @@ impl RuleSet {
 pub struct Engine {
     rules: Arc<RuleSet>,
     config: EngineConfig,
+    /// Each rule's allowed lateness, by index.
+    lateness: Vec<Duration>,
+    /// The largest and smallest of them (0 with no rule): with 0 the
+    /// reorder buffer is never used.
+    max_lateness: Duration,
+    min_lateness: Duration,
 }
 
 impl Engine {
     /// An engine evaluating `rules` with `config`.
     pub fn new(rules: Arc<RuleSet>, config: EngineConfig) -> Engine {
-        Engine { rules, config }
+        let lateness: Vec<Duration> = rules
+            .entries
+            .iter()
+            .map(|e| {
+                e.rule
+                    .lateness
+                    .and_then(|l| l.allowed)
+                    .unwrap_or(config.allowed_lateness)
+            })
+            .collect();
+        Engine {
+            max_lateness: lateness.iter().copied().max().unwrap_or(Duration::ZERO),
+            min_lateness: lateness.iter().copied().min().unwrap_or(Duration::ZERO),
+            lateness,
+            rules,
+            config,
+        }
     }
 
     /// The rule set.
@@ -287,6 +367,11 @@ impl Engine {
 
     /// Evaluates one event of the entity `state` belongs to (or of another
     /// entity, for rules whose `partition_by` names this one).
+    ///
+    /// With allowed lateness above 0 (service-wide or for some rule) the
+    /// event waits in the entity's reorder buffer until each rule's
+    /// watermark passes it, and the alerts of this call are those of the
+    /// events and timers its clock move released.
     pub fn on_event(&self, state: &mut KeyState, event: &Arc<Event>) -> EventOutcome {
         self.align(state);
         let mut outcome = EventOutcome::default();
@@ -300,7 +385,16 @@ impl Engine {
         }
         let clock = previous.map_or(event.time, |c| c.max(event.time));
         let before = state.dropped;
-        self.fire_timers(state, clock, &mut outcome.alerts);
+        // NB: with no lateness anywhere nothing waits: events are evaluated
+        // as they come, the timers due before them first (the common case,
+        // which must cost nothing more).
+        let buffering = self.max_lateness > Duration::ZERO;
+        // NB: `next_due` changes only when a timer or an evaluation touched
+        // some rule's state; an event no rule looks at leaves it as it is.
+        let mut touched = false;
+        if !buffering {
+            touched = self.fire_timers(state, clock, &mut outcome.alerts);
+        }
 
         let (candidates, known_name) = self.rules.dispatch(&event.event_type);
         // NB: a type no rule names reaches only rules that accept any type;
@@ -310,76 +404,57 @@ impl Engine {
             .then(|| Arc::from(event.event_type.as_str()));
         let type_name = known_name.or(unknown_name.as_ref());
         let mut considered = false;
-        let KeyState {
-            key,
-            attributes,
-            rules: states,
-            dropped,
-            events_seen,
-            ..
-        } = state;
+        let mut waiting_for: Vec<Arc<str>> = Vec::new();
+        let own_key = event.key == state.key;
         for &i in candidates {
-            let entry = &self.rules.entries[i as usize];
-            let rule = &entry.rule;
-            if !rule_applies_to_key(rule, event, key) {
+            let rule = &self.rules.entries[i as usize].rule;
+            if !sees_as(rule, event, &state.key, &state.attributes, own_key) {
                 continue;
             }
-            if let Some(when) = &rule.when {
-                let ctx = EvalContext {
-                    key,
-                    event: Some(event),
-                    entity: attributes,
-                    bindings: &[],
-                    variables: &[],
-                };
-                if !when.matches(&ctx) {
-                    continue;
-                }
-            }
             considered = true;
-            let allowed = self.allowed_lateness(rule);
-            if late_for(allowed) {
+            let allowed = self.lateness[i as usize];
+            let late = late_for(allowed);
+            if late {
                 let policy = rule.lateness.map(|l| l.late).unwrap_or_default();
-                outcome.late_for.push((Arc::clone(&rule.id), policy));
                 if policy == LatePolicy::DeadLetter {
+                    outcome
+                        .late_for
+                        .push((Arc::clone(&rule.id), LateTreatment::DeadLetter));
                     outcome.late = true;
                     continue;
                 }
             }
             let ordinal = *outcome.ordinal.get_or_insert_with(|| {
-                *events_seen += 1;
-                *events_seen
+                state.events_seen += 1;
+                state.events_seen
             });
-            let mut env = RuleEnv::new(rule, key, attributes, &self.config);
-            env.event_type = type_name;
-            let slot = state_slot(states, i, rule);
-            match (&rule.pattern, &mut states[slot].pattern) {
-                (Pattern::Sequence(p), PatternState::Sequence(s)) => {
-                    let plan = entry
-                        .sequence_plan
-                        .as_ref()
-                        .expect("sequence rules have a plan");
-                    s.on_event(
-                        &env,
-                        p,
-                        plan,
-                        event,
-                        ordinal,
-                        clock.minus(allowed),
-                        &mut outcome.alerts,
-                        dropped,
-                    );
-                }
-                (Pattern::Absence(p), PatternState::Absence(s)) => {
-                    s.on_event(&env, p, event, ordinal, dropped);
-                }
-                (Pattern::Threshold(p), PatternState::Threshold(s)) => {
-                    s.on_event(&env, p, event, ordinal, &mut outcome.alerts, dropped);
-                }
-                _ => unreachable!("state_slot creates the state of the rule's kind"),
+            if buffering && !late {
+                // Evaluated once this rule's watermark passes the event.
+                waiting_for.push(Arc::clone(&rule.id));
+                continue;
             }
-            if states[slot].pattern.is_empty() {
-                states.remove(slot);
+            // NB: a late event (under `late: evaluate`) is evaluated at once,
+            // against the rule's current watermark.
+            touched = true;
+            let watermark = clock.minus(allowed);
+            let admission = self.evaluate(
+                state,
+                i,
+                event,
+                ordinal,
+                watermark,
+                type_name,
+                &mut outcome.alerts,
+            );
+            if late {
+                let treatment = if admission == Admission::WindowClosed {
+                    outcome.late = true;
+                    outcome.late_reason = LateReason::WindowClosed;
+                    LateTreatment::WindowClosed
+                } else {
+                    LateTreatment::Evaluate
+                };
+                outcome.late_for.push((Arc::clone(&rule.id), treatment));
             }
         }
         if entity_late && !considered {
@@ -388,12 +463,155 @@ impl Engine {
         if !entity_late && outcome.ordinal.is_none() {
             // An on-time event counts in its entity's stream even when no
             // rule looked at it, so ordinals do not depend on the rules.
-            *events_seen += 1;
-            outcome.ordinal = Some(*events_seen);
+            state.events_seen += 1;
+            outcome.ordinal = Some(state.events_seen);
         }
-        outcome.dropped = diff(state.dropped, before);
-        self.update_next_due(state);
+        if buffering {
+            if let (false, Some(ordinal)) = (waiting_for.is_empty(), outcome.ordinal) {
+                state.buffer.insert(Waiting {
+                    event: Arc::clone(event),
+                    ordinal,
+                    rules: waiting_for,
+                });
+            }
+            self.release(state, clock, &mut outcome.alerts);
+            self.bound_buffer(state, &mut outcome.alerts);
+            touched = true;
+        }
+        outcome.dropped = state.dropped.since(before);
+        if touched {
+            self.update_next_due(state);
+        }
         outcome
+    }
+
+    /// Evaluates `event` for rule `i` (which sees it), at the rule's
+    /// `watermark`; drops the rule's state when nothing is left in it.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn evaluate(
+        &self,
+        state: &mut KeyState,
+        i: u32,
+        event: &Arc<Event>,
+        ordinal: u64,
+        watermark: Timestamp,
+        type_name: Option<&Arc<str>>,
+        alerts: &mut Vec<Alert>,
+    ) -> Admission {
+        let entry = &self.rules.entries[i as usize];
+        let rule = &entry.rule;
+        let KeyState {
+            key,
+            attributes,
+            rules: states,
+            dropped,
+            ..
+        } = state;
+        let mut env = RuleEnv::new(rule, key, attributes, &self.config);
+        env.event_type = type_name;
+        let slot = state_slot(states, i, entry);
+        let admission = match entry.bind(&mut states[slot].pattern) {
+            Bound::Sequence(p, plan, s) => {
+                s.on_event(&env, p, plan, event, ordinal, alerts, dropped);
+                Admission::Entered
+            }
+            Bound::Absence(p, s) => {
+                s.on_event(&env, p, event, ordinal, dropped);
+                Admission::Entered
+            }
+            Bound::Threshold(p, s) => {
+                s.on_event(&env, p, event, ordinal, watermark, alerts, dropped)
+            }
+        };
+        if states[slot].pattern.is_empty() {
+            states.remove(slot);
+        }
+        admission
+    }
+
+    /// Moves the clock to `clock`, evaluating every waiting event whose
+    /// rules' watermarks it passes, in clock order: a rule with lateness L
+    /// evaluates an event at `t` when the clock reaches `t + L`, after every
+    /// timer due by then. Events of one instant go in time order, ties in
+    /// acceptance order, then rule order; then the timers due by `clock` fire.
+    fn release(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
+        while let Some((instant, at, rule)) = self.next_release(state, clock) {
+            let _ = self.fire_timers(state, instant, alerts);
+            let waiting = &mut state.buffer.events[at];
+            let event = Arc::clone(&waiting.event);
+            let ordinal = waiting.ordinal;
+            let id = waiting.rules.remove(rule);
+            if waiting.rules.is_empty() {
+                state.buffer.events.remove(at);
+            }
+            if let Some(&i) = self.rules.by_id.get(&id) {
+                let watermark = instant.minus(self.lateness[i as usize]);
+                let (_, known) = self.rules.dispatch(&event.event_type);
+                let name = known.cloned();
+                self.evaluate(state, i, &event, ordinal, watermark, name.as_ref(), alerts);
+            }
+            self.update_next_due(state);
+        }
+        let _ = self.fire_timers(state, clock, alerts);
+    }
+
+    /// The next (instant, buffer position, position in its `rules`) to
+    /// release by `clock`: the earliest instant, then time, acceptance and
+    /// rule order.
+    fn next_release(
+        &self,
+        state: &KeyState,
+        clock: Timestamp,
+    ) -> Option<(Timestamp, usize, usize)> {
+        // (instant, time, ordinal, rule index), buffer position, rule position.
+        type Candidate = ((Timestamp, Timestamp, u64, u32), usize, usize);
+        let mut best: Option<Candidate> = None;
+        for (at, waiting) in state.buffer.events.iter().enumerate() {
+            // NB: sorted by time, so no later event can be released earlier
+            // than this one by the least lateness.
+            if best.is_some_and(|(b, _, _)| waiting.event.time.plus(self.min_lateness) > b.0) {
+                break;
+            }
+            for (r, id) in waiting.rules.iter().enumerate() {
+                let i = self.rules.by_id.get(id).copied().unwrap_or(u32::MAX);
+                let lateness = self.lateness.get(i as usize).copied().unwrap_or_default();
+                let instant = waiting.event.time.plus(lateness);
+                let order = (instant, waiting.event.time, waiting.ordinal, i);
+                if instant <= clock && best.is_none_or(|(b, _, _)| order < b) {
+                    best = Some((order, at, r));
+                }
+            }
+        }
+        best.map(|((instant, ..), at, r)| (instant, at, r))
+    }
+
+    /// Keeps the buffer within `max_buffered_events`: the oldest events are
+    /// evaluated at once by the rules still waiting for them, out of time
+    /// order, and counted.
+    fn bound_buffer(&self, state: &mut KeyState, alerts: &mut Vec<Alert>) {
+        let cap = self.config.max_buffered_events.max(1);
+        while state.buffer.events.len() > cap {
+            let waiting = state.buffer.events.remove(0);
+            state.dropped.released_early += 1;
+            let clock = state.clock.unwrap_or(waiting.event.time);
+            let (_, known) = self.rules.dispatch(&waiting.event.event_type);
+            let name = known.cloned();
+            for id in &waiting.rules {
+                if let Some(&i) = self.rules.by_id.get(id) {
+                    let watermark = clock.minus(self.lateness[i as usize]);
+                    self.evaluate(
+                        state,
+                        i,
+                        &waiting.event,
+                        waiting.ordinal,
+                        watermark,
+                        name.as_ref(),
+                        alerts,
+                    );
+                }
+            }
+        }
     }
 
     /// A late event when every rule keeps the service's lateness: reported
@@ -402,10 +620,10 @@ impl Engine {
         outcome.late = true;
         for &i in self.rules.candidates(&event.event_type) {
             let rule = &self.rules.entries[i as usize].rule;
-            if rule_applies_to_key(rule, event, &state.key) {
+            if sees(rule, event, &state.key, &state.attributes) {
                 outcome
                     .late_for
-                    .push((Arc::clone(&rule.id), LatePolicy::DeadLetter));
+                    .push((Arc::clone(&rule.id), LateTreatment::DeadLetter));
             }
         }
     }
@@ -422,10 +640,22 @@ impl Engine {
     pub fn advance_to(&self, state: &mut KeyState, clock: Timestamp) -> Vec<Alert> {
         self.align(state);
         let mut alerts = Vec::new();
-        if state.clock.is_some_and(|c| c >= clock) {
+        // NB: a timer may be due at the clock already (a late event that was
+        // evaluated, a rule set change): it fires now, not when the clock
+        // next moves.
+        if state
+            .clock
+            .is_some_and(|c| c >= clock && state.next_due.is_none_or(|due| due > c))
+        {
             return alerts;
         }
-        self.fire_timers(state, clock, &mut alerts);
+        if self.max_lateness > Duration::ZERO {
+            let clock = state.clock.map_or(clock, |c| c.max(clock));
+            self.release(state, clock, &mut alerts);
+            self.bound_buffer(state, &mut alerts);
+        } else {
+            let _ = self.fire_timers(state, clock, &mut alerts);
+        }
         self.update_next_due(state);
         alerts
     }
@@ -437,13 +667,16 @@ impl Engine {
     /// small ones would, in the same order, whatever the distance between an
     /// alert's time and the instant it fires at (a session's alert time is
     /// 1 ms before it closes).
-    fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) {
+    ///
+    /// Returns whether any rule state was visited (else `next_due` still
+    /// holds).
+    fn fire_timers(&self, state: &mut KeyState, clock: Timestamp, alerts: &mut Vec<Alert>) -> bool {
         let clock = state.clock.map_or(clock, |c| c.max(clock));
         state.clock = Some(clock);
         // NB: `next_due` is kept current after every call (and alignment),
         // so when it is not reached nothing can fire: the common case.
         if state.rules.is_empty() || state.next_due.is_none_or(|due| due > clock) {
-            return;
+            return false;
         }
         let KeyState {
             key,
@@ -459,7 +692,7 @@ impl Engine {
             // processes all it has due up to its watermark, so instants
             // strictly increase; the final pass at `clock` only guards
             // against a deadline that would not move.
-            let instant = match states.iter().filter_map(|s| self.due(s)).min() {
+            let instant = match states.iter_mut().filter_map(|s| self.due(s)).min() {
                 Some(d) if d <= clock && done.is_none_or(|p| d > p) => d,
                 Some(d) if d <= clock => clock,
                 _ => break,
@@ -470,21 +703,10 @@ impl Engine {
                 let rule = &entry.rule;
                 let wm = instant.minus(self.allowed_lateness(rule));
                 let env = RuleEnv::new(rule, key, attributes, &self.config);
-                match (&rule.pattern, &mut rule_state.pattern) {
-                    (Pattern::Sequence(p), PatternState::Sequence(s)) => {
-                        let plan = entry
-                            .sequence_plan
-                            .as_ref()
-                            .expect("sequence rules have a plan");
-                        s.advance(&env, p, plan, wm, alerts, dropped);
-                    }
-                    (Pattern::Absence(p), PatternState::Absence(s)) => {
-                        s.advance(&env, p, wm, alerts)
-                    }
-                    (Pattern::Threshold(p), PatternState::Threshold(s)) => {
-                        s.advance(&env, p, wm, alerts)
-                    }
-                    _ => unreachable!("aligned states match their rule's kind"),
+                match entry.bind(&mut rule_state.pattern) {
+                    Bound::Sequence(p, _, s) => s.advance(&env, p, wm, alerts, dropped),
+                    Bound::Absence(p, s) => s.advance(&env, p, wm, alerts),
+                    Bound::Threshold(p, s) => s.advance(&env, p, wm, alerts),
                 }
             }
             alerts[first..].sort_by_key(|a| a.time);
@@ -494,38 +716,55 @@ impl Engine {
             done = Some(instant);
         }
         states.retain(|s| !s.pattern.is_empty());
+        true
     }
 
     /// The clock time at which one rule's timers next act: its deadline (a
     /// watermark) plus the rule's allowed lateness.
-    fn due(&self, s: &RuleState) -> Option<Timestamp> {
-        let rule = &self.rules.entries[s.index as usize].rule;
-        self.deadline(s)
-            .map(|d| d.plus(self.allowed_lateness(rule)))
+    #[inline]
+    fn due(&self, s: &mut RuleState) -> Option<Timestamp> {
+        let lateness = self.lateness[s.index as usize];
+        self.deadline(s).map(|d| d.plus(lateness))
     }
 
     /// The watermark at which one rule's timers next act.
-    fn deadline(&self, s: &RuleState) -> Option<Timestamp> {
-        let rule = &self.rules.entries[s.index as usize].rule;
-        match (&rule.pattern, &s.pattern) {
-            (Pattern::Sequence(p), PatternState::Sequence(s)) => s.next_deadline(p),
-            (Pattern::Absence(_), PatternState::Absence(s)) => s.next_deadline(),
-            (Pattern::Threshold(p), PatternState::Threshold(s)) => s.next_deadline(p),
-            _ => None,
+    fn deadline(&self, s: &mut RuleState) -> Option<Timestamp> {
+        match self.rules.entries[s.index as usize].bind(&mut s.pattern) {
+            Bound::Sequence(p, _, s) => s.next_deadline(p, &self.config),
+            Bound::Absence(_, s) => s.next_deadline(),
+            Bound::Threshold(p, s) => s.next_deadline(p),
         }
     }
 
+    /// Keeps `next_due` current: the next timer, or the next release of a
+    /// waiting event, whichever comes first.
     fn update_next_due(&self, state: &mut KeyState) {
-        state.next_due = state.rules.iter().filter_map(|s| self.due(s)).min();
+        let timers = state.rules.iter_mut().filter_map(|s| self.due(s)).min();
+        let release = if state.buffer.is_empty() {
+            None
+        } else {
+            self.next_release(state, Timestamp(i64::MAX))
+                .map(|(instant, ..)| instant)
+        };
+        state.next_due = match (timers, release) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Re-aligns `state` to this rule set: keeps the state of rules present
     /// with the same version (or a version the new one continues), drops the
     /// rest (a replaced rule starts empty unless replaced with `keep`).
     fn align(&self, state: &mut KeyState) {
+        if state.format < STATE_FORMAT {
+            state.migrate();
+        }
         if state.ruleset == self.rules.fingerprint {
             return;
         }
+        state
+            .buffer
+            .retain_rules(|id| self.rules.by_id.contains_key(id));
         state
             .rules
             .retain_mut(|s| match self.rules.by_id.get(&s.rule) {
@@ -582,6 +821,7 @@ impl Engine {
             next_deadline: state.next_due,
             rules,
             dropped: state.dropped,
+            waiting: state.buffer.view(),
         }
     }
 }
@@ -605,6 +845,9 @@ pub struct EntityView {
     pub rules: Vec<RuleView>,
     /// Work dropped because of per-key limits.
     pub dropped: DropCounters,
+    /// Events in the reorder buffer, waiting for their watermark, each with
+    /// the rules still to evaluate it.
+    pub waiting: Value,
 }
 
 /// One rule's live state for one entity.
@@ -618,13 +861,38 @@ pub struct RuleView {
     pub state: Value,
 }
 
-/// Whether `rule` runs under `key` for `event`: unpartitioned rules run under
-/// the event's own key, partitioned ones under their `partition_by` value.
-fn rule_applies_to_key(rule: &Rule, event: &Event, key: &str) -> bool {
-    match &rule.partition_by {
-        None => event.key == key,
+/// Whether `rule` sees `event` under `key`: it runs under that key for the
+/// event and its `when` accepts it (events it rejects are invisible to it).
+fn sees(rule: &Rule, event: &Event, key: &str, attributes: &Map<String, Value>) -> bool {
+    sees_as(rule, event, key, attributes, event.key == key)
+}
+
+/// [`sees`], with whether `key` is the event's own already known (one
+/// string comparison per event, not per rule).
+#[inline]
+fn sees_as(
+    rule: &Rule,
+    event: &Event,
+    key: &str,
+    attributes: &Map<String, Value>,
+    own_key: bool,
+) -> bool {
+    let runs_here = match &rule.partition_by {
+        None => own_key,
         Some(_) => partition_key(rule, event).is_some_and(|k| k == key),
+    };
+    if !runs_here {
+        return false;
     }
+    rule.when.as_ref().is_none_or(|when| {
+        when.matches(&EvalContext {
+            key,
+            event: Some(event),
+            entity: attributes,
+            bindings: &[],
+            variables: &[],
+        })
+    })
 }
 
 fn partition_key(rule: &Rule, event: &Event) -> Option<String> {
@@ -641,24 +909,17 @@ fn partition_key(rule: &Rule, event: &Event) -> Option<String> {
 }
 
 /// The position of rule `index`'s state in `states`, creating an empty one.
-fn state_slot(states: &mut Vec<RuleState>, index: u32, rule: &Rule) -> usize {
+fn state_slot(states: &mut Vec<RuleState>, index: u32, entry: &RuleEntry) -> usize {
     match states.binary_search_by_key(&index, |s| s.index) {
         Ok(slot) => slot,
         Err(slot) => {
-            let pattern = match &rule.pattern {
-                Pattern::Sequence(_) => PatternState::Sequence(Default::default()),
-                Pattern::Absence(_) => PatternState::Absence(Default::default()),
-                Pattern::Threshold(p) => {
-                    PatternState::Threshold(threshold::ThresholdState::for_window(&p.window))
-                }
-            };
             states.insert(
                 slot,
                 RuleState {
-                    rule: rule.id.clone(),
-                    version: rule.version,
+                    rule: entry.rule.id.clone(),
+                    version: entry.rule.version,
                     index,
-                    pattern,
+                    pattern: entry.new_state(),
                 },
             );
             slot
@@ -666,10 +927,47 @@ fn state_slot(states: &mut Vec<RuleState>, index: u32, rule: &Rule) -> usize {
     }
 }
 
-fn diff(after: DropCounters, before: DropCounters) -> DropCounters {
-    DropCounters {
-        partial_matches: after.partial_matches - before.partial_matches,
-        window_entries: after.window_entries - before.window_entries,
-        pending_deadlines: after.pending_deadlines - before.pending_deadlines,
+/// A rule's compiled pattern with its state for one key. `RuleEntry::bind`
+/// is the one place the two are paired; every use matches this enum, so a
+/// new pattern kind is a compile error until each handles it.
+enum Bound<'a> {
+    Sequence(&'a SequencePattern, &'a SequencePlan, &'a mut SequenceState),
+    Absence(&'a AbsencePattern, &'a mut AbsenceState),
+    Threshold(&'a ThresholdPattern, &'a mut ThresholdState),
+}
+
+impl RuleEntry {
+    /// An empty state of this rule's kind.
+    fn new_state(&self) -> PatternState {
+        match &self.rule.pattern {
+            Pattern::Sequence(_) => PatternState::Sequence(SequenceState::default()),
+            Pattern::Absence(_) => PatternState::Absence(AbsenceState::default()),
+            Pattern::Threshold(p) => PatternState::Threshold(ThresholdState::for_window(&p.window)),
+        }
+    }
+
+    /// This rule's pattern with `state`. NB: states are created by
+    /// `new_state` and dropped when their rule changes (`Engine::align`),
+    /// so the kinds always agree; were they ever not to, the state would
+    /// start afresh rather than be misread.
+    #[inline]
+    fn bind<'a>(&'a self, state: &'a mut PatternState) -> Bound<'a> {
+        if !state.is_kind_of(&self.rule.pattern) {
+            *state = self.new_state();
+        }
+        match (&self.rule.pattern, state) {
+            (Pattern::Sequence(p), PatternState::Sequence(s)) => Bound::Sequence(
+                p,
+                self.sequence_plan
+                    .as_ref()
+                    .expect("sequence rules have a plan"),
+                s,
+            ),
+            (Pattern::Absence(p), PatternState::Absence(s)) => Bound::Absence(p, s),
+            (Pattern::Threshold(p), PatternState::Threshold(s)) => Bound::Threshold(p, s),
+            (Pattern::Sequence(_) | Pattern::Absence(_) | Pattern::Threshold(_), _) => {
+                unreachable!("the state was just made of the rule's kind")
+            }
+        }
     }
 }

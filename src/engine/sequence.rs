@@ -15,7 +15,11 @@
 //!    that it does not match;
 //! 3. else, if `n >= min(c)` and it matches a negated step that directly
 //!    follows `c`, ends the run (a negated step guards the gap between its
-//!    neighbours);
+//!    neighbours); if it matches a negated step that only optional steps
+//!    separate from `c`, it closes the paths that skip those optional steps:
+//!    until the run takes another event, no step past that negated step may
+//!    be taken (the optional steps before it still may, and a take starts a
+//!    new gap);
 //! 4. else ends the run under `strict` contiguity, and is ignored under
 //!    `relaxed` and `any`.
 //!
@@ -23,7 +27,10 @@
 //! times stays strictly below `within`, and a negated event ends a run only
 //! if it comes before `first + within`. A run whose `first + within` the
 //! watermark reaches is over: dropped, or — if it already reached a trailing
-//! negated step — completed at that deadline (the alert's time).
+//! negated step — completed at that deadline (the alert's time). Without
+//! `within`, a run lives `max_match_age` (the rule's, else the engine's,
+//! 24 h by default) from its first event: when the watermark reaches that,
+//! it is dropped and counted (`expired_matches`), so state stays bounded.
 //!
 //! Under `any` contiguity every take also leaves the untaken run in place
 //! (Flink `followedByAny`), so one run branches into several.
@@ -35,8 +42,9 @@
 //! alerts are never held back to see if more would come. If the sequence
 //! ends with a negated step the run instead becomes *pending*: it still
 //! takes more events for its current and later steps (rules 1 and 2), is
-//! ended by an event matching the trailing negated step (or a negated step
-//! directly after its current one) before `first + within`, and completes
+//! ended by an event matching any negated step after its current one (it
+//! completes by skipping every step in between) before `first + within`,
+//! and completes
 //! at `first + within`; while pending, unrelated events are ignored whatever
 //! the contiguity.
 //!
@@ -44,7 +52,8 @@
 //! only (among branches with the same start, the one whose events come
 //! first, event by event: the match `relaxed` would find) and discards every other run (all started at or before the match's
 //! last event; for a timer-completed match, the deadline counts as its end),
-//! and the completing event starts no new run. `all` emits every completed
+//! and the completing event starts no new run. A completed run is a match,
+//! not a partial match: `max_partial_matches` never refuses it. `all` emits every completed
 //! run and keeps the others.
 //!
 //! An event starts a new run if it matches the first positive step — or a
@@ -62,13 +71,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::engine::alert::{Alert, Explanation, MatchFingerprint};
+use crate::engine::counters::DropCounters;
 use crate::engine::env::{Fired, RuleEnv};
-use crate::engine::state::DropCounters;
+use crate::engine::EngineConfig;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::template::Template;
-use crate::rules::{Contiguity, SequencePattern, SkipStrategy};
-use crate::time::Timestamp;
+use crate::rules::{Contiguity, SequencePattern, Skip};
+use crate::time::{Duration, Timestamp};
 
 /// What the engine precomputes about a sequence rule.
 #[derive(Debug)]
@@ -83,6 +93,9 @@ pub(crate) struct SequencePlan {
     keep_ordinals: bool,
     /// The sequence ends with a negated step (a timer).
     trailing_negation: bool,
+    /// The skip strategy resumes at a step's event: runs keep where each
+    /// step's events stand.
+    keep_marks: bool,
 }
 
 impl SequencePlan {
@@ -112,6 +125,7 @@ impl SequencePlan {
             keep_events,
             keep_ordinals: pattern.contiguity == Contiguity::Any,
             trailing_negation: last_positive + 1 < n,
+            keep_marks: matches!(pattern.skip, Skip::ToFirst(_) | Skip::ToLast(_)),
         }
     }
 }
@@ -146,6 +160,18 @@ struct Run {
     /// branches).
     #[serde(default)]
     ordinals: Vec<u64>,
+    /// The earliest negated step that an event matched since the run's last
+    /// take, when optional steps stand between it and the current step: the
+    /// run may still take those optional steps, but no step past it.
+    #[serde(default)]
+    barrier: Option<u32>,
+    /// Per step, where its events stand, under `skip: {to_first | to_last}`
+    /// only (empty otherwise).
+    #[serde(default)]
+    marks: Vec<StepMarks>,
+    /// The current step's loop was ended by its `until`: it takes no more.
+    #[serde(default)]
+    closed: bool,
 }
 
 /// What one step of a run has taken.
@@ -158,11 +184,26 @@ struct StepMatch {
     last: Option<Arc<Event>>,
 }
 
+/// Where one step's first and last events stand in evaluation order
+/// (time, ordinal), kept for `skip: {to_first | to_last: ...}` only.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+struct StepMarks {
+    first: Option<(Timestamp, u64)>,
+    last: Option<(Timestamp, u64)>,
+}
+
 /// What a run does with an event.
 enum Decision {
     Take(usize),
     Ignore,
     End,
+    /// An event matched negated step `j`, which optional steps separate
+    /// from the current one: paths that skip them are closed (and, when it
+    /// also matched the current step's `until`, its loop is over).
+    Bar(usize, bool),
+    /// The event matched the current step's `until`: its loop is over (the
+    /// run stays, waiting for a later step).
+    Close,
 }
 
 /// Predicate results that do not depend on the run, computed once per event.
@@ -187,6 +228,19 @@ struct Probe<'a> {
 }
 
 impl Probe<'_> {
+    /// Whether the event matches step `j`'s `until`: a step never takes an
+    /// event that ends its loop.
+    fn ends_loop(&self, j: usize, run: Option<&Run>) -> bool {
+        let Some(until) = &self.pattern.steps[j].until else {
+            return false;
+        };
+        let bindings: Vec<Binding<'_>> = match run {
+            Some(run) => run.bindings(),
+            None => vec![Binding::default(); self.pattern.steps.len()],
+        };
+        until.matches(&self.env.ctx(Some(self.event), &bindings))
+    }
+
     /// Whether step `j`'s predicate accepts the event in the context of `run`
     /// (`None`: a run that has bound nothing yet).
     fn matches(&mut self, j: usize, run: Option<&Run>) -> bool {
@@ -214,6 +268,11 @@ impl Probe<'_> {
 }
 
 impl Run {
+    /// Where the run starts in evaluation order.
+    fn started(&self) -> RunStart {
+        (self.min_time, self.first_ordinal)
+    }
+
     fn bindings(&self) -> Vec<Binding<'_>> {
         self.steps
             .iter()
@@ -242,6 +301,14 @@ impl Run {
         explain_limit: usize,
     ) {
         let ordinal = reference.ordinal;
+        if plan.keep_marks {
+            if self.marks.is_empty() {
+                self.marks = vec![StepMarks::default(); self.steps.len()];
+            }
+            let at = (event.time, ordinal);
+            self.marks[j].first.get_or_insert(at);
+            self.marks[j].last = Some(at);
+        }
         let step = &mut self.steps[j];
         step.count += 1;
         if plan.keep_events[j] {
@@ -250,7 +317,12 @@ impl Run {
             }
             step.last = Some(Arc::clone(event));
         }
+        if self.step != j as u32 {
+            self.closed = false;
+        }
         self.step = j as u32;
+        // A take starts a new gap: earlier negated events guarded the old one.
+        self.barrier = None;
         self.min_time = self.min_time.min(event.time);
         self.max_time = self.max_time.max(event.time);
         self.fingerprint = self.fingerprint.with(ordinal);
@@ -271,6 +343,9 @@ impl Run {
             explanation: Explanation::default(),
             pending: false,
             ordinals: Vec::new(),
+            barrier: None,
+            marks: Vec::new(),
+            closed: false,
         }
     }
 }
@@ -286,10 +361,15 @@ impl SequenceState {
         self.runs.len()
     }
 
-    /// The watermark at which the oldest run's window ends.
-    pub fn next_deadline(&self, pattern: &SequencePattern) -> Option<Timestamp> {
-        let within = pattern.within?;
-        self.runs.iter().map(|r| r.min_time.plus(within)).min()
+    /// The watermark at which the oldest run's window ends (or, without
+    /// `within`, its lifetime).
+    pub fn next_deadline(
+        &self,
+        pattern: &SequencePattern,
+        config: &EngineConfig,
+    ) -> Option<Timestamp> {
+        let lifetime = lifetime(pattern, config);
+        self.runs.iter().map(|r| r.min_time.plus(lifetime)).min()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -300,7 +380,6 @@ impl SequenceState {
         plan: &SequencePlan,
         event: &Arc<Event>,
         ordinal: u64,
-        _watermark: Timestamp,
         alerts: &mut Vec<Alert>,
         dropped: &mut DropCounters,
     ) {
@@ -336,16 +415,27 @@ impl SequenceState {
             match decision {
                 Decision::Ignore => kept.push(run),
                 Decision::End => {}
+                Decision::Bar(j, closing) => {
+                    run.barrier = Some(j as u32);
+                    run.closed |= closing;
+                    kept.push(run);
+                }
+                Decision::Close => {
+                    run.closed = true;
+                    kept.push(run);
+                }
                 Decision::Take(j) => {
                     if pattern.contiguity == Contiguity::Any {
                         // The untaken run stays; the taken one is a new branch.
                         let mut branch = run.clone();
                         kept.push(run);
-                        if kept.len() + completed.len() + unvisited >= cap {
+                        branch.take(j, event, &reference, plan, explain);
+                        // NB: a branch that completes is a match, not a
+                        // partial match: the cap never refuses it.
+                        if !completes(&branch, pattern, plan) && kept.len() + unvisited >= cap {
                             dropped.partial_matches += 1;
                             continue;
                         }
-                        branch.take(j, event, &reference, plan, explain);
                         settle(branch, pattern, plan, &mut kept, &mut completed);
                     } else {
                         run.take(j, event, &reference, plan, explain);
@@ -355,38 +445,36 @@ impl SequenceState {
             }
         }
 
-        let skip_all = pattern.skip == SkipStrategy::All;
+        let past_last = pattern.skip == Skip::PastLastEvent;
         if !completed.is_empty() {
-            if skip_all {
-                for run in &completed {
-                    alerts.push(self_alert(env, pattern, run, Some(event), event.time));
-                }
-            } else {
-                alerts.push(self_alert(
-                    env,
-                    pattern,
-                    preferred(&completed),
-                    Some(event),
-                    event.time,
-                ));
-                // Every other run started at or before this event.
-                kept.clear();
+            emit(
+                env,
+                pattern,
+                completed,
+                &mut kept,
+                Some(event),
+                event.time,
+                alerts,
+            );
+            if past_last {
+                // Every other run started at or before this event, which
+                // starts none.
                 self.runs = kept;
                 return;
             }
         }
 
         if let Some(j) = start_step(&mut probe) {
-            if kept.len() >= cap {
+            let mut run = Run::start(pattern.steps.len(), event, ordinal);
+            run.take(j, event, &reference, plan, explain);
+            if !completes(&run, pattern, plan) && kept.len() >= cap {
                 dropped.partial_matches += 1;
             } else {
-                let mut run = Run::start(pattern.steps.len(), event, ordinal);
-                run.take(j, event, &reference, plan, explain);
                 let mut done = Vec::new();
                 settle(run, pattern, plan, &mut kept, &mut done);
                 if let Some(run) = done.first() {
                     alerts.push(self_alert(env, pattern, run, Some(event), event.time));
-                    if !skip_all {
+                    if past_last {
                         kept.clear();
                     }
                 }
@@ -396,21 +484,25 @@ impl SequenceState {
     }
 
     /// Expires runs and completes pending ones as the watermark reaches
-    /// `first + within`, deadline by deadline.
+    /// `first + within`, deadline by deadline. Without `within`, runs expire
+    /// at `first + max_match_age`, counted.
     pub(crate) fn advance(
         &mut self,
         env: &RuleEnv<'_>,
         pattern: &SequencePattern,
-        _plan: &SequencePlan,
         watermark: Timestamp,
         alerts: &mut Vec<Alert>,
-        _dropped: &mut DropCounters,
+        dropped: &mut DropCounters,
     ) {
-        let Some(within) = pattern.within else { return };
-        while let Some(deadline) = self.next_deadline(pattern).filter(|d| *d <= watermark) {
+        let lifetime = lifetime(pattern, env.config);
+        while let Some(deadline) = self
+            .next_deadline(pattern, env.config)
+            .filter(|d| *d <= watermark)
+        {
             let mut completed = Vec::new();
+            let before = self.runs.len();
             self.runs.retain(|run| {
-                if run.min_time.plus(within) != deadline {
+                if run.min_time.plus(lifetime) != deadline {
                     return true;
                 }
                 if run.pending {
@@ -418,14 +510,13 @@ impl SequenceState {
                 }
                 false
             });
+            if pattern.within.is_none() {
+                dropped.expired_matches += (before - self.runs.len()) as u64;
+            }
             if completed.is_empty() {
                 continue;
             }
-            if pattern.skip == SkipStrategy::All {
-                for run in &completed {
-                    alerts.push(self_alert(env, pattern, run, None, deadline));
-                }
-            } else {
+            if pattern.skip == Skip::PastLastEvent {
                 alerts.push(self_alert(
                     env,
                     pattern,
@@ -433,7 +524,18 @@ impl SequenceState {
                     None,
                     deadline,
                 ));
+                // The deadline is the match's end.
                 self.runs.retain(|run| run.min_time > deadline);
+            } else {
+                emit(
+                    env,
+                    pattern,
+                    completed,
+                    &mut self.runs,
+                    None,
+                    deadline,
+                    alerts,
+                );
             }
         }
     }
@@ -454,6 +556,41 @@ impl SequenceState {
     }
 }
 
+/// Whether a run that just took an event is complete: its current step
+/// reached its minimum and every positive step after it may be skipped (an
+/// optional last positive step, allowed before a trailing negation, need
+/// not be taken); for `any_order`, every step reached its minimum.
+fn is_complete(run: &Run, pattern: &SequencePattern) -> bool {
+    if pattern.any_order {
+        pattern
+            .steps
+            .iter()
+            .zip(&run.steps)
+            .all(|(s, m)| m.count >= s.min)
+    } else {
+        let j = run.step as usize;
+        run.steps[j].count >= pattern.steps[j].min
+            && pattern.steps[j + 1..]
+                .iter()
+                .all(|s| s.negated || s.min == 0)
+    }
+}
+
+/// Whether a run that just took an event completes a match now (not
+/// pending behind a trailing negation).
+fn completes(run: &Run, pattern: &SequencePattern, plan: &SequencePlan) -> bool {
+    !plan.trailing_negation && is_complete(run, pattern)
+}
+
+/// How long a run may live: `within`, or, for a sequence without it, the
+/// rule's `max_match_age` (else the engine's), so state stays bounded.
+pub(crate) fn lifetime(pattern: &SequencePattern, config: &EngineConfig) -> Duration {
+    pattern
+        .within
+        .or(pattern.max_match_age)
+        .unwrap_or(config.max_match_age)
+}
+
 /// Files a run that just took an event: completed, pending or still open.
 fn settle(
     mut run: Run,
@@ -462,23 +599,7 @@ fn settle(
     kept: &mut Vec<Run>,
     done: &mut Vec<Run>,
 ) {
-    let complete = if pattern.any_order {
-        pattern
-            .steps
-            .iter()
-            .zip(&run.steps)
-            .all(|(s, m)| m.count >= s.min)
-    } else {
-        // Every positive step after the current one may be skipped (an
-        // optional last positive step, allowed before a trailing negation,
-        // need not be taken).
-        let j = run.step as usize;
-        run.steps[j].count >= pattern.steps[j].min
-            && pattern.steps[j + 1..]
-                .iter()
-                .all(|s| s.negated || s.min == 0)
-    };
-    if !complete {
+    if !is_complete(&run, pattern) {
         kept.push(run);
     } else if plan.trailing_negation {
         run.pending = true;
@@ -486,6 +607,77 @@ fn settle(
     } else {
         done.push(run);
     }
+}
+
+/// Emits the matches among `completed` (completed together, by `event` or at
+/// a deadline `time`) and discards the runs the skip strategy skips:
+///
+/// - `past_last_event`: the preferred match (see [`preferred`]); every other
+///   run is discarded.
+/// - `all`: every match; nothing is discarded.
+/// - `to_next`, `to_first`, `to_last`: matches in order of preference; after
+///   each, the runs (partial, or completed and not yet emitted) that started
+///   from its first event up to, not including, its resume point are
+///   discarded: for `to_next` those that started with its first event; for
+///   `to_first: S` / `to_last: S` those that started before the first / last
+///   event step S took (at least those that started with its first event).
+///   Runs that started before the match are kept (Flink's
+///   `AfterMatchSkipStrategy`).
+fn emit(
+    env: &RuleEnv<'_>,
+    pattern: &SequencePattern,
+    mut completed: Vec<Run>,
+    kept: &mut Vec<Run>,
+    event: Option<&Arc<Event>>,
+    time: Timestamp,
+    alerts: &mut Vec<Alert>,
+) {
+    match pattern.skip {
+        Skip::PastLastEvent => {
+            alerts.push(self_alert(env, pattern, preferred(&completed), event, time));
+            kept.clear();
+        }
+        Skip::All => {
+            for run in &completed {
+                alerts.push(self_alert(env, pattern, run, event, time));
+            }
+        }
+        Skip::ToNext | Skip::ToFirst(_) | Skip::ToLast(_) => {
+            completed.sort_by(|a, b| {
+                a.first_ordinal
+                    .cmp(&b.first_ordinal)
+                    .then_with(|| a.ordinals.cmp(&b.ordinals))
+            });
+            let mut candidates = completed.into_iter();
+            let mut skipped: Vec<(RunStart, Option<RunStart>)> = Vec::new();
+            for run in candidates.by_ref() {
+                let start = run.started();
+                if skipped.iter().any(|s| in_skip(start, *s)) {
+                    continue;
+                }
+                alerts.push(self_alert(env, pattern, &run, event, time));
+                let resume = match pattern.skip {
+                    Skip::ToFirst(j) => run.marks.get(j).and_then(|m| m.first),
+                    Skip::ToLast(j) => run.marks.get(j).and_then(|m| m.last),
+                    _ => None,
+                };
+                let skip = (start, resume.filter(|r| *r > start));
+                kept.retain(|r| !in_skip(r.started(), skip));
+                skipped.push(skip);
+            }
+        }
+    }
+}
+
+/// Where a run starts in evaluation order: its first event's time, then
+/// its ordinal.
+type RunStart = (Timestamp, u64);
+
+/// Whether a run starting at `start` falls in the skipped range that starts
+/// at a match's first event and ends before its resume point (or is that
+/// first event alone).
+fn in_skip(start: RunStart, (from, resume): (RunStart, Option<RunStart>)) -> bool {
+    start == from || (start >= from && resume.is_some_and(|r| start < r))
 }
 
 /// The match `past_last_event` emits among runs completed by the same event
@@ -520,17 +712,26 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         .within
         .is_none_or(|w| run.span_with(event_time) < w.millis());
     let can_leave = taken >= steps[c].min;
+    // No step past a negated step that an event already matched in this gap.
+    let reachable = run.barrier.map_or(steps.len(), |b| b as usize);
+    // `until` ends the current step's loop at the first event matching it,
+    // which the step does not take.
+    let closing = !run.closed && probe.ends_loop(c, Some(run));
+    let looping = !run.closed && !closing && steps[c].max.is_none_or(|max| taken < max);
 
     if in_window {
-        if steps[c].max.is_none_or(|max| taken < max) && probe.matches(c, Some(run)) {
+        // Greedy: staying wins over moving on; reluctant (`greedy: false`):
+        // moving on wins once the step has its minimum.
+        let stays = looping && probe.matches(c, Some(run));
+        if stays && (steps[c].greedy || !can_leave) {
             return Decision::Take(c);
         }
         if can_leave {
-            for j in c + 1..steps.len() {
+            for j in c + 1..reachable {
                 if steps[j].negated {
                     continue;
                 }
-                if probe.matches(j, Some(run)) {
+                if probe.matches(j, Some(run)) && !probe.ends_loop(j, Some(run)) {
                     return Decision::Take(j);
                 }
                 if steps[j].min > 0 {
@@ -538,26 +739,43 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                 }
             }
         }
+        if stays {
+            return Decision::Take(c);
+        }
     }
     if can_leave {
         let before_deadline = pattern
             .within
             .is_none_or(|w| event_time < run.min_time.plus(w));
+        // The negated steps the run could reach next, passing optional
+        // steps: one right after the current step guards every path on, so
+        // its event ends the run; one behind optional steps closes only the
+        // paths that skip them. A pending run ends at any of them: it
+        // completes by skipping every step after its current one.
         let mut j = c + 1;
-        while j < steps.len() && steps[j].negated {
-            if before_deadline && probe.matches(j, Some(run)) {
-                return Decision::End;
+        while before_deadline && j < reachable {
+            if steps[j].negated {
+                if probe.matches(j, Some(run)) {
+                    if j == c + 1 || run.pending {
+                        return Decision::End;
+                    }
+                    if pattern.contiguity == Contiguity::Strict {
+                        return Decision::End;
+                    }
+                    return Decision::Bar(j, closing);
+                }
+            } else if steps[j].min > 0 {
+                break;
             }
             j += 1;
         }
-        // A pending run may have skipped optional steps before the trailing
-        // negation, which still guards it.
-        if run.pending && before_deadline && probe.matches(steps.len() - 1, Some(run)) {
-            return Decision::End;
-        }
     }
     if run.pending || pattern.contiguity != Contiguity::Strict {
-        Decision::Ignore
+        if closing {
+            Decision::Close
+        } else {
+            Decision::Ignore
+        }
     } else {
         Decision::End
     }
@@ -599,7 +817,7 @@ fn start_step(probe: &mut Probe<'_>) -> Option<usize> {
         if steps[j].negated {
             continue;
         }
-        if probe.matches(j, None) {
+        if probe.matches(j, None) && !probe.ends_loop(j, None) {
             return Some(j);
         }
         if steps[j].min > 0 {
@@ -644,4 +862,51 @@ fn self_alert(
         variables: &variables,
         event: event.map(|e| &**e),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run as format 1 wrote it (before `barrier`).
+    #[derive(Serialize)]
+    struct RunV1 {
+        step: u32,
+        steps: Vec<StepMatch>,
+        min_time: Timestamp,
+        max_time: Timestamp,
+        first_ordinal: u64,
+        fingerprint: MatchFingerprint,
+        explanation: Explanation,
+        pending: bool,
+        ordinals: Vec<u64>,
+    }
+
+    #[test]
+    fn a_format_1_run_reads_with_no_barrier() {
+        let old = SequenceStateV1 {
+            runs: vec![RunV1 {
+                step: 1,
+                steps: vec![StepMatch::default(); 2],
+                min_time: Timestamp(5),
+                max_time: Timestamp(9),
+                first_ordinal: 3,
+                fingerprint: MatchFingerprint(1, 2),
+                explanation: Explanation::default(),
+                pending: true,
+                ordinals: vec![3, 4],
+            }],
+        };
+        let bytes = rmp_serde::to_vec(&old).expect("serializes");
+        let state: SequenceState = rmp_serde::from_slice(&bytes).expect("format 1 reads");
+        assert_eq!(state.runs.len(), 1);
+        assert_eq!(state.runs[0].barrier, None);
+        assert_eq!(state.runs[0].ordinals, vec![3, 4]);
+        assert!(state.runs[0].pending);
+    }
+
+    #[derive(Serialize)]
+    struct SequenceStateV1 {
+        runs: Vec<RunV1>,
+    }
 }

@@ -10,13 +10,20 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::absence::AbsenceState;
+use crate::engine::counters::DropCounters;
+use crate::engine::reorder::ReorderBuffer;
 use crate::engine::sequence::SequenceState;
 use crate::engine::threshold::ThresholdState;
 use crate::time::Timestamp;
 
 /// Version of the [`KeyState`] layout. Bump it, and add a migration from the
 /// previous layout, whenever a persisted field changes meaning or shape.
-pub const STATE_FORMAT: u32 = 1;
+///
+/// - 1: the first layout.
+/// - 2: adds the reorder buffer and the `expired_matches` and
+///   `released_early` counters at the ends of their structs; a format-1
+///   state reads as format 2 with those empty (see [`KeyState::migrate`]).
+pub const STATE_FORMAT: u32 = 2;
 
 /// The engine's memory of one entity.
 ///
@@ -48,33 +55,9 @@ pub struct KeyState {
     /// Things dropped because a limit was hit, for metrics and the entity view.
     #[serde(default)]
     pub dropped: DropCounters,
-}
-
-/// Counted drops: work refused because a per-key limit was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct DropCounters {
-    /// Partial matches not started (or branches not taken) because the rule
-    /// already had `max_partial_matches` for this key.
-    pub partial_matches: u64,
-    /// Window entries, open windows or sessions not kept because of
-    /// `max_window_entries`.
-    pub window_entries: u64,
-    /// Pending absence deadlines not kept because of `max_partial_matches`.
-    pub pending_deadlines: u64,
-}
-
-impl DropCounters {
-    /// Adds `other` into `self`.
-    pub fn add(&mut self, other: DropCounters) {
-        self.partial_matches += other.partial_matches;
-        self.window_entries += other.window_entries;
-        self.pending_deadlines += other.pending_deadlines;
-    }
-
-    /// True when nothing was dropped.
-    pub fn is_empty(&self) -> bool {
-        *self == DropCounters::default()
-    }
+    /// Events waiting for their watermark (allowed lateness above 0).
+    #[serde(default)]
+    pub buffer: ReorderBuffer,
 }
 
 /// The state one rule keeps for one key.
@@ -103,6 +86,16 @@ pub enum PatternState {
 }
 
 impl PatternState {
+    /// Whether this is the state of `pattern`'s kind.
+    pub(crate) fn is_kind_of(&self, pattern: &crate::rules::Pattern) -> bool {
+        use crate::rules::Pattern;
+        match self {
+            PatternState::Sequence(_) => matches!(pattern, Pattern::Sequence(_)),
+            PatternState::Absence(_) => matches!(pattern, Pattern::Absence(_)),
+            PatternState::Threshold(_) => matches!(pattern, Pattern::Threshold(_)),
+        }
+    }
+
     /// True when the state holds nothing worth keeping.
     pub fn is_empty(&self) -> bool {
         match self {
@@ -126,6 +119,16 @@ impl KeyState {
             rules: Vec::new(),
             next_due: None,
             dropped: DropCounters::default(),
+            buffer: ReorderBuffer::default(),
+        }
+    }
+
+    /// Brings a state read from an older layout to [`STATE_FORMAT`].
+    /// Format 1 had no reorder buffer and fewer drop counters: they read as
+    /// empty, which is what a format-1 entity had.
+    pub fn migrate(&mut self) {
+        if self.format < STATE_FORMAT {
+            self.format = STATE_FORMAT;
         }
     }
 
@@ -140,15 +143,83 @@ impl KeyState {
         self.rules.is_empty() && self.next_due.is_none()
     }
 
-    /// Number of partial matches, pending deadlines and open windows held.
+    /// Number of partial matches, pending deadlines, open windows and
+    /// waiting events held.
     pub fn live_items(&self) -> usize {
-        self.rules
-            .iter()
-            .map(|r| match &r.pattern {
-                PatternState::Sequence(s) => s.len(),
-                PatternState::Absence(s) => s.len(),
-                PatternState::Threshold(s) => s.len(),
-            })
-            .sum()
+        self.buffer.len()
+            + self
+                .rules
+                .iter()
+                .map(|r| match &r.pattern {
+                    PatternState::Sequence(s) => s.len(),
+                    PatternState::Absence(s) => s.len(),
+                    PatternState::Threshold(s) => s.len(),
+                })
+                .sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The format-1 layout, as the previous release wrote it.
+    #[derive(Serialize)]
+    struct KeyStateV1 {
+        format: u32,
+        key: String,
+        attributes: Map<String, Value>,
+        clock: Option<Timestamp>,
+        events_seen: u64,
+        ruleset: u64,
+        rules: Vec<RuleState>,
+        next_due: Option<Timestamp>,
+        dropped: DropCountersV1,
+    }
+
+    #[derive(Serialize)]
+    struct DropCountersV1 {
+        partial_matches: u64,
+        window_entries: u64,
+        pending_deadlines: u64,
+    }
+
+    #[test]
+    fn a_format_1_snapshot_reads_and_migrates_to_the_current_format() {
+        let old = KeyStateV1 {
+            format: 1,
+            key: "acct-1".into(),
+            attributes: Map::new(),
+            clock: Some(Timestamp(1_000)),
+            events_seen: 7,
+            ruleset: 42,
+            rules: Vec::new(),
+            next_due: Some(Timestamp(2_000)),
+            dropped: DropCountersV1 {
+                partial_matches: 1,
+                window_entries: 2,
+                pending_deadlines: 3,
+            },
+        };
+        // Positional, as entity snapshots are stored.
+        let bytes = rmp_serde::to_vec(&old).expect("serializes");
+        let mut state: KeyState = rmp_serde::from_slice(&bytes).expect("format 1 reads");
+        assert_eq!(state.format, 1);
+        state.migrate();
+        assert_eq!(state.format, STATE_FORMAT);
+        assert_eq!(state.key, "acct-1");
+        assert_eq!(state.events_seen, 7);
+        assert_eq!(state.next_due, Some(Timestamp(2_000)));
+        assert_eq!(
+            state.dropped,
+            DropCounters {
+                partial_matches: 1,
+                window_entries: 2,
+                pending_deadlines: 3,
+                expired_matches: 0,
+                released_early: 0,
+            }
+        );
+        assert!(state.buffer.is_empty());
     }
 }

@@ -30,6 +30,8 @@ pub struct RuleLimits {
     /// Most hopping windows open at once per key, i.e. the largest
     /// `size / advance` (default 1,000).
     pub max_open_windows: u32,
+    /// Largest count window (`window: {count: n}`), in events (default 10,000).
+    pub max_count_window: u32,
 }
 
 impl Default for RuleLimits {
@@ -42,6 +44,7 @@ impl Default for RuleLimits {
             max_duration: Duration::from_secs(90 * 24 * 3600),
             max_quantifier: 10_000,
             max_open_windows: 1_000,
+            max_count_window: 10_000,
         }
     }
 }
@@ -59,6 +62,7 @@ mod tests {
         assert_eq!(l.max_duration.to_string(), "90d");
         assert_eq!(l.max_quantifier, 10_000);
         assert_eq!(l.max_open_windows, 1_000);
+        assert_eq!(l.max_count_window, 10_000);
     }
 
     #[test]

@@ -20,12 +20,14 @@ pub mod schema;
 pub mod shape;
 mod suggest;
 pub mod template;
+pub mod vocabulary;
 
 pub use limits::RuleLimits;
 pub use locations::Locations;
 pub use model::{
     AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, LatePolicy, Lateness, Mode,
-    Pattern, Rule, SequencePattern, Severity, SkipStrategy, Step, ThresholdPattern, WindowSpec,
+    Pattern, Rule, SequencePattern, Severity, Skip, SkipStrategy, Step, ThresholdPattern,
+    WindowSpec,
 };
 pub use parse::Format;
 pub use problem::{Position, Problem};

@@ -13,61 +13,27 @@ use serde::{Deserialize, Serialize};
 use crate::rules::expr::Expr;
 use crate::rules::schema::RuleDocument;
 use crate::rules::template::Template;
+pub use crate::rules::vocabulary::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
+
+/// The compiled skip strategy: [`SkipStrategy`] with step names resolved to
+/// step indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Skip {
+    /// Discard every other partial match; the completing event starts none.
+    #[default]
+    PastLastEvent,
+    /// Emit every match, discard nothing.
+    All,
+    /// Discard the partial matches that started with the match's first event.
+    ToNext,
+    /// Discard those that started from the match's first event up to the
+    /// first event of this step.
+    ToFirst(usize),
+    /// Discard those that started from the match's first event up to the
+    /// last event of this step.
+    ToLast(usize),
+}
 use crate::time::Duration;
-
-/// How urgent an alert is.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    Default,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// For the record.
-    Info,
-    /// Worth a look.
-    Low,
-    /// The default.
-    #[default]
-    Medium,
-    /// Act soon.
-    High,
-    /// Act now.
-    Critical,
-}
-
-impl Severity {
-    /// The lowercase name used in documents and alerts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-            Severity::Critical => "critical",
-        }
-    }
-}
-
-/// Whether a rule's alerts page people or are only recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Alerts are stored and sent to subscribers.
-    #[default]
-    Live,
-    /// Alerts are stored (marked `shadow`) but sent only to subscribers that ask.
-    Shadow,
-}
 
 /// A compiled rule, ready to evaluate.
 #[derive(Debug)]
@@ -104,6 +70,9 @@ pub struct Rule {
     /// `when` and the pattern's predicates); `None` when any type may match.
     /// The engine skips the rule for other types without evaluating anything.
     pub event_types: Option<BTreeSet<String>>,
+    /// What is valid but worth telling the author (e.g. a sequence without
+    /// `within`), with where it is.
+    pub warnings: Vec<crate::rules::problem::Problem>,
     /// The document the rule was compiled from, as the user wrote it.
     pub document: RuleDocument,
 }
@@ -118,27 +87,6 @@ pub struct Lateness {
     pub late: LatePolicy,
 }
 
-/// What happens to an event that is late for a rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum LatePolicy {
-    /// Not evaluated by the rule; kept as a dead letter with reason `late`.
-    #[default]
-    DeadLetter,
-    /// Evaluated anyway (counted as late).
-    Evaluate,
-}
-
-impl LatePolicy {
-    /// The name used in documents and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LatePolicy::DeadLetter => "dead_letter",
-            LatePolicy::Evaluate => "evaluate",
-        }
-    }
-}
-
 /// Exactly one pattern kind per rule (DESIGN §3).
 #[derive(Debug)]
 pub enum Pattern {
@@ -148,34 +96,6 @@ pub enum Pattern {
     Absence(AbsencePattern),
     /// An aggregate over a window crossing a limit.
     Threshold(ThresholdPattern),
-}
-
-/// How events between steps are treated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Contiguity {
-    /// Unrelated events in between are skipped; a run takes the first event
-    /// that matches its next step (Flink `followedBy`).
-    #[default]
-    Relaxed,
-    /// Every event seen by the rule must continue the run, or the run ends
-    /// (Flink `next`).
-    Strict,
-    /// Like relaxed, but every matching event also branches a new run that
-    /// skips it (Flink `followedByAny`).
-    Any,
-}
-
-/// What happens to other partial matches after a match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SkipStrategy {
-    /// Discard every partial match that started at or before the match's last
-    /// event (SQL `AFTER MATCH SKIP PAST LAST ROW`).
-    #[default]
-    PastLastEvent,
-    /// Keep every other partial match: every match is emitted.
-    All,
 }
 
 /// An ordered list of steps.
@@ -190,7 +110,10 @@ pub struct SequencePattern {
     /// All steps, in any order (a conjunction); no negated steps.
     pub any_order: bool,
     /// Treatment of other partial matches after a match.
-    pub skip: SkipStrategy,
+    pub skip: Skip,
+    /// Without `within`: how long a partial match lives from its first
+    /// event (the rule's own; `None` uses the engine's `max_match_age`).
+    pub max_match_age: Option<Duration>,
 }
 
 /// One step of a sequence.
@@ -208,6 +131,12 @@ pub struct Step {
     /// A negated step: no event matching it may occur between its neighbours.
     /// A trailing negated step turns into a timer at `first.time + within`.
     pub negated: bool,
+    /// Takes as many events as it can before a later step may take one
+    /// (false: reluctant, the later step first once `min` is reached).
+    pub greedy: bool,
+    /// Ends the step's loop: the first event matching it is not taken by
+    /// this step, which then takes no more.
+    pub until: Option<Expr>,
 }
 
 /// An expected event that does not come.
@@ -260,6 +189,11 @@ pub enum WindowSpec {
     Session {
         /// Largest gap inside a session (inclusive).
         gap: Duration,
+    },
+    /// The last `events` matching events. Edge-triggered.
+    Count {
+        /// How many.
+        events: u32,
     },
 }
 

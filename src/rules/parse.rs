@@ -138,8 +138,17 @@ const RULE_FIELDS: &[&str] = &[
     "alert",
     "lateness",
 ];
-const SEQUENCE_FIELDS: &[&str] = &["within", "contiguity", "any_order", "skip", "steps"];
-const STEP_FIELDS: &[&str] = &["name", "match", "times", "optional", "not"];
+const SEQUENCE_FIELDS: &[&str] = &[
+    "within",
+    "contiguity",
+    "any_order",
+    "skip",
+    "max_match_age",
+    "steps",
+];
+const STEP_FIELDS: &[&str] = &[
+    "name", "match", "times", "optional", "not", "greedy", "until",
+];
 const TIMES_FIELDS: &[&str] = &["min", "max"];
 const ABSENCE_FIELDS: &[&str] = &["after", "expect", "within"];
 const THRESHOLD_FIELDS: &[&str] = &[
@@ -151,7 +160,7 @@ const THRESHOLD_FIELDS: &[&str] = &[
     "below",
     "at_most",
 ];
-const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session"];
+const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session", "count"];
 const HOPPING_FIELDS: &[&str] = &["size", "advance"];
 const SESSION_FIELDS: &[&str] = &["gap"];
 const ALERT_FIELDS: &[&str] = &["message"];
@@ -168,13 +177,15 @@ const SECTIONS: &[(&str, &[&str])] = &[
     ("`threshold.window`", WINDOW_FIELDS),
     ("`alert`", ALERT_FIELDS),
     ("`lateness`", LATENESS_FIELDS),
+    ("`sequence.skip`", SKIP_FIELDS),
 ];
 
 const SEVERITIES: &[&str] = &["info", "low", "medium", "high", "critical"];
 const MODES: &[&str] = &["live", "shadow"];
 const LATE_POLICIES: &[&str] = &["dead_letter", "evaluate"];
 const CONTIGUITIES: &[&str] = &["relaxed", "strict", "any"];
-const SKIPS: &[&str] = &["past_last_event", "all"];
+const SKIPS: &[&str] = &["past_last_event", "all", "to_next"];
+const SKIP_FIELDS: &[&str] = &["to_first", "to_last"];
 
 /// The walk over the node tree; collects problems and locations.
 struct Walker<'t> {
@@ -382,9 +393,44 @@ impl Walker<'_> {
                 .map(contiguity)
                 .unwrap_or_default(),
             any_order: self.boolean(&f, "any_order").unwrap_or(false),
-            skip: self.choice(&f, "skip", SKIPS).map(skip).unwrap_or_default(),
+            skip: self.skip(&f),
+            max_match_age: self.text(&f, "max_match_age"),
             steps,
         })
+    }
+
+    /// `skip`: a name (`past_last_event`, `all`, `to_next`) or a mapping
+    /// naming a step (`{to_first: STEP}`, `{to_last: STEP}`).
+    fn skip(&mut self, f: &Fields<'_>) -> SkipStrategy {
+        let Some((_, node)) = f.get("skip") else {
+            return SkipStrategy::default();
+        };
+        if !matches!(node.value, Value::Map(_)) {
+            return self.choice(f, "skip", SKIPS).map(skip).unwrap_or_default();
+        }
+        let path = join(&f.path, "skip");
+        let Some(g) = self.fields(node, &path, "`sequence.skip`", SKIP_FIELDS) else {
+            return SkipStrategy::default();
+        };
+        match (self.text(&g, "to_first"), self.text(&g, "to_last")) {
+            (Some(step), None) => SkipStrategy::ToFirst(step),
+            (None, Some(step)) => SkipStrategy::ToLast(step),
+            (Some(_), Some(_)) => {
+                self.report(
+                    &path,
+                    "`skip` takes one of `to_first` and `to_last`, not both".to_owned(),
+                );
+                SkipStrategy::default()
+            }
+            (None, None) => {
+                self.report(
+                    &path,
+                    "`skip` as a mapping names a step: {to_first: STEP} or {to_last: STEP}"
+                        .to_owned(),
+                );
+                SkipStrategy::default()
+            }
+        }
     }
 
     fn steps(&mut self, node: &Node, path: &str) -> Vec<StepDoc> {
@@ -423,6 +469,8 @@ impl Walker<'_> {
             times: self.times(&f),
             optional: self.boolean(&f, "optional").unwrap_or(false),
             negated: self.boolean(&f, "not").unwrap_or(false),
+            greedy: self.boolean(&f, "greedy").unwrap_or(true),
+            until: self.text(&f, "until"),
         })
     }
 
@@ -526,6 +574,7 @@ impl Walker<'_> {
             session: self.section(&f, "session", Walker::session, || SessionDoc {
                 gap: String::new(),
             }),
+            count: self.count(&f, "count"),
         })
     }
 
@@ -754,10 +803,10 @@ fn contiguity(name: &str) -> Contiguity {
 }
 
 fn skip(name: &str) -> SkipStrategy {
-    if name == "all" {
-        SkipStrategy::All
-    } else {
-        SkipStrategy::PastLastEvent
+    match name {
+        "all" => SkipStrategy::All,
+        "to_next" => SkipStrategy::ToNext,
+        _ => SkipStrategy::PastLastEvent,
     }
 }
 
@@ -770,6 +819,7 @@ impl SequenceDoc {
             contiguity: Contiguity::default(),
             any_order: false,
             skip: SkipStrategy::default(),
+            max_match_age: None,
             steps: Vec::new(),
         }
     }
@@ -783,6 +833,8 @@ impl StepDoc {
             times: None,
             optional: false,
             negated: false,
+            greedy: true,
+            until: None,
         }
     }
 }
@@ -818,6 +870,7 @@ impl WindowDoc {
             tumbling: None,
             hopping: None,
             session: None,
+            count: None,
         }
     }
 }

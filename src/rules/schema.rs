@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::rules::model::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
+use crate::rules::vocabulary::{Contiguity, LatePolicy, Mode, Severity, SkipStrategy};
 
 /// A rule as written by its author.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -99,6 +99,11 @@ pub struct SequenceDoc {
     /// `past_last_event` (default) or `all`.
     #[serde(default, skip_serializing_if = "is_default")]
     pub skip: SkipStrategy,
+    /// Only without `within`: how long a partial match lives, in event time
+    /// from its first event, e.g. `2h` (default: the service's
+    /// `engine.max_match_age`, 24 h). Expired partial matches are counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_match_age: Option<String>,
     /// The steps, in order: at least one, at most `max_steps` (default 32).
     /// At least one step is not negated, and the first one never is.
     pub steps: Vec<StepDoc>,
@@ -135,6 +140,17 @@ pub struct StepDoc {
     /// event") it needs `within`.
     #[serde(default, rename = "not", skip_serializing_if = "is_false")]
     pub negated: bool,
+    /// On a step that may take several events: `true` (default) takes as
+    /// many as it can before the next step may take one (greedy, `*`);
+    /// `false` lets the next step take an event as soon as this one has its
+    /// minimum (reluctant, `*?`, Flink's default without `greedy()`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub greedy: bool,
+    /// On a step that may take several events: a CEL predicate that ends its
+    /// loop (Flink's `until`): the first event that matches it is not taken
+    /// by this step, which takes no more; the next step may take it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 /// A quantifier: exactly `n`, or a range.
@@ -215,6 +231,10 @@ pub struct WindowDoc {
     /// Runs of events at most `gap` apart; fires when the session closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionDoc>,
+    /// The last N matching events (1 to `max_count_window`, default
+    /// 10,000); fires when the condition becomes true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
 }
 
 /// `hopping: {size, advance}`.

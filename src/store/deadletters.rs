@@ -24,7 +24,8 @@ pub enum DeadLetterReason {
     Invalid,
     /// The event was older than its entity's watermark.
     Late,
-    /// The event was late for a rule whose window for it had closed.
+    /// The event was late for a rule that evaluates late events, but every
+    /// window of that rule it belongs to had already closed.
     WindowClosed,
 }
 

@@ -107,8 +107,26 @@ pub fn compile(
         message,
         lateness,
         event_types,
+        warnings: warnings(document, locations),
         document: document.clone(),
     })
+}
+
+/// What is valid in `document` but worth telling its author, each at its
+/// path (with line and column when `locations` knows them): shown by
+/// `cepheus check` and in the rule's `GET`.
+pub fn warnings(document: &RuleDocument, locations: &Locations) -> Vec<Problem> {
+    let mut found = Vec::new();
+    if let Some(sequence) = &document.sequence {
+        found.extend(sequence::sequence_warnings(sequence));
+    }
+    found
+        .into_iter()
+        .map(|(path, message)| {
+            let at = locations.of(&path);
+            Problem::new(path, message).at(at)
+        })
+        .collect()
 }
 
 /// Collects the problems of one document.
@@ -472,9 +490,13 @@ fn event_types(when: Option<&Expr>, pattern: &Pattern) -> Option<BTreeSet<String
     let filter = when.and_then(Expr::accepted_types);
     let seen = match pattern {
         Pattern::Sequence(s) if s.contiguity == crate::rules::model::Contiguity::Strict => None,
-        Pattern::Sequence(s) => {
-            union_all(s.steps.iter().map(|step| step.predicate.accepted_types()))
-        }
+        // NB: an event matching only an `until` still matters: it ends a loop.
+        Pattern::Sequence(s) => union_all(
+            s.steps
+                .iter()
+                .flat_map(|step| std::iter::once(&step.predicate).chain(&step.until))
+                .map(Expr::accepted_types),
+        ),
         Pattern::Absence(a) => {
             union_all(a.after.iter().chain([&a.expect]).map(Expr::accepted_types))
         }

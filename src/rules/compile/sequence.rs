@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{step_name_problem, Checker};
-use crate::rules::expr::Scope;
-use crate::rules::model::{Contiguity, SequencePattern, Step};
+use crate::rules::expr::{Expr, Scope};
+use crate::rules::model::{Contiguity, SequencePattern, Skip, SkipStrategy, Step};
 use crate::rules::schema::{SequenceDoc, StepDoc, TimesDoc};
 
 const PATH: &str = "sequence";
@@ -13,6 +13,23 @@ const STEPS: &str = "sequence.steps";
 
 fn step_path(index: usize) -> String {
     format!("{STEPS}[{index}]")
+}
+
+/// Warnings about a sequence that is valid but may not do what its author
+/// expects: without `within` or `max_match_age`, partial matches live for
+/// the service's `engine.max_match_age`.
+pub(super) fn sequence_warnings(doc: &SequenceDoc) -> Vec<(String, String)> {
+    let mut warnings = Vec::new();
+    if doc.within.is_none() && doc.max_match_age.is_none() {
+        warnings.push((
+            PATH.to_owned(),
+            "the sequence has no `within`: a partial match is dropped (and counted) once it is older than \
+             the service's `engine.max_match_age` (24 h of event time by default); set `within`, or \
+             `max_match_age` for this rule"
+                .to_owned(),
+        ));
+    }
+    warnings
 }
 
 impl Checker<'_> {
@@ -27,6 +44,19 @@ impl Checker<'_> {
             .within
             .as_deref()
             .and_then(|w| self.duration(&format!("{PATH}.within"), w));
+        let max_match_age = doc.max_match_age.as_deref().and_then(|age| {
+            let path = format!("{PATH}.max_match_age");
+            let age = self.duration(&path, age)?;
+            if doc.within.is_some() {
+                self.report(
+                    &path,
+                    "`max_match_age` is for sequences without `within`: with `within`, a partial match \
+                     already ends when its window does; keep one of the two",
+                );
+                return None;
+            }
+            Some(age)
+        });
         if steps.is_empty() {
             self.report(
                 STEPS,
@@ -81,23 +111,28 @@ impl Checker<'_> {
             } else {
                 quantifiers[i]
             };
+            let until = self.loop_end(i, step, (min, max), &scope);
             compiled.push(Step {
                 name: names[i].clone(),
                 predicate,
                 min,
                 max,
                 negated: step.negated,
+                greedy: step.greedy,
+                until,
             });
         }
-        if compiled.len() != steps.len() {
+        let skip = self.skip(doc, &names);
+        let Some(skip) = skip.filter(|_| compiled.len() == steps.len()) else {
             return (None, in_scope);
-        }
+        };
         let pattern = SequencePattern {
             steps: compiled,
             within,
             contiguity: doc.contiguity,
             any_order: doc.any_order,
-            skip: doc.skip,
+            skip,
+            max_match_age,
         };
         (Some(pattern), in_scope)
     }
@@ -204,6 +239,82 @@ impl Checker<'_> {
         (if step.optional { 0 } else { min }, max)
     }
 
+    /// The skip strategy, with its step resolved to an index: a positive
+    /// step of the sequence.
+    fn skip(&mut self, doc: &SequenceDoc, names: &[Arc<str>]) -> Option<Skip> {
+        let (step, to_first) = match &doc.skip {
+            SkipStrategy::PastLastEvent => return Some(Skip::PastLastEvent),
+            SkipStrategy::All => return Some(Skip::All),
+            SkipStrategy::ToNext => return Some(Skip::ToNext),
+            SkipStrategy::ToFirst(step) => (step, true),
+            SkipStrategy::ToLast(step) => (step, false),
+        };
+        let path = format!(
+            "{PATH}.skip.{}",
+            if to_first { "to_first" } else { "to_last" }
+        );
+        let Some(index) = names.iter().position(|n| **n == **step) else {
+            let known: Vec<&str> = names.iter().map(|n| &**n).collect();
+            let hint = crate::rules::suggest::did_you_mean(step, &known);
+            self.report(
+                &path,
+                format!(
+                    "`{}` is not a step of this sequence; name one of {}{hint}",
+                    crate::rules::located::shorten(step),
+                    known
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            return None;
+        };
+        if doc.steps[index].negated {
+            self.report(
+                &path,
+                format!("step `{step}` is negated and takes no events: skip to a step that does"),
+            );
+            return None;
+        }
+        Some(if to_first {
+            Skip::ToFirst(index)
+        } else {
+            Skip::ToLast(index)
+        })
+    }
+
+    /// `greedy: false` and `until` belong on a step that may take more than
+    /// one event (a loop); `until` is compiled in the step's scope.
+    fn loop_end(
+        &mut self,
+        i: usize,
+        step: &StepDoc,
+        (min, max): (u32, Option<u32>),
+        scope: &Scope,
+    ) -> Option<Expr> {
+        let loops = !step.negated && max.is_none_or(|m| m > 1);
+        let varies = loops && max != Some(min);
+        if !step.greedy && !varies {
+            self.report(
+                &format!("{}.greedy", step_path(i)),
+                "`greedy: false` is for a step that may take a varying number of events (`times: {min: 1}` \
+                 or a range): a step with a fixed count has nothing to give up",
+            );
+        }
+        let source = step.until.as_deref()?;
+        let path = format!("{}.until", step_path(i));
+        if !loops {
+            self.report(
+                &path,
+                "`until` ends a loop: it is for a step that may take more than one event (`times: {min: 1}` \
+                 or a range)",
+            );
+            return None;
+        }
+        self.expression(&path, source, scope)
+    }
+
     /// Where negated steps may stand, and what they may carry.
     fn negations(&mut self, doc: &SequenceDoc) {
         let steps = &doc.steps;
@@ -302,6 +413,18 @@ impl Checker<'_> {
                     &format!("{}.not", step_path(i)),
                     "an `any_order` sequence cannot have negated steps: \"between its neighbours\" has no meaning \
                      when the order is free",
+                );
+            }
+            if step.until.is_some() || !step.greedy {
+                let field = if step.until.is_some() {
+                    "until"
+                } else {
+                    "greedy"
+                };
+                self.report(
+                    &format!("{}.{field}", step_path(i)),
+                    "an `any_order` step takes its events in any order, so it has no loop to end or give up \
+                     early: leave out `until` and `greedy`",
                 );
             }
             if may_be_skipped(step) && !step.negated {

@@ -36,6 +36,7 @@ impl Checker<'_> {
             ("tumbling", doc.tumbling.is_some()),
             ("hopping", doc.hopping.is_some()),
             ("session", doc.session.is_some()),
+            ("count", doc.count.is_some()),
         ]
         .into_iter()
         .filter_map(|(name, present)| present.then_some(name))
@@ -44,8 +45,8 @@ impl Checker<'_> {
             [] => {
                 self.report(
                     WINDOW,
-                    "`window` needs one kind: sliding: 1m, tumbling: 1h, hopping: {size: 10m, advance: 1m} \
-                     or session: {gap: 30s}",
+                    "`window` needs one kind: sliding: 1m, tumbling: 1h, hopping: {size: 10m, advance: 1m}, \
+                     session: {gap: 30s} or count: 100",
                 );
                 return None;
             }
@@ -69,6 +70,25 @@ impl Checker<'_> {
             return Some(WindowSpec::Tumbling {
                 size: self.duration(&format!("{WINDOW}.tumbling"), size)?,
             });
+        }
+        if let Some(events) = doc.count {
+            let path = format!("{WINDOW}.count");
+            let limit = self.limits.max_count_window;
+            if events == 0 {
+                self.report(
+                    &path,
+                    "`count` must be at least 1: the window holds the last `count` matching events",
+                );
+                return None;
+            }
+            if events > limit {
+                self.report(
+                    &path,
+                    format!("`count` is {events}; the limit (`max_count_window`) is {limit}"),
+                );
+                return None;
+            }
+            return Some(WindowSpec::Count { events });
         }
         if let Some(session) = &doc.session {
             return Some(WindowSpec::Session {

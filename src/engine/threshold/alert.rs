@@ -1,0 +1,117 @@
+//! How a threshold's alert reads, whatever its window: the one place
+//! values, template variables and ids of threshold alerts are assembled.
+
+use serde_json::{json, Map, Value};
+
+use crate::engine::aggregate::Accumulator;
+use crate::engine::alert::{Alert, AlertIdBuilder, Explanation};
+use crate::engine::env::{Fired, RuleEnv};
+use crate::event::Event;
+use crate::rules::expr::Binding;
+use crate::rules::ThresholdPattern;
+use crate::time::Timestamp;
+
+/// What a threshold alert reports.
+pub(super) struct ThresholdFacts<'a> {
+    pub time: Timestamp,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    pub value: f64,
+    pub count: u64,
+    pub explanation: Explanation,
+    pub last: Option<&'a Event>,
+    pub event: Option<&'a Event>,
+}
+
+pub(super) fn closed_window_alert(
+    env: &RuleEnv<'_>,
+    pattern: &ThresholdPattern,
+    kind: &str,
+    start: Timestamp,
+    end: Timestamp,
+    acc: &Accumulator,
+) -> Option<Alert> {
+    let value = acc.value(&pattern.aggregate)?;
+    if !pattern.comparison.holds(value) {
+        return None;
+    }
+    let mut id = env.alert_id(kind);
+    id.add_i64(start.millis()).add_i64(end.millis());
+    Some(threshold_alert(
+        env,
+        pattern,
+        id,
+        ThresholdFacts {
+            time: end,
+            window_start: start,
+            window_end: end,
+            value,
+            count: acc.count,
+            explanation: acc.explanation.clone(),
+            last: acc.last.as_deref(),
+            event: None,
+        },
+    ))
+}
+
+pub(super) fn threshold_alert(
+    env: &RuleEnv<'_>,
+    pattern: &ThresholdPattern,
+    id: AlertIdBuilder,
+    facts: ThresholdFacts<'_>,
+) -> Alert {
+    let mut values = Map::new();
+    values.insert("aggregate".into(), json!(pattern.aggregate.name()));
+    values.insert("value".into(), number(facts.value));
+    values.insert("limit".into(), number(pattern.comparison.limit));
+    values.insert("count".into(), json!(facts.count));
+    values.insert("window_start".into(), json!(facts.window_start));
+    values.insert("window_end".into(), json!(facts.window_end));
+    if facts.explanation.omitted > 0 {
+        values.insert("events_omitted".into(), json!(facts.explanation.omitted));
+    }
+    let bindings = [Binding {
+        count: u64::from(facts.last.is_some()),
+        first: facts.last,
+        last: facts.last,
+    }];
+    let [rule, severity] = env.common_variables();
+    // Slots of template_scope::THRESHOLD_VARIABLES.
+    let variables = [
+        rule,
+        severity,
+        number(facts.value),
+        json!(facts.count),
+        Value::String(facts.window_start.to_rfc3339()),
+        Value::String(facts.window_end.to_rfc3339()),
+        number(pattern.comparison.limit),
+    ];
+    env.alert(Fired {
+        id,
+        time: facts.time,
+        events: facts.explanation.events,
+        values,
+        bindings: &bindings,
+        variables: &variables,
+        event: facts.event,
+    })
+}
+
+/// A number as JSON: integral values as integers (`5`, not `5.0`).
+pub(super) fn number(n: f64) -> Value {
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        json!(n as i64)
+    } else {
+        json!(n)
+    }
+}
+
+/// One window's summary, for the entity view.
+pub(super) fn window_json(start: Timestamp, acc: &Accumulator) -> Value {
+    json!({
+        "start": start,
+        "count": acc.count,
+        "sum": acc.sum, "min": acc.min, "max": acc.max,
+        "distinct": acc.distinct.len(),
+    })
+}
