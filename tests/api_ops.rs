@@ -189,3 +189,25 @@ fn a_wrong_method_gets_the_error_shape() {
         );
     }
 }
+
+#[test]
+fn the_history_counts_events_and_alerts_per_rule_in_steps() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(&every_event_rule("r", "t", "low"));
+    server.send_events(&serde_json::json!([
+        {"key": "a", "type": "t"}, {"key": "b", "type": "t"}, {"key": "c", "type": "other"}
+    ]));
+    server.wait_alerts("", 2);
+    let body = server.get_json("/v1/stats/history?minutes=5");
+    assert_eq!(body["step_seconds"], 10);
+    let steps = body["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 30, "five minutes of ten-second steps");
+    let events: u64 = steps.iter().map(|s| s["events"].as_u64().unwrap()).sum();
+    let alerts: u64 = steps.iter().filter_map(|s| s["alerts"]["r"].as_u64()).sum();
+    assert_eq!((events, alerts), (3, 2), "{body}");
+    expect_error(
+        server.get("/v1/stats/history?minutes=61"),
+        reqwest::StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+}

@@ -328,6 +328,10 @@ pub(crate) fn start_publisher(
         .name("cepheus-publish".into())
         .spawn(move || {
             for group in groups {
+                let now = wall_now();
+                for alert in &group.alerts {
+                    runtime.history.alert(now, &alert.rule);
+                }
                 runtime.alerts.publish(group);
             }
         })

@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod clock_floor;
 mod engine_handle;
 pub mod entity;
+pub mod history;
 mod maintenance;
 mod passivation;
 pub mod router;
@@ -110,6 +111,8 @@ pub struct Runtime {
     pub engine: EngineHandle,
     /// The clock floor set by `POST /v1/clock`.
     pub clock: ClockFloor,
+    /// The last hour of events and alerts, for the live page.
+    pub history: history::History,
     ready: AtomicBool,
     /// Held for a whole checkpoint round: two rounds at once could record
     /// the later one's position before the earlier one's snapshots are
@@ -133,6 +136,7 @@ impl Runtime {
             alerts: AlertHub::new(store.clone(), Arc::clone(&journal), config.alert_backlog),
             clock: ClockFloor::open(&store),
             engine: EngineHandle::new(rules, engine_config),
+            history: history::History::default(),
             store,
             journal,
             config,

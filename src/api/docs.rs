@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    alerts, backtests, clock, deadletters, entities, error, events, health, rules, ws,
+    alerts, backtests, clock, deadletters, entities, error, events, health, rules, stats, ws,
 };
 
 /// The API description, generated from the handlers' annotations.
@@ -44,6 +44,7 @@ use crate::api::{
         health::healthz,
         health::readyz,
         health::metrics,
+        stats::history,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerToken),

@@ -31,6 +31,7 @@ pub mod events;
 pub mod health;
 pub mod page;
 pub mod rules;
+pub mod stats;
 pub mod ws;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(alerts::configure)
         .configure(entities::configure)
         .configure(clock::configure)
+        .configure(stats::configure)
         .configure(health::configure)
         .configure(docs::configure)
         .configure(page::configure);

@@ -168,6 +168,7 @@ pub async fn ingest(
         }
     }
     telemetry::ingested(accepted, rejected.len(), duplicates);
+    runtime.history.events(now, accepted);
     Ok(IngestSummary {
         accepted,
         duplicates,
