@@ -15,7 +15,7 @@ use crate::actors::{wall_now, Runtime};
 use crate::engine::{Alert, Engine, EntityView, KeyState, LateReason, LateTreatment};
 use crate::event::Event;
 use crate::journal::{LetterEntry, LetterReason};
-use crate::store::entities::{ClockAnchor, EntitySnapshot, SnapshotWrite};
+use crate::store::entities::{ClockAnchor, EncodedSnapshot, SnapshotWrite};
 use crate::telemetry::{self, Stage};
 use crate::time::Timestamp;
 
@@ -327,14 +327,24 @@ impl EntityActor {
             return None;
         }
         let timer_due = self.wall_due();
+        let encoded = match EncodedSnapshot::encode(
+            &self.state,
+            self.applied,
+            self.anchor,
+            timer_due,
+        ) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                // NB: as when the store cannot be read: keep working in
+                // memory, never write a snapshot (the replay redoes it).
+                tracing::error!(key = %self.key, error = %e, "cannot encode the entity's snapshot; it will not be persisted");
+                self.persistable = false;
+                return None;
+            }
+        };
         let write = SnapshotWrite {
             key: self.key.clone(),
-            snapshot: Some(EntitySnapshot {
-                state: self.state.clone(),
-                applied: self.applied,
-                anchor: self.anchor,
-                timer_due,
-            }),
+            snapshot: Some(encoded),
             old_timer: self.stored_timer,
         };
         self.stored_timer = timer_due;

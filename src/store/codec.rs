@@ -41,6 +41,20 @@ pub fn encode<T: Record>(value: &T) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
+/// Encodes `value` as a record of kind `T` (a borrowing type with `T`'s
+/// serialized layout, so nothing is cloned to be written).
+pub fn encode_as<T: Record, V: Serialize>(value: &V) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::with_capacity(128);
+    bytes.push(T::FORMAT);
+    let written = if T::POSITIONAL {
+        rmp_serde::encode::write(&mut bytes, value)
+    } else {
+        rmp_serde::encode::write_named(&mut bytes, value)
+    };
+    written.map_err(|e| StoreError::Encode(T::KIND, e.to_string()))?;
+    Ok(bytes)
+}
+
 /// Decodes a record written by [`encode`].
 pub fn decode<T: Record>(bytes: &[u8]) -> Result<T, StoreError> {
     let Some((&format, body)) = bytes.split_first() else {

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::KeyState;
-use crate::store::codec::{decode, encode};
+use crate::store::codec::decode;
 use crate::store::StoreResult;
 use crate::time::Timestamp;
 
@@ -59,6 +59,47 @@ impl crate::store::codec::Record for EntitySnapshot {
     const POSITIONAL: bool = true;
 }
 
+/// The same layout as [`EntitySnapshot`], borrowing the state: an entity
+/// encodes its snapshot in place instead of cloning its state to hand over.
+#[derive(Serialize)]
+struct EntitySnapshotRef<'s> {
+    state: &'s KeyState,
+    applied: (u64, u32),
+    anchor: Option<ClockAnchor>,
+    timer_due: Option<Timestamp>,
+}
+
+/// A snapshot encoded for the store, with the timer entry it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedSnapshot {
+    bytes: Vec<u8>,
+    timer_due: Option<Timestamp>,
+}
+
+impl EncodedSnapshot {
+    /// Encodes the snapshot of `state` (positional, [`EntitySnapshot`]'s
+    /// current format).
+    pub fn encode(
+        state: &KeyState,
+        applied: (u64, u32),
+        anchor: Option<ClockAnchor>,
+        timer_due: Option<Timestamp>,
+    ) -> StoreResult<EncodedSnapshot> {
+        let bytes = crate::store::codec::encode_as::<EntitySnapshot, _>(&EntitySnapshotRef {
+            state,
+            applied,
+            anchor,
+            timer_due,
+        })?;
+        Ok(EncodedSnapshot { bytes, timer_due })
+    }
+
+    /// The wall time of the timer entry it carries.
+    pub fn timer_due(&self) -> Option<Timestamp> {
+        self.timer_due
+    }
+}
+
 /// The `snapshots` and `timers` trees.
 pub struct EntityStore {
     snapshots: sled::Tree,
@@ -72,7 +113,7 @@ pub struct SnapshotWrite {
     /// Entity key.
     pub key: String,
     /// New snapshot; `None` deletes.
-    pub snapshot: Option<EntitySnapshot>,
+    pub snapshot: Option<EncodedSnapshot>,
     /// The previous snapshot's timer entry.
     pub old_timer: Option<Timestamp>,
 }
@@ -135,7 +176,7 @@ impl EntityStore {
         for (key, w) in keyed {
             match &w.snapshot {
                 Some(s) => {
-                    self.snapshots.insert(key, encode(s)?)?;
+                    self.snapshots.insert(key, s.bytes.as_slice())?;
                 }
                 None => {
                     self.snapshots.remove(key)?;
@@ -307,6 +348,16 @@ mod tests {
         };
         let positional = encode(&snapshot).unwrap();
         assert_eq!(positional[0], 2);
+        // What an entity hands over, encoded from its borrowed state, is the
+        // same record.
+        let borrowed = EncodedSnapshot::encode(
+            &snapshot.state,
+            snapshot.applied,
+            snapshot.anchor,
+            snapshot.timer_due,
+        )
+        .unwrap();
+        assert_eq!(borrowed.bytes, positional);
         assert_eq!(decode::<EntitySnapshot>(&positional).unwrap(), snapshot);
         // Format 1, as the previous build wrote it: a map of field names.
         let mut named = vec![1u8];
