@@ -162,10 +162,22 @@ fn settle(server: &Server, tag: &str) -> Vec<(String, String)> {
     let mut waiting: HashSet<&str> = fences.iter().map(|(id, _)| id.as_str()).collect();
     let mut after = 0;
     while !waiting.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {RECOVERY_PATIENCE:?} waiting for the fences {waiting:?} to alert"
-        );
+        if Instant::now() >= deadline {
+            // A post-mortem before failing: what the waiting keys hold.
+            if let Ok(keep) = std::env::var("CEPHEUS_CRASH_KEEP") {
+                let _ = std::process::Command::new("cp")
+                    .arg("-rL")
+                    .arg(server.dir())
+                    .arg(&keep)
+                    .status();
+                eprintln!("the server's directory is copied to {keep}");
+            }
+            for id in &waiting {
+                let key = &fences.iter().find(|(i, _)| i == id).expect("a fence").1;
+                eprintln!("{id} on {key}: {}", server.entity(key));
+            }
+            panic!("timed out after {RECOVERY_PATIENCE:?} waiting for the fences {waiting:?} to alert");
+        }
         // NB: a busy server may drop a connection; the next poll retries.
         let Ok(response) = server
             .http()
