@@ -176,7 +176,9 @@ fn settle(server: &Server, tag: &str) -> Vec<(String, String)> {
                 let key = &fences.iter().find(|(i, _)| i == id).expect("a fence").1;
                 eprintln!("{id} on {key}: {}", server.entity(key));
             }
-            panic!("timed out after {RECOVERY_PATIENCE:?} waiting for the fences {waiting:?} to alert");
+            panic!(
+                "timed out after {RECOVERY_PATIENCE:?} waiting for the fences {waiting:?} to alert"
+            );
         }
         // NB: a busy server may drop a connection; the next poll retries.
         let Ok(response) = server
