@@ -110,6 +110,31 @@ impl Browser {
         }
     }
 
+    /// Saves a PNG of the page as `name`.png in the test's output
+    /// directory (`target/tmp/page-screenshots/`), for a person to look at.
+    fn screenshot(&mut self, name: &str) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"id": id, "method": "Page.captureScreenshot", "params": {"format": "png"}});
+        self.page.send(Message::text(request.to_string())).unwrap();
+        let data = loop {
+            let Message::Text(text) = self.page.read().expect("the DevTools socket stays open") else {
+                continue;
+            };
+            let reply: Value = serde_json::from_str(&text).unwrap();
+            if reply["id"] == id {
+                break reply["result"]["data"].as_str().expect("a screenshot").to_owned();
+            }
+        };
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+
     /// Waits until `expression` is truthy in the page; returns its value.
     fn wait_for(&mut self, what: &str, expression: &str) -> Value {
         let deadline = Instant::now() + PATIENCE;
@@ -152,10 +177,20 @@ alert:
   message: "{{key}}: {{failures.count}} failed logins, then a success from {{success.data.ip}}"
 "#;
 
+const ABSENCE: &str = r#"id: session-heartbeat
+severity: low
+absence:
+  expect: type == "heartbeat"
+  within: 10m
+alert:
+  message: "{{key}} went quiet"
+"#;
+
 #[test]
 fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
     let server = Server::start(FAST_TIMING);
     server.create_rule(RULE);
+    server.create_rule(ABSENCE);
     let Some(mut browser) = Browser::open(&server.url("/")) else {
         return;
     };
@@ -195,6 +230,27 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
         "document.getElementById('c-events').textContent.replace(/,/g, '') === '4'",
     );
 
+    // The last hour: events/s and alerts/s per rule, from /v1/stats/history.
+    browser.eval("loadHistory(); true");
+    browser.wait_for(
+        "the rule in the alerts chart's legend",
+        "!!document.querySelector('#chart-legend li[data-rule=\"brute-force-login\"]')",
+    );
+    browser.wait_for(
+        "the events chart",
+        "!!document.querySelector('#chart-events polygon[data-series=\"events\"]')",
+    );
+    browser.wait_for(
+        "the alerts chart's line",
+        "!!document.querySelector('#chart-alerts polyline[data-series=\"brute-force-login\"]')",
+    );
+
+    // A new partial match and a heartbeat's deadline, for the entity's timeline.
+    server.send_events(&json!([
+        {"key": "acct-42", "type": "login_failed", "time": at(&base, 4000), "data": {"ip": "10.0.0.7"}},
+        {"key": "acct-42", "type": "heartbeat", "time": at(&base, 5000)},
+    ]));
+
     // The entity lookup shows its state.
     browser.eval(
         "document.getElementById('entity-key').value = 'acct-42';\
@@ -204,7 +260,23 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
         "the entity summary",
         "document.querySelector('#entity .summary')?.textContent",
     );
-    assert!(summary.as_str().unwrap().contains("4 events"), "{summary}");
+    assert!(summary.as_str().unwrap().contains("6 events"), "{summary}");
+    // ...as a timeline: the partial match as a bar with its event, the
+    // absence deadline as a bar, the clock and the next timer as lines.
+    browser.wait_for(
+        "the partial match on the timeline",
+        "!!document.querySelector('#entity .tl-row[data-rule=\"brute-force-login\"] rect.tl-bar')\
+         && !!document.querySelector('#entity .tl-row[data-rule=\"brute-force-login\"] circle.tl-event')",
+    );
+    browser.wait_for(
+        "the absence deadline on the timeline",
+        "!!document.querySelector('#entity .tl-row[data-rule=\"session-heartbeat\"] rect.tl-bar.absence')",
+    );
+    browser.wait_for(
+        "the clock and the next timer",
+        "!!document.querySelector('#entity .tl-clock') && !!document.querySelector('#entity .tl-timer')",
+    );
+    browser.screenshot("live-page");
 
     // The switch disables the rule through the API.
     browser.eval(
