@@ -497,3 +497,48 @@ fn a_cursor_older_than_retention_is_410_naming_the_oldest_seq_held() {
         refused.as_ref().err()
     );
 }
+
+/// Resolved notifications (issue 14 §3): a device that comes back resolves
+/// its offline alert. The resolution is an entry of the alert log (its own
+/// seq and id, `state: resolved`, `resolves`), and the firing alert's REST
+/// form then says when and by what it was resolved.
+#[test]
+fn a_resolution_follows_its_alert_over_rest_and_websocket() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(
+        r#"id: device-offline
+severity: medium
+absence:
+  expect: type == "heartbeat"
+  within: 60s
+"#,
+    );
+    let mut socket = server.ws("");
+    let base = history_base();
+    server.send_events(&json!([
+        {"id": "hb-1", "key": "dev-7", "type": "heartbeat", "time": at(&base, 0)},
+        {"id": "hb-2", "key": "dev-7", "type": "heartbeat", "time": at(&base, 120_000)},
+    ]));
+    let alerts = server.wait_alerts("", 2);
+    let (fired, resolution) = (&alerts[0], &alerts[1]);
+    assert_eq!(seqs(&alerts), [1, 2]);
+    assert_eq!(resolution["state"], "resolved");
+    assert_eq!(resolution["resolves"], fired["id"]);
+    assert_eq!(resolution["time"], at(&base, 120_000));
+    assert_eq!(resolution["events"][0]["id"], "hb-2");
+    assert_eq!(fired["state"], "resolved", "{fired}");
+    assert_eq!(fired["resolved"]["seq"], 2);
+    assert_eq!(fired["resolved"]["id"], resolution["id"]);
+    assert_eq!(fired["resolved"]["time"], at(&base, 120_000));
+    assert_eq!(fired["resolved"]["event"]["id"], "hb-2");
+    let by_id = server.get_json(&format!("/v1/alerts/{}", fired["id"].as_str().unwrap()));
+    assert_eq!(by_id["resolved"]["id"], resolution["id"]);
+
+    // The WebSocket carries both entries, in seq order.
+    let first = socket.next_alert();
+    let second = socket.next_alert();
+    assert_eq!(first["seq"], 1);
+    assert_eq!(first["state"], "firing", "sent when it fired");
+    assert_eq!(second["seq"], 2);
+    assert_eq!(second["resolves"], first["id"]);
+}

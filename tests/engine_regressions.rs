@@ -52,6 +52,8 @@ fn run_config(rules: &[&str], config: EngineConfig, inputs: &[In]) -> Vec<Alert>
             To(time) => alerts.extend(engine.advance_to(&mut state, Timestamp(*time))),
         }
     }
+    // Firing alerts only: resolutions are tested in tests/engine_resolved.rs.
+    alerts.retain(|a| !a.is_resolution());
     alerts
 }
 

@@ -115,19 +115,26 @@ impl Browser {
     fn screenshot(&mut self, name: &str) {
         let id = self.next_id;
         self.next_id += 1;
-        let request = json!({"id": id, "method": "Page.captureScreenshot", "params": {"format": "png"}});
+        let request =
+            json!({"id": id, "method": "Page.captureScreenshot", "params": {"format": "png"}});
         self.page.send(Message::text(request.to_string())).unwrap();
         let data = loop {
-            let Message::Text(text) = self.page.read().expect("the DevTools socket stays open") else {
+            let Message::Text(text) = self.page.read().expect("the DevTools socket stays open")
+            else {
                 continue;
             };
             let reply: Value = serde_json::from_str(&text).unwrap();
             if reply["id"] == id {
-                break reply["result"]["data"].as_str().expect("a screenshot").to_owned();
+                break reply["result"]["data"]
+                    .as_str()
+                    .expect("a screenshot")
+                    .to_owned();
             }
         };
         use base64::Engine as _;
-        let png = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .unwrap();
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("page-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));

@@ -122,6 +122,7 @@ impl AlertHub {
                 events: alert.events.clone(),
                 values: Value::Object(alert.values.clone()).to_string(),
                 shadow: alert.mode == crate::rules::Mode::Shadow,
+                resolves: alert.resolves.clone(),
             });
         }
         if entries.is_empty() {

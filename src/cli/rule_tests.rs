@@ -241,8 +241,10 @@ fn load_rule(path: &Path) -> Result<Arc<Rule>, String> {
         })
 }
 
-/// Runs one case through a fresh engine; every alert in order. (Late
-/// events are evaluated as the service would: dead letters give no alert.)
+/// Runs one case through a fresh engine; every firing alert in order. (Late
+/// events are evaluated as the service would: dead letters give no alert.
+/// Resolutions are not part of a case's expectations: a case says which
+/// patterns complete, see docs/rules.md "Testing rules".)
 pub fn evaluate(rules: &[Arc<Rule>], case: &Case) -> Vec<Alert> {
     let engine = Engine::new(
         Arc::new(RuleSet::new(rules.iter().cloned())),
@@ -264,6 +266,7 @@ pub fn evaluate(rules: &[Arc<Rule>], case: &Case) -> Vec<Alert> {
             alerts.extend(engine.advance_to(state, clock));
         }
     }
+    alerts.retain(|a| !a.is_resolution());
     alerts
 }
 

@@ -15,6 +15,13 @@
 //! it, one alert fires and the rule falls silent until the next expected
 //! event re-arms it. An expected event older than the latest one changes
 //! nothing. An entity that never sent an expected event is never alerted on.
+//!
+//! **Resolution**: an absence alert stays unresolved until an expected event
+//! arrives after the event the deadline waited after (its trigger, or the
+//! last heartbeat); that event resolves it (`Alert::resolves`). At most
+//! `max_partial_matches` alerts wait for their resolution per rule and key;
+//! past that the oldest is forgotten unresolved (counted as a dropped
+//! deadline), so the state stays bounded.
 
 use std::sync::Arc;
 
@@ -38,6 +45,19 @@ pub struct AbsenceState {
     /// Without a trigger: the latest expected event, while armed.
     #[serde(default)]
     heartbeat: Option<Pending>,
+    /// Alerts fired and not yet resolved, oldest first.
+    #[serde(default)]
+    unresolved: Vec<Unresolved>,
+}
+
+/// A fired alert waiting for the expected event that resolves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Unresolved {
+    /// The alert's id.
+    alert: String,
+    /// The time of the event its deadline waited after: an expected event
+    /// after it resolves the alert.
+    after: Timestamp,
 }
 
 /// One deadline and the event it waits after.
@@ -55,7 +75,7 @@ struct Pending {
 impl AbsenceState {
     /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty() && self.heartbeat.is_none()
+        self.pending.is_empty() && self.heartbeat.is_none() && self.unresolved.is_empty()
     }
 
     /// Number of open deadlines.
@@ -76,10 +96,27 @@ impl AbsenceState {
         pattern: &AbsencePattern,
         event: &Arc<Event>,
         ordinal: u64,
+        alerts: &mut Vec<Alert>,
         dropped: &mut DropCounters,
     ) {
         let ctx = env.ctx(Some(event), &[]);
         let expected = pattern.expect.matches(&ctx);
+        if expected && !self.unresolved.is_empty() {
+            let t = event.time;
+            self.unresolved.retain(|u| {
+                if u.after < t {
+                    alerts.push(env.resolution(
+                        &u.alert,
+                        t,
+                        Some(env.reference(event, ordinal)),
+                        Map::new(),
+                    ));
+                    false
+                } else {
+                    true
+                }
+            });
+        }
         let keep_full = env.rule.message.is_some();
         let pending = |e: &Arc<Event>| Pending {
             event: env.reference(e, ordinal),
@@ -129,7 +166,9 @@ impl AbsenceState {
             .is_some_and(|h| h.deadline <= watermark)
         {
             if let Some(h) = self.heartbeat.take() {
-                alerts.push(alert(env, pattern, &h, false));
+                let fired = alert(env, pattern, &h, false);
+                self.remember(env, &fired, h.event.time);
+                alerts.push(fired);
             }
         }
         if self.pending.iter().any(|p| p.deadline <= watermark) {
@@ -144,8 +183,23 @@ impl AbsenceState {
             });
             // Stable: equal deadlines keep trigger order.
             due.sort_by_key(|p| p.deadline);
-            alerts.extend(due.iter().map(|p| alert(env, pattern, p, true)));
+            for p in &due {
+                let fired = alert(env, pattern, p, true);
+                self.remember(env, &fired, p.event.time);
+                alerts.push(fired);
+            }
         }
+    }
+
+    /// Keeps `fired` until an expected event after `after` resolves it.
+    fn remember(&mut self, env: &RuleEnv<'_>, fired: &Alert, after: Timestamp) {
+        if self.unresolved.len() >= env.config.max_partial_matches.max(1) {
+            self.unresolved.remove(0);
+        }
+        self.unresolved.push(Unresolved {
+            alert: fired.id.clone(),
+            after,
+        });
     }
 
     /// A JSON view of the open deadlines.
@@ -155,6 +209,10 @@ impl AbsenceState {
             "pending": self.pending.iter().chain(&self.heartbeat).map(|p| json!({
                 "after": p.event,
                 "deadline": p.deadline,
+            })).collect::<Vec<_>>(),
+            "unresolved": self.unresolved.iter().map(|u| json!({
+                "alert": u.alert,
+                "after": u.after,
             })).collect::<Vec<_>>(),
         })
     }

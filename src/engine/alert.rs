@@ -42,6 +42,19 @@ pub struct Alert {
     pub events: Vec<EventRef>,
     /// Named values that explain the alert, e.g. `failures.count`.
     pub values: Map<String, Value>,
+    /// Set on a resolution: the id of the firing alert whose pattern came to
+    /// its natural end (the expected event arrived, the aggregate fell back
+    /// across its bound). A resolution is an entry of the alert log like any
+    /// other, with its own deterministic id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
+}
+
+impl Alert {
+    /// True when this entry resolves an earlier alert.
+    pub fn is_resolution(&self) -> bool {
+        self.resolves.is_some()
+    }
 }
 
 /// Builds an alert id from the parts that identify one match.

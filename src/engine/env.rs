@@ -116,6 +116,42 @@ impl<'a> RuleEnv<'a> {
             message,
             events: fired.events,
             values: fired.values,
+            resolves: None,
+        }
+    }
+
+    /// The resolution of the alert `firing` of this rule and key, at `time`,
+    /// by `event` (none when time alone ended it: a window's entries left).
+    /// Its id derives from the firing alert's, so a replay yields it again.
+    pub fn resolution(
+        &self,
+        firing: &str,
+        time: Timestamp,
+        event: Option<EventRef>,
+        mut values: Map<String, Value>,
+    ) -> Alert {
+        let mut id = self.alert_id("resolved");
+        id.add_str(firing);
+        let message = match &event {
+            Some(e) => format!(
+                "resolved: {} for {} ({} at {})",
+                self.rule.id, self.key, e.event_type, e.time
+            ),
+            None => format!("resolved: {} for {} at {time}", self.rule.id, self.key),
+        };
+        values.insert("resolves".into(), Value::String(firing.to_owned()));
+        Alert {
+            id: id.finish(),
+            rule: Arc::clone(&self.rule.id),
+            rule_version: self.rule.version,
+            key: self.key.to_owned(),
+            severity: self.rule.severity,
+            mode: self.rule.mode,
+            time,
+            message,
+            events: event.into_iter().collect(),
+            values,
+            resolves: Some(firing.to_owned()),
         }
     }
 }

@@ -517,7 +517,7 @@ impl Engine {
                 Admission::Entered
             }
             Bound::Absence(p, s) => {
-                s.on_event(&env, p, event, ordinal, dropped);
+                s.on_event(&env, p, event, ordinal, alerts, dropped);
                 Admission::Entered
             }
             Bound::Threshold(p, s) => {

@@ -50,6 +50,10 @@ pub struct AlertEntry {
     pub values: String,
     /// From a rule in shadow mode.
     pub shadow: bool,
+    /// On a resolution: the id of the alert it resolves. (Added in the
+    /// journal's first format: older frames end before it, read as none.)
+    #[serde(default)]
+    pub resolves: Option<String>,
 }
 
 /// Why an event became a dead letter, as the journal holds it.
@@ -497,6 +501,7 @@ mod tests {
             events: vec![EventRef::of(&events[1], 4)],
             values: r#"{"n":3}"#.into(),
             shadow: false,
+            resolves: Some("b".repeat(32)),
         };
         builder.push_alert(alert.clone());
         let letter = LetterEntry {

@@ -55,6 +55,42 @@ pub struct StoredAlert {
     /// Produced by a rule in shadow mode.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// `firing`, or `resolved` once its pattern came to its natural end
+    /// (and always on a resolution entry, which carries `resolves`).
+    #[serde(default)]
+    pub state: AlertState,
+    /// On a resolution entry: the id of the alert it resolves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves: Option<String>,
+    /// On a resolved alert: when, by what, and the resolution's entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+/// Whether an alert's pattern still holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    /// Fired and not resolved (patterns without a natural end stay firing).
+    #[default]
+    Firing,
+    /// Its pattern ended: the expected event came, the aggregate fell back.
+    Resolved,
+}
+
+/// How a firing alert was resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Resolved {
+    /// Event time of the resolution.
+    pub time: Timestamp,
+    /// The event that resolved it; none when time alone did (a window's
+    /// entries left it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<EventRef>,
+    /// The resolution's entry in the alert log.
+    pub seq: u64,
+    /// The resolution entry's id.
+    pub id: String,
 }
 
 impl StoredAlert {
@@ -76,6 +112,13 @@ impl StoredAlert {
                 _ => Map::new(),
             },
             shadow: e.shadow,
+            state: if e.resolves.is_some() {
+                AlertState::Resolved
+            } else {
+                AlertState::Firing
+            },
+            resolves: e.resolves,
+            resolved: None,
         }
     }
 }
@@ -94,6 +137,10 @@ struct AlertRecord {
     events: Vec<EventRef>,
     values: String,
     shadow: bool,
+    #[serde(default)]
+    resolves: Option<String>,
+    #[serde(default)]
+    resolved: Option<Resolved>,
 }
 record!(AlertRecord, "alert", 1);
 
@@ -149,12 +196,42 @@ impl AlertLog {
                 events: alert.events.clone(),
                 values: alert.values.clone(),
                 shadow: alert.shadow,
+                resolves: alert.resolves.clone(),
+                resolved: None,
             };
             // NB: the alert before its id: a lookup by id never finds a seq
             // whose alert is missing (sled recovers a prefix of the writes).
             self.alerts.insert(be(alert.seq), encode(&record)?)?;
             self.ids.insert(alert.id.as_bytes(), &be(alert.seq)[..])?;
+            if let Some(firing) = &alert.resolves {
+                self.mark_resolved(firing, alert)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Marks the alert `firing` resolved by the entry `resolution`
+    /// (idempotent; nothing when retention already removed it).
+    fn mark_resolved(&self, firing: &str, resolution: &AlertEntry) -> StoreResult<()> {
+        let Some(seq) = self
+            .ids
+            .get(firing.as_bytes())?
+            .as_deref()
+            .and_then(read_be)
+        else {
+            return Ok(());
+        };
+        let Some(bytes) = self.alerts.get(be(seq))? else {
+            return Ok(());
+        };
+        let mut record: AlertRecord = decode(&bytes)?;
+        record.resolved = Some(Resolved {
+            time: resolution.time,
+            event: resolution.events.first().cloned(),
+            seq: resolution.seq,
+            id: resolution.id.clone(),
+        });
+        self.alerts.insert(be(seq), encode(&record)?)?;
         Ok(())
     }
 
@@ -277,5 +354,12 @@ fn from_record(seq: u64, r: AlertRecord) -> StoredAlert {
             _ => Map::new(),
         },
         shadow: r.shadow,
+        state: if r.resolves.is_some() || r.resolved.is_some() {
+            AlertState::Resolved
+        } else {
+            AlertState::Firing
+        },
+        resolves: r.resolves,
+        resolved: r.resolved,
     }
 }

@@ -61,9 +61,14 @@ pub fn event(key: &str, event_type: &str, secs: f64, data: Value) -> Arc<Event> 
 
 /// Some entities and the engine that evaluates their events: the engine
 /// alone, fed the way an entity actor feeds it.
+///
+/// What it returns are the *firing* alerts; resolutions (`Alert::resolves`)
+/// are set aside in `resolutions`, where the tests of resolved
+/// notifications read them.
 pub struct World {
     pub engine: Engine,
     pub states: BTreeMap<String, KeyState>,
+    pub resolutions: Vec<Alert>,
 }
 
 impl World {
@@ -82,6 +87,7 @@ impl World {
         World {
             engine: Engine::new(Arc::new(RuleSet::new(rules)), config),
             states: BTreeMap::new(),
+            resolutions: Vec::new(),
         }
     }
 
@@ -116,7 +122,17 @@ impl World {
             .states
             .entry(key.to_owned())
             .or_insert_with(|| KeyState::new(key));
-        self.engine.on_event(state, event)
+        let mut outcome = self.engine.on_event(state, event);
+        outcome.alerts = self.set_aside_resolutions(outcome.alerts);
+        outcome
+    }
+
+    /// Moves the resolutions of `alerts` to `self.resolutions`.
+    fn set_aside_resolutions(&mut self, alerts: Vec<Alert>) -> Vec<Alert> {
+        let (resolutions, firing): (Vec<Alert>, Vec<Alert>) =
+            alerts.into_iter().partition(|a| a.is_resolution());
+        self.resolutions.extend(resolutions);
+        firing
     }
 
     /// Sends an event of `KEY` with no data; returns its alerts.
@@ -156,7 +172,8 @@ impl World {
             .states
             .entry(key.to_owned())
             .or_insert_with(|| KeyState::new(key));
-        self.engine.advance_to(state, at(secs))
+        let alerts = self.engine.advance_to(state, at(secs));
+        self.set_aside_resolutions(alerts)
     }
 }
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::alert::{threshold_alert, ThresholdFacts};
 use crate::engine::aggregate::{fold_numbers, value_of, Sample};
@@ -50,6 +50,10 @@ pub struct SlidingWindow {
     /// evaluated there once one arrives or the watermark passes it.
     #[serde(default)]
     unsettled: Option<Timestamp>,
+    /// The id of the alert that set `holding`, until the condition stops
+    /// holding and resolves it.
+    #[serde(default)]
+    fired: Option<String>,
 }
 
 /// What bounds the window an evaluation looks at.
@@ -70,7 +74,7 @@ struct Entry {
 impl SlidingWindow {
     /// True when nothing needs remembering.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && !self.holding && self.unsettled.is_none()
+        self.entries.is_empty() && !self.holding && self.unsettled.is_none() && self.fired.is_none()
     }
 
     /// Entries held.
@@ -221,6 +225,7 @@ impl SlidingWindow {
             "sum": sum, "min": min, "max": max,
             "distinct": self.distinct.len(),
             "holding": self.holding,
+            "firing": self.fired,
             "oldest": self.entries.front().map(|e| e.event.time),
             "newest": self.entries.back().map(|e| e.event.time),
         })
@@ -308,7 +313,7 @@ impl SlidingWindow {
             };
             let mut id = env.alert_id(kind);
             id.add_i64(at.millis()).add_u64(ordinal.unwrap_or(0));
-            alerts.push(threshold_alert(
+            let fired = threshold_alert(
                 env,
                 pattern,
                 id,
@@ -322,7 +327,18 @@ impl SlidingWindow {
                     last: self.last.as_deref(),
                     event: event.map(|e| &**e),
                 },
-            ));
+            );
+            self.fired = Some(fired.id.clone());
+            alerts.push(fired);
+        } else if !holds && self.holding {
+            // The aggregate fell back across its bound: the alert's
+            // pattern has ended.
+            if let Some(firing) = self.fired.take() {
+                let by = event.zip(ordinal).map(|(e, n)| env.reference(e, n));
+                let mut values = Map::new();
+                values.insert("value".into(), json!(value));
+                alerts.push(env.resolution(&firing, at, by, values));
+            }
         }
         self.holding = holds;
     }
