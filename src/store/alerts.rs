@@ -55,6 +55,12 @@ pub struct StoredAlert {
     /// Produced by a rule in shadow mode.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// Muted by a silence active when it was detected: stored, not
+    /// delivered to receivers nor to subscribers that do not ask for it.
+    /// NB: not stored with the alert; set when it is served, from the
+    /// silences (`crate::delivery`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silenced: bool,
 }
 
 impl StoredAlert {
@@ -76,6 +82,7 @@ impl StoredAlert {
                 _ => Map::new(),
             },
             shadow: e.shadow,
+            silenced: false,
         }
     }
 }
@@ -108,6 +115,8 @@ pub struct AlertFilter {
     pub severity: Option<Severity>,
     /// Include shadow alerts.
     pub shadow: bool,
+    /// Include silenced alerts.
+    pub silenced: bool,
 }
 
 impl AlertFilter {
@@ -117,6 +126,7 @@ impl AlertFilter {
             && self.key.as_deref().is_none_or(|k| k == alert.key)
             && self.severity.is_none_or(|s| alert.severity >= s)
             && (self.shadow || !alert.shadow)
+            && (self.silenced || !alert.silenced)
     }
 }
 
@@ -228,6 +238,20 @@ impl AlertLog {
         limit: usize,
         scan_limit: usize,
     ) -> StoreResult<(Vec<StoredAlert>, u64)> {
+        self.query_marked(filter, after, through, limit, scan_limit, |_| {})
+    }
+
+    /// As [`AlertLog::query`], with `mark` applied to each alert before
+    /// the filter sees it (it sets `silenced`).
+    pub fn query_marked(
+        &self,
+        filter: &AlertFilter,
+        after: u64,
+        through: u64,
+        limit: usize,
+        scan_limit: usize,
+        mark: impl Fn(&mut StoredAlert),
+    ) -> StoreResult<(Vec<StoredAlert>, u64)> {
         let mut found = Vec::new();
         let mut next = after;
         for item in self
@@ -237,7 +261,8 @@ impl AlertLog {
         {
             let (k, v) = item?;
             let seq = read_be(&k).unwrap_or(0);
-            let alert = from_record(seq, decode(&v)?);
+            let mut alert = from_record(seq, decode(&v)?);
+            mark(&mut alert);
             next = seq;
             if filter.accepts(&alert) {
                 found.push(alert);
@@ -277,5 +302,6 @@ fn from_record(seq: u64, r: AlertRecord) -> StoredAlert {
             _ => Map::new(),
         },
         shadow: r.shadow,
+        silenced: false,
     }
 }
