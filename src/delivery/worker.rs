@@ -115,8 +115,8 @@ pub async fn send(
 
 /// What became of a notification.
 enum Outcome {
-    Delivered,
-    Parked,
+    /// Delivered, parked, or held back whole by a silence.
+    Done,
     /// The receiver was removed while it was being retried.
     Abandoned,
 }
@@ -231,11 +231,12 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
                         telemetry::delivery_batched(&name, notification.alerts.len());
                     }
                     throttled = false;
-                    match deliver(&delivery, &client, &name, &notification, &mut changes).await {
+                    let seqs: Vec<u64> = notification.alerts.iter().map(|a| a.seq).collect();
+                    match deliver(&delivery, &client, &name, notification, &mut changes).await {
                         Outcome::Abandoned => return,
-                        Outcome::Delivered | Outcome::Parked => {
-                            for alert in &notification.alerts {
-                                held.remove(&alert.seq);
+                        Outcome::Done => {
+                            for seq in seqs {
+                                held.remove(&seq);
                             }
                         }
                     }
@@ -280,21 +281,35 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
 }
 
 /// Sends `notification` until it goes through or its attempts are spent
-/// (then parks it); reads the receiver again before each attempt, so a
-/// corrected URL or secret applies to the next one.
+/// (then parks it). Before each attempt it reads the receiver again, so a
+/// corrected URL or secret applies to the next one, and drops the alerts a
+/// silence now holds back.
 async fn deliver(
     delivery: &Arc<Delivery>,
     client: &awc::Client,
     name: &str,
-    notification: &Notification,
+    mut notification: Notification,
     changes: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Outcome {
     let settings = delivery.settings();
+    let notification = &mut notification;
     let mut attempt = 0u32;
     loop {
         let Some(receiver) = delivery.directory().receivers.get(name).cloned() else {
             return Outcome::Abandoned;
         };
+        let silences = delivery.silences();
+        let now = wall_now();
+        notification.alerts.retain(|a| {
+            let muted = silence::mutes(&silences, a, Some(now));
+            if muted {
+                telemetry::delivery_silenced(name);
+            }
+            !muted
+        });
+        if notification.alerts.is_empty() {
+            return Outcome::Done;
+        }
         attempt += 1;
         let result = send(client, &receiver.spec, notification, settings.timeout).await;
         let error = match result {
@@ -305,7 +320,7 @@ async fn deliver(
                     s.retrying = false;
                     s.last_delivered_at = Some(now);
                 });
-                return Outcome::Delivered;
+                return Outcome::Done;
             }
             Err(e) => e,
         };
@@ -319,7 +334,7 @@ async fn deliver(
         if !error.retryable || attempt >= max_attempts {
             park(delivery, name, notification, attempt, error.message);
             delivery.update_status(name, |s| s.retrying = false);
-            return Outcome::Parked;
+            return Outcome::Done;
         }
         telemetry::delivery_retry(name);
         delivery.update_status(name, |s| s.retrying = true);
