@@ -607,3 +607,85 @@ fn silences_mute_new_alerts_hold_back_waiting_ones_and_expire() {
         "{body}"
     );
 }
+
+#[test]
+fn websocket_subscribers_get_silenced_alerts_only_when_they_ask() {
+    let server = Server::start(FAST_TIMING);
+    server.create_rule(&every_event_rule("r1", "a", "high"));
+    server.create_rule(&every_event_rule("r2", "b", "high"));
+    expect_json(
+        server.post(
+            "/v1/silences",
+            "application/json",
+            json!({"matchers": {"rule": "r1", "severity": "high"}, "duration": "1h", "created_by": "ana"}).to_string(),
+        ),
+        StatusCode::CREATED,
+        "POST /v1/silences",
+    );
+    let mut plain = server.ws("");
+    let mut all = server.ws("silenced=true");
+    server.send_events(&json!([{"key": "k", "type": "a"}]));
+    server.send_events(&json!([{"key": "k", "type": "b"}]));
+    let first = all.next_alert();
+    assert_eq!(
+        (first["rule"].as_str(), first["silenced"].as_bool()),
+        (Some("r1"), Some(true))
+    );
+    assert_eq!(all.next_alert()["rule"], "r2");
+    let only = plain.next_alert();
+    assert_eq!(
+        only["rule"], "r2",
+        "the silenced alert was left out: {only}"
+    );
+    assert!(only.get("silenced").is_none());
+    // Replays mark and filter the same way.
+    let mut replay = server.ws("after=0");
+    assert_eq!(replay.next_alert()["rule"], "r2");
+}
+
+#[test]
+fn alerts_removed_by_retention_before_a_receiver_got_them_are_listed_as_lost() {
+    let server = Server::start(&format!(
+        "{}\nqueue_len = 1\nmax_attempts = 100000\n\n[history]\nalert_retention = \"1ms\"\ncompact_every = \"50ms\"\n",
+        config("")
+    ));
+    let hook = Webhook::start(Behaviour::Fail(503));
+    create_receiver(&server, json!({"name": "behind", "url": hook.url()}));
+    put_routes(&server, json!([{"receiver": "behind"}]));
+    server.create_rule(&every_event_rule("r1", "a", "high"));
+    server.send_events(&events(5, "a"));
+    // Retention keeps the newest alert only; the receiver holds the first
+    // (its read-ahead is one alert) and is stuck on it.
+    wait_until("retention removed the older alerts", || {
+        (server.get("/v1/alerts?after=0").status() == StatusCode::GONE).then_some(())
+    });
+    hook.set(Behaviour::Ok);
+    let lost = wait_until("the loss is listed", || {
+        let lost = server.get_json("/v1/receivers/behind/lost");
+        (lost["total"].as_u64().unwrap_or(0) > 0).then_some(lost)
+    });
+    wait_until("the newest alert delivered", || {
+        hook.accepted_alerts()
+            .iter()
+            .any(|a| a["seq"] == 5)
+            .then_some(())
+    });
+    let mut covered: Vec<u64> = first_arrivals(&hook.accepted_alerts());
+    for range in lost["lost"].as_array().unwrap() {
+        covered.extend(range["first_seq"].as_u64().unwrap()..=range["last_seq"].as_u64().unwrap());
+    }
+    covered.sort();
+    assert_eq!(
+        covered,
+        vec![1, 2, 3, 4, 5],
+        "every alert delivered or listed lost: {lost}"
+    );
+    assert_eq!(
+        server.metric("cepheus_delivery_lost_alerts_total{receiver=\"behind\"}"),
+        lost["total"].as_f64()
+    );
+    assert_eq!(
+        server.get_json("/v1/receivers/behind")["status"]["lost"],
+        lost["total"]
+    );
+}

@@ -21,7 +21,7 @@ use crate::delivery::sign::{signature, SIGNATURE_HEADER};
 use crate::delivery::{route, silence, Delivery};
 use crate::settings::std_duration;
 use crate::store::alerts::AlertFilter;
-use crate::store::delivery::{FailedDelivery, LostAlerts};
+use crate::store::delivery::{FailedDelivery, LostAlerts, StoredReceiver};
 use crate::telemetry;
 use crate::time::Duration;
 
@@ -152,10 +152,26 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         silenced: true,
         ..AlertFilter::default()
     };
+    // NB: the receiver this task serves is the one created at this time: a
+    // receiver removed and created again under the same name gets a task
+    // of its own, and this one ends.
+    let Some(created_at) = delivery
+        .directory()
+        .receivers
+        .get(&name)
+        .map(|r| r.created_at)
+    else {
+        return;
+    };
     tracing::debug!(receiver = %name, cursor, "delivery task started");
     loop {
         let directory = delivery.directory();
-        let Some(receiver) = directory.receivers.get(&name).cloned() else {
+        let Some(receiver) = directory
+            .receivers
+            .get(&name)
+            .filter(|r| r.created_at == created_at)
+            .cloned()
+        else {
             tracing::info!(receiver = %name, "receiver removed; its task ends");
             return;
         };
@@ -232,7 +248,7 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
                     }
                     throttled = false;
                     let seqs: Vec<u64> = notification.alerts.iter().map(|a| a.seq).collect();
-                    match deliver(&delivery, &client, &name, notification, &mut changes).await {
+                    match deliver(&delivery, &client, &receiver, notification, &mut changes).await {
                         Outcome::Abandoned => return,
                         Outcome::Done => {
                             for seq in seqs {
@@ -287,15 +303,24 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
 async fn deliver(
     delivery: &Arc<Delivery>,
     client: &awc::Client,
-    name: &str,
+    first: &StoredReceiver,
     mut notification: Notification,
     changes: &mut tokio::sync::watch::Receiver<u64>,
 ) -> Outcome {
     let settings = delivery.settings();
+    let name = first.spec.name.as_str();
+    let current = || {
+        delivery
+            .directory()
+            .receivers
+            .get(name)
+            .filter(|r| r.created_at == first.created_at)
+            .cloned()
+    };
     let notification = &mut notification;
     let mut attempt = 0u32;
     loop {
-        let Some(receiver) = delivery.directory().receivers.get(name).cloned() else {
+        let Some(receiver) = current() else {
             return Outcome::Abandoned;
         };
         let silences = delivery.silences();
@@ -354,7 +379,7 @@ async fn deliver(
                 _ = tokio::time::sleep_until(until) => break,
                 changed = changes.changed() => {
                     if changed.is_err() { break; }
-                    if !delivery.directory().receivers.contains_key(name) {
+                    if current().is_none() {
                         return Outcome::Abandoned;
                     }
                     break;
