@@ -689,3 +689,55 @@ fn alerts_removed_by_retention_before_a_receiver_got_them_are_listed_as_lost() {
         lost["total"]
     );
 }
+
+/// Makes a self-signed certificate for 127.0.0.1 with openssl.
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is needed to make the test certificate (.ci/run installs it)");
+    assert!(status.success());
+    (cert, key)
+}
+
+#[test]
+fn https_receivers_are_checked_against_the_configured_authorities() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let server = Server::start(&config(&format!(
+        "ca_file = {:?}\n",
+        cert.display().to_string()
+    )));
+    let hook = Webhook::start_tls(Behaviour::Ok, &cert, &key);
+    assert!(hook.url().starts_with("https://"));
+    create_receiver(
+        &server,
+        json!({"name": "tls", "url": hook.url(), "format": "cloudevents"}),
+    );
+    put_routes(&server, json!([{"receiver": "tls"}]));
+    server.create_rule(&every_event_rule("r1", "a", "high"));
+    server.send_events(&events(1, "a"));
+    let got = wait_until("the alert delivered over TLS", || hook.accepted().pop());
+    assert_eq!(
+        got.header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    let event = got.json();
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["type"], "io.cepheus.alert.firing");
+    assert_eq!(event["subject"], "k0");
+    assert_eq!(event["data"]["rule"], "r1");
+}

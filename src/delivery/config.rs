@@ -190,6 +190,11 @@ pub struct DeliverySettings {
     /// Failed deliveries kept per receiver (default 10,000); beyond, the
     /// oldest are removed and counted.
     pub max_failures: usize,
+    /// PEM file of the certificate authorities `https://` receivers are
+    /// checked against (default none: the system's bundle, or
+    /// `SSL_CERT_FILE`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Receivers loaded at start (created, or replaced when they differ).
     pub receivers: Vec<ReceiverSpec>,
     /// Routes loaded at start (replace the stored ones when they differ).
@@ -210,6 +215,7 @@ impl Default for DeliverySettings {
             backoff_max: Duration::from_secs(300),
             timeout: Duration::from_secs(10),
             max_failures: 10_000,
+            ca_file: None,
             receivers: Vec::new(),
             routes: Vec::new(),
         }

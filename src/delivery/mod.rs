@@ -120,6 +120,8 @@ pub struct Delivery {
     arbiter: Mutex<Option<actix::ArbiterHandle>>,
     /// Serialises writes of receivers and routes (checks then writes).
     writing: Mutex<()>,
+    /// The TLS client configuration for `https://` receivers.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -134,7 +136,10 @@ impl Delivery {
         runtime: Arc<Runtime>,
         settings: DeliverySettings,
     ) -> Result<Arc<Delivery>, DeliveryError> {
+        let tls = worker::tls_config(settings.ca_file.as_deref())
+            .map_err(|e| DeliveryError::Invalid(vec![format!("delivery.ca_file: {e}")]))?;
         let delivery = Arc::new(Delivery {
+            tls,
             settings: DeliverySettings {
                 receivers: Vec::new(),
                 routes: Vec::new(),
@@ -217,6 +222,11 @@ impl Delivery {
             Arc::new(Directory { receivers, routes });
         self.changed.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// The TLS client configuration for `https://` receivers.
+    pub fn tls(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.clone()
     }
 
     /// The store.
@@ -484,7 +494,7 @@ impl Delivery {
             labels: Vec::new(),
             alerts,
         };
-        let client = worker::client();
+        let client = worker::client(self.tls());
         match worker::send(
             &client,
             &receiver.spec,

@@ -43,12 +43,72 @@ pub struct SendError {
 }
 
 /// An HTTP client for notifications: no redirects (a redirect could lead
-/// past the URL policy).
-pub fn client() -> awc::Client {
+/// past the URL policy); `https://` with rustls when `tls` is given.
+pub fn client(tls: Option<Arc<rustls::ClientConfig>>) -> awc::Client {
+    let mut connector = awc::Connector::new();
+    if let Some(tls) = tls {
+        connector = connector.rustls_0_23(tls);
+    }
     awc::Client::builder()
+        .connector(connector)
         .disable_redirects()
         .timeout(StdDuration::from_secs(600))
         .finish()
+}
+
+/// Where the system keeps its certificate authorities (Debian, Red Hat,
+/// Alpine and macOS layouts); `SSL_CERT_FILE` wins.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The TLS client configuration: the roots of `ca_file` when given (an
+/// error if it holds none), else of the system's bundle (`SSL_CERT_FILE`,
+/// else the first of [`CA_BUNDLES`]). `Ok(None)` (logged) when the system
+/// has none: `https://` receivers then fail to connect, with that reason in
+/// their `last_error`.
+pub fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let from_env = std::env::var("SSL_CERT_FILE").ok();
+    let path = match ca_file {
+        Some(path) => path.to_owned(),
+        None => match from_env
+            .as_deref()
+            .into_iter()
+            .chain(CA_BUNDLES.iter().copied())
+            .find(|p| std::path::Path::new(p).exists())
+        {
+            Some(path) => path.into(),
+            None => {
+                tracing::warn!("no CA bundle found (set SSL_CERT_FILE or delivery.ca_file): https:// receivers cannot be reached");
+                return Ok(None);
+            }
+        },
+    };
+    let certs = CertificateDer::pem_file_iter(&path)
+        .map(|certs| certs.filter_map(Result::ok).collect::<Vec<_>>())
+        .map_err(|e| format!("cannot read the CA bundle {}: {e}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!(
+            "the CA bundle {} holds no usable certificate",
+            path.display()
+        ));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
 }
 
 /// One attempt: POSTs `notification` to the receiver.
@@ -125,7 +185,7 @@ enum Outcome {
 pub async fn run(delivery: Arc<Delivery>, name: String) {
     let store = delivery.store().clone();
     let settings = delivery.settings().clone();
-    let client = client();
+    let client = client(delivery.tls());
     let mut published = delivery.runtime().alerts.watch_published();
     let mut changes = delivery.watch_changes();
     let mut cursor = match store.delivery().cursor(&name) {

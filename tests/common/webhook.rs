@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -53,6 +53,7 @@ pub struct Webhook {
     behaviour: Arc<Mutex<Behaviour>>,
     received: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
+    https: bool,
 }
 
 impl Webhook {
@@ -64,12 +65,40 @@ impl Webhook {
     /// Starts a receiver on `port` (e.g. one a test kept free while it was
     /// "down").
     pub fn start_on(port: u16, behaviour: Behaviour) -> Webhook {
+        Webhook::listen(port, behaviour, None)
+    }
+
+    /// Starts an `https://` receiver with the PEM certificate and key.
+    pub fn start_tls(
+        behaviour: Behaviour,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Webhook {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Webhook::listen(super::free_port(), behaviour, Some(Arc::new(config)))
+    }
+
+    fn listen(port: u16, behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> Webhook {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("the webhook port is free");
         let hook = Webhook {
             port,
             behaviour: Arc::new(Mutex::new(behaviour)),
             received: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            https: tls.is_some(),
         };
         let (behaviour, received, stop) = (
             Arc::clone(&hook.behaviour),
@@ -86,7 +115,22 @@ impl Webhook {
                             Arc::clone(&received),
                             Arc::clone(&stop),
                         );
-                        std::thread::spawn(move || serve(stream, behaviour, received, stop));
+                        let tls = tls.clone();
+                        std::thread::spawn(move || {
+                            let _ = stream.set_nonblocking(false);
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+                            match tls {
+                                Some(config) => {
+                                    let Ok(connection) = rustls::ServerConnection::new(config)
+                                    else {
+                                        return;
+                                    };
+                                    let tls = rustls::StreamOwned::new(connection, stream);
+                                    serve(tls, behaviour, received, stop)
+                                }
+                                None => serve(stream, behaviour, received, stop),
+                            }
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -97,7 +141,8 @@ impl Webhook {
 
     /// Its URL.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/hook", self.port)
     }
 
     /// Its port.
@@ -140,17 +185,11 @@ impl Drop for Webhook {
 }
 
 fn serve(
-    stream: TcpStream,
+    stream: impl Read + Write,
     behaviour: Arc<Mutex<Behaviour>>,
     received: Arc<Mutex<Vec<Received>>>,
     stop: Arc<AtomicBool>,
 ) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(_) => return,
-    };
     let mut reader = BufReader::new(stream);
     loop {
         if stop.load(Ordering::Relaxed) {
@@ -204,7 +243,8 @@ fn serve(
             return;
         }
         let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-        if writer.write_all(answer.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(answer.as_bytes()).is_err() || writer.flush().is_err() {
             return;
         }
     }
