@@ -313,6 +313,9 @@ fn a_dead_receiver_slows_neither_ingest_nor_other_receivers() {
             .contains("cannot reach"),
         "{status}"
     );
+    // Receiver tasks do not hold up a graceful shutdown.
+    let mut server = server;
+    server.stop();
 }
 
 #[test]
@@ -740,4 +743,64 @@ fn https_receivers_are_checked_against_the_configured_authorities() {
     assert_eq!(event["type"], "io.cepheus.alert.firing");
     assert_eq!(event["subject"], "k0");
     assert_eq!(event["data"]["rule"], "r1");
+}
+
+#[test]
+fn changing_receivers_routes_and_silences_needs_the_admin_scope() {
+    let hex = |token: &str| -> String {
+        Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let server = Server::start(&format!(
+        "{}\n[[auth.tokens]]\nname = \"reader\"\nsha256 = \"{}\"\nscopes = [\"read\"]\n\n[[auth.tokens]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
+        config(""),
+        hex("reader-token"),
+        hex("ops-token")
+    ));
+    let receiver = json!({"name": "r", "url": "http://127.0.0.1:9/x", "hmac_secret": "k-55e1"});
+    let send = |method: reqwest::Method, path: &str, token: &str, body: &Value| {
+        server
+            .http()
+            .request(method, server.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .unwrap()
+    };
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/v1/receivers", receiver.clone()),
+        (reqwest::Method::PUT, "/v1/routes", json!({"routes": []})),
+        (
+            reqwest::Method::POST,
+            "/v1/silences",
+            json!({"matchers": {"rule": "x"}, "duration": "1h", "created_by": "me"}),
+        ),
+    ] {
+        expect_error(
+            send(method, path, "reader-token", &body),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        );
+    }
+    expect_json(
+        send(
+            reqwest::Method::POST,
+            "/v1/receivers",
+            "ops-token",
+            &receiver,
+        ),
+        StatusCode::CREATED,
+        "admin creates",
+    );
+    let read = send(
+        reqwest::Method::GET,
+        "/v1/receivers/r",
+        "reader-token",
+        &json!({}),
+    );
+    let shown = expect_json(read, StatusCode::OK, "read");
+    assert_eq!(shown["hmac_secret"], "set");
+    assert!(!shown.to_string().contains("k-55e1"));
 }

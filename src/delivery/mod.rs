@@ -331,7 +331,8 @@ impl Delivery {
             updated_at: now,
             spec,
         };
-        store.put_receiver(&stored, self.runtime.alerts.published())?;
+        let cursor = current.is_none().then(|| self.runtime.alerts.published());
+        store.put_receiver(&stored, cursor)?;
         self.reload()?;
         if current.is_none() {
             self.spawn_worker(stored.spec.name.clone());

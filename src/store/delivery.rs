@@ -125,12 +125,14 @@ impl DeliveryStore {
         })
     }
 
-    /// Stores a receiver version; a new receiver starts its cursor at
-    /// `cursor` (the last alert published: it gets the alerts after it).
-    pub fn put_receiver(&self, receiver: &StoredReceiver, cursor: u64) -> StoreResult<()> {
+    /// Stores a receiver version. A new receiver (`cursor` given) starts
+    /// its cursor there (the last alert published: it gets the alerts after
+    /// it), replacing any left by a receiver of the same name removed
+    /// before; a replaced one keeps its cursor.
+    pub fn put_receiver(&self, receiver: &StoredReceiver, cursor: Option<u64>) -> StoreResult<()> {
         let bytes = encode(receiver)?;
         let name = &receiver.spec.name;
-        if !self.cursors.contains_key(name.as_bytes())? {
+        if let Some(cursor) = cursor {
             self.cursors.insert(name.as_bytes(), &be(cursor))?;
         }
         self.receiver_versions
