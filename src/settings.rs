@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::api::auth::TokenConfig;
+use crate::delivery::config::DeliverySettings;
 use crate::engine::EngineConfig;
 use crate::event::EventLimits;
 use crate::rules::limits::RuleLimits;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub history: History,
     /// API tokens.
     pub auth: AuthSettings,
+    /// Receivers, routes and the limits of delivery (`docs/delivery.md`).
+    pub delivery: DeliverySettings,
     /// TLS certificate and key; plain HTTP when absent.
     pub tls: Option<TlsSettings>,
     /// Listen on a non-loopback address without tokens (default false:
@@ -193,6 +196,7 @@ impl Default for Settings {
             storage: Storage::default(),
             history: History::default(),
             auth: AuthSettings::default(),
+            delivery: DeliverySettings::default(),
             tls: None,
             insecure: false,
         }

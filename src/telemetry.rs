@@ -53,6 +53,31 @@ pub const STAGE_SECONDS: &str = "cepheus_stage_seconds";
 /// HTTP request latency, by method, route and status.
 pub const HTTP_REQUEST_SECONDS: &str = "cepheus_http_request_duration_seconds";
 
+/// Notifications a receiver accepted, by receiver.
+pub const DELIVERY_NOTIFICATIONS: &str = "cepheus_delivery_notifications_total";
+/// Alerts delivered, by receiver.
+pub const DELIVERY_ALERTS: &str = "cepheus_delivery_alerts_total";
+/// Notifications parked after their last failed attempt, by receiver.
+pub const DELIVERY_FAILURES: &str = "cepheus_delivery_failures_total";
+/// Alerts in parked notifications, by receiver.
+pub const DELIVERY_FAILED_ALERTS: &str = "cepheus_delivery_failed_alerts_total";
+/// Failed attempts followed by another, by receiver.
+pub const DELIVERY_RETRIES: &str = "cepheus_delivery_retries_total";
+/// Alerts published and not yet done by a receiver (its backlog), by receiver.
+pub const DELIVERY_QUEUE: &str = "cepheus_delivery_queue_depth";
+/// From an alert's detection to a receiver accepting it, by receiver.
+pub const DELIVERY_LATENCY: &str = "cepheus_delivery_latency_seconds";
+/// Alerts removed by retention before a receiver got them, by receiver.
+pub const DELIVERY_LOST: &str = "cepheus_delivery_lost_alerts_total";
+/// Alerts held back by a silence at send time, by receiver.
+pub const DELIVERY_SILENCED: &str = "cepheus_delivery_silenced_alerts_total";
+/// Alerts sent together because the receiver's rate limit held them, by receiver.
+pub const DELIVERY_BATCHED: &str = "cepheus_delivery_rate_limited_alerts_total";
+/// Parked notifications removed at `delivery.max_failures`, by receiver.
+pub const DELIVERY_FAILURES_DROPPED: &str = "cepheus_delivery_failures_dropped_total";
+/// Alerts silenced when detected, by rule.
+pub const ALERTS_SILENCED: &str = "cepheus_alerts_silenced_total";
+
 /// Installs the Prometheus recorder; the handle renders `/metrics`.
 /// Installing twice (tests) returns a handle of a local recorder.
 pub fn install() -> PrometheusHandle {
@@ -68,6 +93,14 @@ pub fn install() -> PrometheusHandle {
                 b.set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full(STAGE_SECONDS.into()),
                     STAGE_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(DELIVERY_LATENCY.into()),
+                    &[
+                        0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+                    ],
                 )
             })
             .expect("bucket lists are not empty")
@@ -255,4 +288,61 @@ pub fn http_request(method: &str, route: &str, status: u16, seconds: f64) {
         "status" => status.to_string()
     )
     .record(seconds);
+}
+
+/// Counts a notification a receiver accepted, its alerts, and their
+/// latency from detection.
+pub fn delivered(
+    receiver: &str,
+    alerts: &[std::sync::Arc<crate::store::alerts::StoredAlert>],
+    now: crate::time::Timestamp,
+) {
+    counter!(DELIVERY_NOTIFICATIONS, "receiver" => receiver.to_owned()).increment(1);
+    counter!(DELIVERY_ALERTS, "receiver" => receiver.to_owned()).increment(alerts.len() as u64);
+    let latency = histogram!(DELIVERY_LATENCY, "receiver" => receiver.to_owned());
+    for alert in alerts {
+        latency.record(now.since(alert.detected_at).millis().max(0) as f64 / 1000.0);
+    }
+}
+
+/// Counts a parked notification of `alerts` alerts.
+pub fn delivery_failed(receiver: &str, alerts: usize) {
+    counter!(DELIVERY_FAILURES, "receiver" => receiver.to_owned()).increment(1);
+    counter!(DELIVERY_FAILED_ALERTS, "receiver" => receiver.to_owned()).increment(alerts as u64);
+}
+
+/// Counts a retry.
+pub fn delivery_retry(receiver: &str) {
+    counter!(DELIVERY_RETRIES, "receiver" => receiver.to_owned()).increment(1);
+}
+
+/// Sets a receiver's backlog.
+pub fn delivery_queue(receiver: &str, backlog: u64) {
+    gauge!(DELIVERY_QUEUE, "receiver" => receiver.to_owned()).set(backlog as f64);
+}
+
+/// Counts alerts a receiver lost to retention.
+pub fn delivery_lost(receiver: &str, alerts: u64) {
+    counter!(DELIVERY_LOST, "receiver" => receiver.to_owned()).increment(alerts);
+}
+
+/// Counts an alert held back by a silence at send time.
+pub fn delivery_silenced(receiver: &str) {
+    counter!(DELIVERY_SILENCED, "receiver" => receiver.to_owned()).increment(1);
+}
+
+/// Counts alerts that rode together because of the rate limit.
+pub fn delivery_batched(receiver: &str, alerts: usize) {
+    counter!(DELIVERY_BATCHED, "receiver" => receiver.to_owned()).increment(alerts as u64);
+}
+
+/// Counts parked notifications removed at the limit.
+pub fn delivery_failures_dropped(receiver: &str, removed: usize) {
+    counter!(DELIVERY_FAILURES_DROPPED, "receiver" => receiver.to_owned())
+        .increment(removed as u64);
+}
+
+/// Counts an alert silenced when detected.
+pub fn alert_silenced(rule: &str) {
+    counter!(ALERTS_SILENCED, "rule" => rule.to_owned()).increment(1);
 }

@@ -68,6 +68,10 @@ pub struct AlertHub {
     stored: watch::Sender<u64>,
     /// Becomes true when the service shuts down: subscribers close.
     closing: watch::Sender<bool>,
+    /// The last seq published, watched by the receivers' delivery tasks
+    /// (a watch, not the broadcast: they read the alert log themselves and
+    /// must not count as WebSocket subscribers).
+    published_watch: watch::Sender<u64>,
 }
 
 impl AlertHub {
@@ -85,6 +89,7 @@ impl AlertHub {
             views: Mutex::new(ViewPosition::default()),
             stored: watch::Sender::new(0),
             closing: watch::Sender::new(false),
+            published_watch: watch::Sender::new(0),
         }
     }
 
@@ -223,6 +228,7 @@ impl AlertHub {
         }
         let last = self.store.alerts().last_seq()?;
         self.published.store(last, Ordering::Release);
+        self.published_watch.send_replace(last);
         {
             let mut ledger = self.ledger();
             ledger.next_seq = last + 1;
@@ -252,6 +258,12 @@ impl AlertHub {
     pub fn subscribe(&self) -> (broadcast::Receiver<Arc<StoredAlert>>, u64) {
         let receiver = self.live.subscribe();
         (receiver, self.published.load(Ordering::Acquire))
+    }
+
+    /// Watches the last seq published (it changes after the alerts are
+    /// stored, so a reader of the alert log finds them).
+    pub fn watch_published(&self) -> watch::Receiver<u64> {
+        self.published_watch.subscribe()
     }
 
     /// The last seq published.
@@ -312,6 +324,9 @@ impl AlertHub {
             // (which read up to `published`).
             self.published.store(alert.seq, Ordering::Release);
             let _ = self.live.send(Arc::new(StoredAlert::from_entry(alert)));
+        }
+        if busy {
+            self.published_watch.send_replace(self.published());
         }
         if busy {
             telemetry::stage(Stage::Publish, started.elapsed());

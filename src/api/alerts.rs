@@ -31,6 +31,8 @@ pub struct AlertQuery {
     pub limit: Option<usize>,
     /// Include alerts of rules in shadow mode (default false).
     pub shadow: Option<bool>,
+    /// Include alerts muted by a silence, marked `silenced` (default false).
+    pub silenced: Option<bool>,
 }
 
 impl AlertQuery {
@@ -41,6 +43,7 @@ impl AlertQuery {
             key: self.key.clone(),
             severity: self.severity,
             shadow: self.shadow.unwrap_or(false),
+            silenced: self.silenced.unwrap_or(false),
         }
     }
 }
@@ -91,12 +94,14 @@ pub async fn list_alerts(
     let through = state.runtime.alerts.published();
     // `scanned` is the last seq looked at (or `after`): everything up to it
     // was either returned or filtered out, so it is the cursor.
-    let (alerts, scanned) =
-        state
-            .runtime
-            .store
-            .alerts()
-            .query(&query.filter(), after, through, limit, SCAN_LIMIT)?;
+    let (alerts, scanned) = state.runtime.store.alerts().query_marked(
+        &query.filter(),
+        after,
+        through,
+        limit,
+        SCAN_LIMIT,
+        |alert| state.delivery.mark(alert),
+    )?;
     Ok(HttpResponse::Ok().json(AlertPage {
         alerts,
         next: scanned,
@@ -142,7 +147,10 @@ pub async fn get_alert(
 ) -> Result<HttpResponse, ApiError> {
     let published = state.runtime.alerts.published();
     match state.runtime.store.alerts().get_by_id(&id)? {
-        Some(alert) if alert.seq <= published => Ok(HttpResponse::Ok().json(alert)),
+        Some(mut alert) if alert.seq <= published => {
+            state.delivery.mark(&mut alert);
+            Ok(HttpResponse::Ok().json(alert))
+        }
         _ => Err(ApiError::NotFound(format!("no alert with id `{id}`"))),
     }
 }

@@ -135,6 +135,15 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         "/v1/rules/validate" => Scope::Read,
         p if p.starts_with("/v1/rules") && !reading => Scope::Admin,
         p if p.starts_with("/v1/entities/") && !reading => Scope::Admin,
+        // NB: receivers carry secrets: writing them (and routes and
+        // silences) needs `admin`; reading shows no secret.
+        p if (p.starts_with("/v1/receivers")
+            || p.starts_with("/v1/routes")
+            || p.starts_with("/v1/silences"))
+            && !reading =>
+        {
+            Scope::Admin
+        }
         "/v1/clock" => Scope::Admin,
         _ => Scope::Read,
     })
@@ -246,6 +255,18 @@ mod tests {
         assert_eq!(
             required_scope(&Method::GET, "/v1/alerts/ws"),
             Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::POST, "/v1/receivers"),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&Method::GET, "/v1/receivers/x"),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&Method::DELETE, "/v1/silences/x"),
+            Some(Scope::Admin)
         );
         assert_eq!(required_scope(&Method::GET, "/healthz"), None);
         assert_eq!(required_scope(&Method::GET, "/docs/index.html"), None);

@@ -8,7 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    alerts, backtests, clock, deadletters, entities, error, events, health, rules, stats, ws,
+    alerts, backtests, clock, deadletters, entities, error, events, health, receivers, rules,
+    silences, stats, ws,
 };
 
 /// The API description, generated from the handlers' annotations.
@@ -41,6 +42,22 @@ use crate::api::{
         entities::get_entity,
         entities::put_entity,
         clock::advance_clock,
+        receivers::list_receivers,
+        receivers::create_receiver,
+        receivers::get_receiver,
+        receivers::replace_receiver,
+        receivers::delete_receiver,
+        receivers::list_failures,
+        receivers::resend_failure,
+        receivers::discard_failure,
+        receivers::list_lost,
+        receivers::get_routes,
+        receivers::put_routes,
+        receivers::get_route_version,
+        silences::list_silences,
+        silences::create_silence,
+        silences::get_silence,
+        silences::expire_silence,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -54,6 +71,7 @@ use crate::api::{
         (name = "alerts", description = "Alerts over REST and WebSocket"),
         (name = "entities", description = "Per-entity live state and static attributes"),
         (name = "clock", description = "Event-time control"),
+        (name = "delivery", description = "Receivers, routes, failed deliveries and silences"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]

@@ -74,6 +74,9 @@ pub enum ApiError {
         /// The oldest seq still held.
         oldest: u64,
     },
+    /// 502: a receiver cepheus called failed.
+    #[error("{0}")]
+    BadGateway(String),
     /// 503: not ready, or the store failed.
     #[error("{0}")]
     Unavailable(String),
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Gone { .. } => "gone",
+            ApiError::BadGateway(_) => "delivery_failed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -121,6 +125,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

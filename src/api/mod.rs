@@ -15,6 +15,12 @@
 //! | `GET /v1/alerts/ws` | [`ws::alerts_ws`] |
 //! | `GET /v1/entities/{key}`, `PUT /v1/entities/{key}` | [`entities::get_entity`], [`entities::put_entity`] |
 //! | `POST /v1/clock` | [`clock::advance_clock`] |
+//! | `GET /v1/receivers`, `POST /v1/receivers` | [`receivers::list_receivers`], [`receivers::create_receiver`] |
+//! | `GET /v1/receivers/{name}`, `PUT …`, `DELETE …` | [`receivers::get_receiver`], [`receivers::replace_receiver`], [`receivers::delete_receiver`] |
+//! | `GET /v1/receivers/{name}/failures`, `POST …/failures/{id}/resend`, `DELETE …/failures/{id}` | [`receivers::list_failures`], [`receivers::resend_failure`], [`receivers::discard_failure`] |
+//! | `GET /v1/receivers/{name}/lost` | [`receivers::list_lost`] |
+//! | `GET /v1/routes`, `PUT /v1/routes`, `GET /v1/routes/versions/{n}` | [`receivers::get_routes`], [`receivers::put_routes`], [`receivers::get_route_version`] |
+//! | `GET /v1/silences`, `POST /v1/silences`, `GET /v1/silences/{id}`, `DELETE /v1/silences/{id}` | [`silences`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |
 //! | `GET /openapi.json`, `GET /docs/` | [`docs`] |
 //! | `GET /` | [`page`]: the live page |
@@ -30,7 +36,9 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod page;
+pub mod receivers;
 pub mod rules;
+pub mod silences;
 pub mod stats;
 pub mod ws;
 
@@ -77,6 +85,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Backtest jobs.
     pub backtests: backtests::Jobs,
+    /// Receivers, routes and silences.
+    pub delivery: Arc<crate::delivery::Delivery>,
 }
 
 /// Registers every route, the error handlers and the docs.
@@ -98,6 +108,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(alerts::configure)
         .configure(entities::configure)
         .configure(clock::configure)
+        .configure(receivers::configure)
+        .configure(silences::configure)
         .configure(stats::configure)
         .configure(health::configure)
         .configure(docs::configure)

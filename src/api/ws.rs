@@ -109,6 +109,12 @@ async fn subscription(
                         continue;
                     }
                     last = alert.seq;
+                    let mut alert = alert;
+                    if !state.delivery.silences().is_empty() {
+                        let mut marked = (*alert).clone();
+                        state.delivery.mark(&mut marked);
+                        alert = Arc::new(marked);
+                    }
                     if filter.accepts(&alert) {
                         let text = serde_json::to_string(&*alert).unwrap_or_default();
                         if session.text(text).await.is_err() {
@@ -180,12 +186,14 @@ async fn replay(
 ) -> Option<u64> {
     let mut cursor = after;
     while cursor < through {
-        let (page, scanned) = match state
-            .runtime
-            .store
-            .alerts()
-            .query(filter, cursor, through, 1_000, 100_000)
-        {
+        let (page, scanned) = match state.runtime.store.alerts().query_marked(
+            filter,
+            cursor,
+            through,
+            1_000,
+            100_000,
+            |alert| state.delivery.mark(alert),
+        ) {
             Ok(page) => page,
             Err(e) => {
                 let reason = CloseReason {

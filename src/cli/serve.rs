@@ -218,10 +218,17 @@ async fn serve(
         .start(durable_groups)
         .await
         .context("recovery failed")?;
+    // NB: after the start, so the alert log is caught up with the journal
+    // before a receiver reads it.
+    let delivery = crate::delivery::Delivery::open(Arc::clone(&runtime), settings.delivery.clone())
+        .map_err(|e| anyhow::anyhow!("the [delivery] settings are invalid: {e}"))?;
+    runtime.store.sync().await?;
+    delivery.start();
     tracing::info!(
         listen = %settings.listen,
         data_dir = %settings.data_dir.display(),
         rules = catalog.list().len(),
+        receivers = delivery.directory().receivers.len(),
         "cepheus is serving"
     );
 
@@ -240,6 +247,7 @@ async fn serve(
         },
         metrics,
         backtests: Default::default(),
+        delivery,
     });
     #[cfg(unix)]
     actix_web::rt::spawn(close_subscribers_on_signal(Arc::clone(&runtime)));

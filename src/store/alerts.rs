@@ -65,6 +65,12 @@ pub struct StoredAlert {
     /// On a resolved alert: when, by what, and the resolution's entry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved: Option<Resolved>,
+    /// Muted by a silence active when it was detected: stored, not
+    /// delivered to receivers nor to subscribers that do not ask for it.
+    /// NB: not stored with the alert; set when it is served, from the
+    /// silences (`crate::delivery`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub silenced: bool,
 }
 
 /// Whether an alert's pattern still holds.
@@ -119,6 +125,7 @@ impl StoredAlert {
             },
             resolves: e.resolves,
             resolved: None,
+            silenced: false,
         }
     }
 }
@@ -155,6 +162,8 @@ pub struct AlertFilter {
     pub severity: Option<Severity>,
     /// Include shadow alerts.
     pub shadow: bool,
+    /// Include silenced alerts.
+    pub silenced: bool,
 }
 
 impl AlertFilter {
@@ -164,6 +173,7 @@ impl AlertFilter {
             && self.key.as_deref().is_none_or(|k| k == alert.key)
             && self.severity.is_none_or(|s| alert.severity >= s)
             && (self.shadow || !alert.shadow)
+            && (self.silenced || !alert.silenced)
     }
 }
 
@@ -305,6 +315,20 @@ impl AlertLog {
         limit: usize,
         scan_limit: usize,
     ) -> StoreResult<(Vec<StoredAlert>, u64)> {
+        self.query_marked(filter, after, through, limit, scan_limit, |_| {})
+    }
+
+    /// As [`AlertLog::query`], with `mark` applied to each alert before
+    /// the filter sees it (it sets `silenced`).
+    pub fn query_marked(
+        &self,
+        filter: &AlertFilter,
+        after: u64,
+        through: u64,
+        limit: usize,
+        scan_limit: usize,
+        mark: impl Fn(&mut StoredAlert),
+    ) -> StoreResult<(Vec<StoredAlert>, u64)> {
         let mut found = Vec::new();
         let mut next = after;
         for item in self
@@ -314,7 +338,8 @@ impl AlertLog {
         {
             let (k, v) = item?;
             let seq = read_be(&k).unwrap_or(0);
-            let alert = from_record(seq, decode(&v)?);
+            let mut alert = from_record(seq, decode(&v)?);
+            mark(&mut alert);
             next = seq;
             if filter.accepts(&alert) {
                 found.push(alert);
@@ -361,5 +386,6 @@ fn from_record(seq: u64, r: AlertRecord) -> StoredAlert {
         },
         resolves: r.resolves,
         resolved: r.resolved,
+        silenced: false,
     }
 }

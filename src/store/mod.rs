@@ -11,6 +11,7 @@
 //! | `alerts` | alert seq (u64 BE) | an alert (written behind the journal) |
 //! | `alert_ids` | alert id | alert seq |
 //! | `deadletters` | seq (u64 BE) | a rejected or late event and why (written behind the journal) |
+//! | `receivers`, `routes`, `delivery_*`, `silences` | see `delivery.rs` | where alerts go, how far each receiver got, silences |
 //!
 //! Every value carries a format version (`codec.rs`). Entity snapshots are
 //! grouped by partition (`murmur2(key) mod P`, Kafka's partitioner) so a
@@ -29,6 +30,7 @@
 pub mod alerts;
 pub mod codec;
 pub mod deadletters;
+pub mod delivery;
 pub mod entities;
 pub mod legacy;
 pub mod rules;
@@ -148,6 +150,8 @@ struct Inner {
     pub alerts: alerts::AlertLog,
     /// Dead letters.
     pub deadletters: deadletters::DeadLetters,
+    /// Receivers, routes, cursors, failed deliveries, silences.
+    pub delivery: delivery::DeliveryStore,
     commit: GroupCommit,
     partitions: u16,
     /// The layout version found at open (1: to migrate).
@@ -190,6 +194,7 @@ impl Store {
             rules: rules::RuleStore::open(&db)?,
             alerts: alerts::AlertLog::open(&db)?,
             deadletters: deadletters::DeadLetters::open(&db)?,
+            delivery: delivery::DeliveryStore::open(&db)?,
             commit: GroupCommit::new(),
             format,
             path: config.path.clone(),
@@ -251,6 +256,11 @@ impl Store {
     /// Dead letters.
     pub fn deadletters(&self) -> &deadletters::DeadLetters {
         &self.inner.deadletters
+    }
+
+    /// Receivers, routes, delivery cursors and failures, silences.
+    pub fn delivery(&self) -> &delivery::DeliveryStore {
+        &self.inner.delivery
     }
 
     /// The layout version found at open: 1 means the directory still has
