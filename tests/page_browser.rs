@@ -195,9 +195,25 @@ alert:
 
 #[test]
 fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
-    let server = Server::start(FAST_TIMING);
+    let server = Server::start(&format!(
+        "{FAST_TIMING}\n[delivery]\nallow_private_urls = true\nbackoff_initial = \"20ms\"\nbackoff_max = \"50ms\"\n"
+    ));
     server.create_rule(RULE);
     server.create_rule(ABSENCE);
+    // A receiver nobody listens at: its notification fails and is parked.
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let created = server.post(
+        "/v1/receivers",
+        "application/json",
+        json!({"name": "case-queue", "url": down, "max_attempts": 2}).to_string(),
+    );
+    assert_eq!(created.status(), 201);
+    let routed = server.put(
+        "/v1/routes",
+        "application/json",
+        json!({"routes": [{"receiver": "case-queue"}]}).to_string(),
+    );
+    assert_eq!(routed.status(), 200);
     let Some(mut browser) = Browser::open(&server.url("/")) else {
         return;
     };
@@ -284,6 +300,45 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
         "!!document.querySelector('#entity .tl-clock') && !!document.querySelector('#entity .tl-timer')",
     );
     browser.screenshot("live-page");
+
+    // The receiver's failed delivery is listed, and can be sent again.
+    browser.eval("loadReceivers(); true");
+    browser.wait_for(
+        "the receiver's failure on the page",
+        "document.querySelector('tr[data-receiver=\"case-queue\"] .failures')?.textContent === '1'\
+         && !!document.querySelector('#failures .failure[data-receiver=\"case-queue\"] button.resend')",
+    );
+
+    // A silence made on the page is listed, then expired from it.
+    browser.eval(
+        "document.getElementById('s-rule').value = 'brute-*';\
+         document.getElementById('s-by').value = 'oncall';\
+         document.getElementById('s-comment').value = 'pen test';\
+         document.getElementById('silence-form').requestSubmit(); true",
+    );
+    let silence = wait_until("the silence over REST", || {
+        let list = server.get_json("/v1/silences");
+        list["silences"].as_array().and_then(|s| s.first().cloned())
+    });
+    assert_eq!(silence["matchers"]["rule"], "brute-*");
+    assert_eq!(silence["created_by"], "oncall");
+    assert_eq!(silence["state"], "active");
+    let id = silence["id"].as_str().unwrap().to_owned();
+    browser.wait_for(
+        "the silence on the page",
+        &format!("!!document.querySelector('tr.silence-active[data-silence=\"{id}\"] button.expire')"),
+    );
+    browser.screenshot("receivers-and-silences");
+    browser.eval(&format!(
+        "document.querySelector('tr[data-silence=\"{id}\"] button.expire').click(); true"
+    ));
+    wait_until("the silence to expire", || {
+        (server.get_json(&format!("/v1/silences/{id}"))["state"] == "expired").then_some(())
+    });
+    browser.wait_for(
+        "the expired silence on the page",
+        &format!("!!document.querySelector('tr.silence-expired[data-silence=\"{id}\"]')"),
+    );
 
     // The switch disables the rule through the API.
     browser.eval(
