@@ -326,7 +326,9 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
     let id = silence["id"].as_str().unwrap().to_owned();
     browser.wait_for(
         "the silence on the page",
-        &format!("!!document.querySelector('tr.silence-active[data-silence=\"{id}\"] button.expire')"),
+        &format!(
+            "!!document.querySelector('tr.silence-active[data-silence=\"{id}\"] button.expire')"
+        ),
     );
     browser.screenshot("receivers-and-silences");
     browser.eval(&format!(
