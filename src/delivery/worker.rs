@@ -433,16 +433,13 @@ async fn deliver(
             wait = wait.max(asked.min(std_duration(settings.backoff_max)));
         }
         let until = tokio::time::Instant::now() + wait;
-        // NB: a change (the receiver fixed or removed) ends the wait early.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                changed = changes.changed() => {
-                    if changed.is_err() { break; }
-                    if current().is_none() {
-                        return Outcome::Abandoned;
-                    }
-                    break;
+        // NB: a change (the receiver fixed or removed, a silence) ends the
+        // wait early: the next attempt uses it at once.
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = changes.changed() => {
+                if current().is_none() {
+                    return Outcome::Abandoned;
                 }
             }
         }
