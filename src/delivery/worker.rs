@@ -239,6 +239,7 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         let now = wall_now();
         // Read what the routes send here, up to the read-ahead bound.
         let last = delivery.runtime().alerts.published();
+        let read_before = read;
         while read < last && batcher.len() < settings.queue_len.max(1) {
             let first = store.alerts().first_seq().unwrap_or(read + 1);
             if read + 1 < first {
@@ -340,7 +341,12 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         if wake_at.is_some_and(|at| at <= wall_now().millis()) {
             continue;
         }
-        if read < delivery.runtime().alerts.published() && batcher.len() < settings.queue_len.max(1)
+        // NB: only while reading makes progress: a seq published but not
+        // in the store (a failed store write, rebuilt at the next start)
+        // must not spin this loop.
+        if read > read_before
+            && read < delivery.runtime().alerts.published()
+            && batcher.len() < settings.queue_len.max(1)
         {
             continue;
         }
