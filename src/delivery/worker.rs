@@ -207,6 +207,9 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
     let mut batcher = Batcher::default();
     let mut bucket: Option<(crate::delivery::config::RateLimit, TokenBucket)> = None;
     let mut throttled = false;
+    // The change version and time of the last check of held alerts against
+    // the silences.
+    let mut silences_checked = (u64::MAX, i64::MIN);
     let all = AlertFilter {
         shadow: true,
         silenced: true,
@@ -273,20 +276,33 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
                 if alert.silenced {
                     continue;
                 }
-                if let Some(grouping) = route::route_for(&directory.routes.routes, &name, &alert) {
-                    held.insert(alert.seq);
-                    batcher.add(Arc::new(alert), &grouping, now.millis());
+                let Some(grouping) = route::route_for(&directory.routes.routes, &name, &alert)
+                else {
+                    continue;
+                };
+                if silence::mutes(&silences, &alert, Some(now)) {
+                    telemetry::delivery_silenced(&name);
+                    continue;
                 }
+                held.insert(alert.seq);
+                batcher.add(Arc::new(alert), &grouping, now.millis());
             }
             if scanned <= read {
                 break;
             }
             read = scanned;
         }
-        // A silence holds back, at send time, what it matches.
-        for alert in batcher.remove(|a| silence::mutes(&silences, a, Some(now))) {
-            held.remove(&alert.seq);
-            telemetry::delivery_silenced(&name);
+        // A silence holds back, at send time, what it matches. NB: alerts
+        // are checked as they are read; those held are checked again when
+        // the silences change and once a second (a pending silence starts
+        // by time alone), not on every pass: that is held × silences.
+        let version = *changes.borrow();
+        if version != silences_checked.0 || now.millis() - silences_checked.1 >= 1_000 {
+            silences_checked = (version, now.millis());
+            for alert in batcher.remove(|a| silence::mutes(&silences, a, Some(now))) {
+                held.remove(&alert.seq);
+                telemetry::delivery_silenced(&name);
+            }
         }
         batcher.close_quiet_groups(now.millis());
         // Send one notification if one is due and the rate limit allows.
