@@ -133,6 +133,10 @@ fn alerts_reach_a_receiver_in_order_signed_with_their_id_as_idempotency_key() {
         "PUT /v1/receivers/hook",
     );
     assert_eq!(replaced["version"], 2);
+    let versions = server.get_json("/v1/receivers/hook/versions")["versions"].clone();
+    assert_eq!(versions[0]["format"], "cepheus");
+    assert_eq!(versions[1]["format"], "slack");
+    assert!(!versions.to_string().contains("sesame"), "{versions}");
     assert_eq!(replaced["hmac_secret"], "set");
     assert_eq!(replaced["format"], "slack");
     server.send_events(&json!([{"key": "s", "type": "a"}]));

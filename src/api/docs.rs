@@ -51,6 +51,7 @@ use crate::api::{
         receivers::resend_failure,
         receivers::discard_failure,
         receivers::list_lost,
+        receivers::list_versions,
         receivers::get_routes,
         receivers::put_routes,
         receivers::get_route_version,

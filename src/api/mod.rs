@@ -18,7 +18,7 @@
 //! | `GET /v1/receivers`, `POST /v1/receivers` | [`receivers::list_receivers`], [`receivers::create_receiver`] |
 //! | `GET /v1/receivers/{name}`, `PUT …`, `DELETE …` | [`receivers::get_receiver`], [`receivers::replace_receiver`], [`receivers::delete_receiver`] |
 //! | `GET /v1/receivers/{name}/failures`, `POST …/failures/{id}/resend`, `DELETE …/failures/{id}` | [`receivers::list_failures`], [`receivers::resend_failure`], [`receivers::discard_failure`] |
-//! | `GET /v1/receivers/{name}/lost` | [`receivers::list_lost`] |
+//! | `GET /v1/receivers/{name}/lost`, `GET /v1/receivers/{name}/versions` | [`receivers::list_lost`], [`receivers::list_versions`] |
 //! | `GET /v1/routes`, `PUT /v1/routes`, `GET /v1/routes/versions/{n}` | [`receivers::get_routes`], [`receivers::put_routes`], [`receivers::get_route_version`] |
 //! | `GET /v1/silences`, `POST /v1/silences`, `GET /v1/silences/{id}`, `DELETE /v1/silences/{id}` | [`silences`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | [`health`] |

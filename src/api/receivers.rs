@@ -38,6 +38,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::delete().to(discard_failure),
         )
         .route("/v1/receivers/{name}/lost", web::get().to(list_lost))
+        .route(
+            "/v1/receivers/{name}/versions",
+            web::get().to(list_versions),
+        )
         .route("/v1/routes", web::get().to(get_routes))
         .route("/v1/routes", web::put().to(put_routes))
         .route(
@@ -84,12 +88,13 @@ pub struct ReceiverBody {
     pub created_at: Timestamp,
     /// When this version was stored.
     pub updated_at: Timestamp,
-    /// What its delivery task is doing.
-    pub status: ReceiverStatus,
+    /// What its delivery task is doing (the current version only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<ReceiverStatus>,
 }
 
 impl ReceiverBody {
-    fn new(stored: StoredReceiver, status: ReceiverStatus) -> ReceiverBody {
+    fn new(stored: StoredReceiver, status: Option<ReceiverStatus>) -> ReceiverBody {
         let spec = stored.spec;
         ReceiverBody {
             name: spec.name,
@@ -112,6 +117,13 @@ impl ReceiverBody {
             status,
         }
     }
+}
+
+/// Every stored version of a receiver.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReceiverVersions {
+    /// Oldest first; secrets show as `set`.
+    pub versions: Vec<ReceiverBody>,
 }
 
 /// Every receiver.
@@ -203,7 +215,7 @@ async fn check_url(state: &web::Data<AppState>, url: String) -> Result<(), ApiEr
 
 fn body(state: &AppState, stored: StoredReceiver) -> ReceiverBody {
     let status = state.delivery.status(&stored.spec.name);
-    ReceiverBody::new(stored, status)
+    ReceiverBody::new(stored, Some(status))
 }
 
 /// List receivers.
@@ -453,6 +465,39 @@ pub async fn list_lost(
     let lost = state.runtime.store.delivery().lost(&name)?;
     let total = lost.iter().map(|l| l.last_seq - l.first_seq + 1).sum();
     Ok(HttpResponse::Ok().json(LostList { lost, total }))
+}
+
+/// Every stored version of a receiver (kept after it is deleted, so a
+/// re-created receiver continues their numbers).
+#[utoipa::path(
+    get, path = "/v1/receivers/{name}/versions", tag = "delivery",
+    params(("name" = String, Path, description = "The receiver's name")),
+    responses(
+        (status = 200, description = "Oldest first; secrets show as `set`", body = ReceiverVersions),
+        (status = 404, description = "No version of such a receiver", body = ErrorBody),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody),
+        (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+    ),
+    security(("token" = ["read"]), ())
+)]
+pub async fn list_versions(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let versions: Vec<ReceiverBody> = state
+        .runtime
+        .store
+        .delivery()
+        .receiver_versions(&name)?
+        .into_iter()
+        .map(|v| ReceiverBody::new(v, None))
+        .collect();
+    if versions.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no receiver named `{name}` was ever stored"
+        )));
+    }
+    Ok(HttpResponse::Ok().json(ReceiverVersions { versions }))
 }
 
 fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {

@@ -329,6 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_example_of_the_docs_reads() {
+        let doc = include_str!("../../docs/delivery.md");
+        let start = doc
+            .find("```toml\n")
+            .expect("docs/delivery.md has a toml block")
+            + 8;
+        let end = start + doc[start..].find("```").expect("the block ends");
+        let settings: crate::settings::Settings =
+            toml::from_str(&doc[start..end]).expect("the example is a valid config file");
+        assert_eq!(settings.delivery.receivers[0].name, "fraud-queue");
+        assert_eq!(
+            settings.delivery.routes[0].matches.rule.as_deref(),
+            Some("brute-*")
+        );
+        assert!(check_receiver(&settings.delivery.receivers[0]).is_empty());
+    }
+
+    #[test]
     fn every_problem_is_listed() {
         let spec: ReceiverSpec = serde_json::from_value(serde_json::json!({
             "name": "Bad Name", "url": "http://x", "max_attempts": 0,

@@ -410,7 +410,23 @@ impl Delivery {
         );
         let silence = Silence::new(id, spec, now).map_err(DeliveryError::Invalid)?;
         self.store().delivery().put_silence(&silence)?;
-        self.replace_silences(|all| all.push(silence.clone()));
+        // NB: expired silences are kept for their marks only as long as the
+        // alerts they can mark (`history.alert_retention`); older ones go
+        // here, so they never pile up.
+        let forget_before = now.minus(self.runtime.config.upkeep.alert_retention);
+        let old: Vec<String> = self
+            .silences()
+            .iter()
+            .filter(|s| s.ends_at < forget_before)
+            .map(|s| s.id.clone())
+            .collect();
+        for id in &old {
+            self.store().delivery().remove_silence(id)?;
+        }
+        self.replace_silences(|all| {
+            all.retain(|s| !old.contains(&s.id));
+            all.push(silence.clone());
+        });
         Ok(silence)
     }
 

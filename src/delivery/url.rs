@@ -23,6 +23,14 @@ pub fn check_url(url: &str, allow_private: bool) -> Result<(), String> {
     let Some(host) = uri.host() else {
         return Err(format!("url: `{url}` has no host"));
     };
+    // NB: the URL is shown back and may be logged: credentials belong in
+    // `secret_headers`, which are not.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(
+            "url: must not hold credentials (user:password@); send them in `secret_headers`, which are never shown back"
+                .to_owned(),
+        );
+    }
     if allow_private {
         return Ok(());
     }
@@ -108,5 +116,7 @@ mod tests {
         assert!(check_url("http://93.184.216.34/hook", false).is_ok());
         assert!(check_url("ftp://93.184.216.34/", true).is_err());
         assert!(check_url("not a url", true).is_err());
+        let with_password = check_url("https://user:pw@93.184.216.34/", true).unwrap_err();
+        assert!(with_password.contains("secret_headers") && !with_password.contains("pw"));
     }
 }

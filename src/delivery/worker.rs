@@ -207,6 +207,9 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
     let mut batcher = Batcher::default();
     let mut bucket: Option<(crate::delivery::config::RateLimit, TokenBucket)> = None;
     let mut throttled = false;
+    // The change version and time of the last check of held alerts against
+    // the silences.
+    let mut silences_checked = (u64::MAX, i64::MIN);
     let all = AlertFilter {
         shadow: true,
         silenced: true,
@@ -239,6 +242,7 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         let now = wall_now();
         // Read what the routes send here, up to the read-ahead bound.
         let last = delivery.runtime().alerts.published();
+        let read_before = read;
         while read < last && batcher.len() < settings.queue_len.max(1) {
             let first = store.alerts().first_seq().unwrap_or(read + 1);
             if read + 1 < first {
@@ -276,20 +280,33 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
                 if alert.resolves.is_some() && !receiver.spec.send_resolved {
                     continue;
                 }
-                if let Some(grouping) = route::route_for(&directory.routes.routes, &name, &alert) {
-                    held.insert(alert.seq);
-                    batcher.add(Arc::new(alert), &grouping, now.millis());
+                let Some(grouping) = route::route_for(&directory.routes.routes, &name, &alert)
+                else {
+                    continue;
+                };
+                if silence::mutes(&silences, &alert, Some(now)) {
+                    telemetry::delivery_silenced(&name);
+                    continue;
                 }
+                held.insert(alert.seq);
+                batcher.add(Arc::new(alert), &grouping, now.millis());
             }
             if scanned <= read {
                 break;
             }
             read = scanned;
         }
-        // A silence holds back, at send time, what it matches.
-        for alert in batcher.remove(|a| silence::mutes(&silences, a, Some(now))) {
-            held.remove(&alert.seq);
-            telemetry::delivery_silenced(&name);
+        // A silence holds back, at send time, what it matches. NB: alerts
+        // are checked as they are read; those held are checked again when
+        // the silences change and once a second (a pending silence starts
+        // by time alone), not on every pass: that is held × silences.
+        let version = *changes.borrow();
+        if version != silences_checked.0 || now.millis() - silences_checked.1 >= 1_000 {
+            silences_checked = (version, now.millis());
+            for alert in batcher.remove(|a| silence::mutes(&silences, a, Some(now))) {
+                held.remove(&alert.seq);
+                telemetry::delivery_silenced(&name);
+            }
         }
         batcher.close_quiet_groups(now.millis());
         // Send one notification if one is due and the rate limit allows.
@@ -344,7 +361,12 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         if wake_at.is_some_and(|at| at <= wall_now().millis()) {
             continue;
         }
-        if read < delivery.runtime().alerts.published() && batcher.len() < settings.queue_len.max(1)
+        // NB: only while reading makes progress: a seq published but not
+        // in the store (a failed store write, rebuilt at the next start)
+        // must not spin this loop.
+        if read > read_before
+            && read < delivery.runtime().alerts.published()
+            && batcher.len() < settings.queue_len.max(1)
         {
             continue;
         }
@@ -437,16 +459,13 @@ async fn deliver(
             wait = wait.max(asked.min(std_duration(settings.backoff_max)));
         }
         let until = tokio::time::Instant::now() + wait;
-        // NB: a change (the receiver fixed or removed) ends the wait early.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                changed = changes.changed() => {
-                    if changed.is_err() { break; }
-                    if current().is_none() {
-                        return Outcome::Abandoned;
-                    }
-                    break;
+        // NB: a change (the receiver fixed or removed, a silence) ends the
+        // wait early: the next attempt uses it at once.
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            _ = changes.changed() => {
+                if current().is_none() {
+                    return Outcome::Abandoned;
                 }
             }
         }

@@ -154,6 +154,15 @@ impl DeliveryStore {
         self.receivers.iter().map(|i| decode(&i?.1)).collect()
     }
 
+    /// Every stored version of receiver `name`, oldest first.
+    pub fn receiver_versions(&self, name: &str) -> StoreResult<Vec<StoredReceiver>> {
+        self.receiver_versions
+            .scan_prefix(prefix(name))
+            .values()
+            .map(|v| decode(&v?))
+            .collect()
+    }
+
     /// The highest version ever stored for receiver `name` (0 if none).
     pub fn latest_receiver_version(&self, name: &str) -> StoreResult<u64> {
         Ok(self
