@@ -26,8 +26,8 @@ use cepheus::engine::{Alert, KeyState};
 use cepheus::time::Timestamp;
 use proptest::prelude::*;
 use reference::{
-    ops_for, Agg, Cmp, Contig, EngineStep, Ev, Harness, Kind, MAlert, Op, Pred, RuleSpec, SeqSpec,
-    Settings, SkipSpec, StepSpec, Times, Win,
+    ops_for, Agg, Cmp, Cond, Contig, EngineStep, Ev, Harness, Kind, MAlert, Op, Pred, RuleSpec,
+    SeqSpec, Settings, SkipSpec, StepSpec, Times, Win,
 };
 
 const TYPES: [&str; 4] = ["a", "b", "c", "d"];
@@ -278,27 +278,54 @@ fn arb_window() -> impl Strategy<Value = Win> {
     ]
 }
 
+fn arb_agg() -> impl Strategy<Value = Agg> {
+    prop::sample::select(vec![
+        Agg::Count,
+        Agg::Sum,
+        Agg::Avg,
+        Agg::Min,
+        Agg::Max,
+        Agg::Distinct,
+    ])
+}
+
+fn arb_cmp() -> impl Strategy<Value = Cmp> {
+    prop::sample::select(vec![Cmp::Above, Cmp::AtLeast, Cmp::Below, Cmp::AtMost])
+}
+
+/// The single form (one aggregate and a comparison), or several aggregates
+/// and a condition comparing some of them (`&&` or `||`).
+fn arb_condition() -> impl Strategy<Value = (Vec<Agg>, Cond)> {
+    prop_oneof![
+        3 => (arb_agg(), arb_cmp(), 0..=8i64)
+            .prop_map(|(agg, cmp, limit)| (vec![agg], Cond::Single(cmp, limit as f64 / 2.0))),
+        2 => (
+            prop::collection::vec(arb_agg(), 1..=3),
+            prop::collection::vec((0..3usize, arb_cmp(), 0..=8i64), 1..=3),
+            any::<bool>(),
+        )
+            .prop_map(|(aggs, parts, all)| {
+                let parts: Vec<(usize, Cmp, f64)> = parts
+                    .into_iter()
+                    .map(|(i, cmp, limit)| (i % aggs.len(), cmp, limit as f64 / 2.0))
+                    .collect();
+                let cond = if all { Cond::All(parts) } else { Cond::Any(parts) };
+                (aggs, cond)
+            }),
+    ]
+}
+
 fn arb_threshold() -> impl Strategy<Value = Kind> {
     (
         prop::option::weighted(0.6, arb_pred()),
         arb_window(),
-        prop::sample::select(vec![
-            Agg::Count,
-            Agg::Sum,
-            Agg::Avg,
-            Agg::Min,
-            Agg::Max,
-            Agg::Distinct,
-        ]),
-        prop::sample::select(vec![Cmp::Above, Cmp::AtLeast, Cmp::Below, Cmp::AtMost]),
-        0..=8i64,
+        arb_condition(),
     )
-        .prop_map(|(pred, window, agg, cmp, limit)| Kind::Threshold {
+        .prop_map(|(pred, window, (aggs, cond))| Kind::Threshold {
             pred,
             window,
-            agg,
-            cmp,
-            limit: limit as f64 / 2.0,
+            aggs,
+            cond,
         })
 }
 
@@ -767,7 +794,9 @@ fn generator_coverage() {
                     s.skip
                 ),
                 Kind::Absence { after, .. } => format!("absence trigger={}", after.is_some()),
-                Kind::Threshold { window, agg, .. } => {
+                Kind::Threshold {
+                    window, aggs, cond, ..
+                } => {
                     let window = match window {
                         Win::Sliding(_) => "sliding",
                         Win::Tumbling(_) => "tumbling",
@@ -775,7 +804,12 @@ fn generator_coverage() {
                         Win::Session(_) => "session",
                         Win::Count(_) => "count",
                     };
-                    format!("threshold {window} {agg:?}")
+                    let form = if matches!(cond, Cond::Single(..)) {
+                        "single"
+                    } else {
+                        "condition"
+                    };
+                    format!("threshold {window} {form} {aggs:?}")
                 }
             };
             let fired = alerts.iter().flatten().any(|a| *a.rule == *rule.id);

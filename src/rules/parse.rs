@@ -9,6 +9,7 @@
 //! that follow leave alone what was already reported here (see
 //! [`crate::rules::load_text`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::rules::limits::RuleLimits;
@@ -159,6 +160,8 @@ const THRESHOLD_FIELDS: &[&str] = &[
     "at_least",
     "below",
     "at_most",
+    "aggregates",
+    "condition",
 ];
 const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session", "count"];
 const HOPPING_FIELDS: &[&str] = &["size", "advance"];
@@ -559,7 +562,60 @@ impl Walker<'_> {
             at_least: self.number(&f, "at_least"),
             below: self.number(&f, "below"),
             at_most: self.number(&f, "at_most"),
+            aggregates: self.aggregates(&f),
+            condition: self.text(&f, "condition"),
         })
+    }
+
+    /// `aggregates`: a mapping of names the author chooses to aggregate
+    /// texts (the names are checked when compiling).
+    fn aggregates(&mut self, f: &Fields<'_>) -> Option<BTreeMap<String, String>> {
+        let (_, node) = f.get("aggregates")?;
+        let path = join(&f.path, "aggregates");
+        let pairs = match &node.value {
+            Value::Null => return None,
+            Value::Map(pairs) => pairs,
+            other => {
+                let message = format!(
+                    "`aggregates` must be a mapping of names to aggregates, e.g. {{n: count, total: sum(data.amount)}}, not {}",
+                    other.describe()
+                );
+                self.report(&path, message);
+                return Some(BTreeMap::new());
+            }
+        };
+        let mut found = BTreeMap::new();
+        for (key, value) in pairs {
+            let Value::Str(name) = &key.value else {
+                let message = format!("aggregate names must be text, not {}", key.value.describe());
+                self.report_at(&path, position(key), message);
+                continue;
+            };
+            let item = join(&path, name);
+            if found.contains_key(name) {
+                let message = format!("`{name}` is given more than once: keep one");
+                self.report_at(&item, position(key), message);
+                continue;
+            }
+            self.record(&item, Some(key), value);
+            let text = match &value.value {
+                Value::Str(t) => t.clone(),
+                Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
+                    self.as_written(value)
+                }
+                Value::Null => String::new(),
+                other => {
+                    let message = format!(
+                        "aggregate `{name}` must be text such as count or sum(data.amount), not {}",
+                        other.describe()
+                    );
+                    self.report(&item, message);
+                    continue;
+                }
+            };
+            found.insert(name.clone(), text);
+        }
+        Some(found)
     }
 
     fn window(&mut self, node: &Node, path: &str) -> Option<WindowDoc> {
@@ -859,6 +915,8 @@ impl ThresholdDoc {
             at_least: None,
             below: None,
             at_most: None,
+            aggregates: None,
+            condition: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! path and line), `compile.rs` turns them into a [`crate::rules::Rule`].
 //! `docs/rules.md` is the user-facing reference of every field here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -212,6 +214,16 @@ pub struct ThresholdDoc {
     /// Fires when the aggregate is smaller or equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_most: Option<f64>,
+    /// Several aggregates by name, e.g. `{n: count, total: sum(data.amount)}`
+    /// (instead of `aggregate` and a comparison; needs `condition`). Names
+    /// are identifiers, neither CEL keywords nor names the alert uses
+    /// (`value`, `count`, `limit`, `window_start`, `window_end`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregates: Option<BTreeMap<String, String>>,
+    /// With `aggregates`: the CEL condition over them that fires, e.g.
+    /// `n > 5 && total > 10000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Exactly one window kind. Every length is positive and at most

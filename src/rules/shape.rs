@@ -43,9 +43,18 @@ pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
             if a.window != b.window {
                 return Some("the window changed".into());
             }
-            let same_aggregate = a.aggregate.name() == b.aggregate.name()
-                && a.aggregate.expr().map(|e| e.source()) == b.aggregate.expr().map(|e| e.source());
-            (!same_aggregate).then(|| "the aggregate changed".into())
+            let same = |x: &crate::rules::NamedAggregate, y: &crate::rules::NamedAggregate| {
+                x.name == y.name
+                    && x.aggregate.name() == y.aggregate.name()
+                    && x.aggregate.expr().map(|e| e.source())
+                        == y.aggregate.expr().map(|e| e.source())
+            };
+            let same_aggregates = a.aggregates.len() == b.aggregates.len()
+                && a.aggregates
+                    .iter()
+                    .zip(&b.aggregates)
+                    .all(|(x, y)| same(x, y));
+            (!same_aggregates).then(|| "the aggregates changed".into())
         }
         _ => Some("the pattern kind changed".into()),
     }

@@ -289,6 +289,15 @@ impl Cmp {
         }
     }
 
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Above => ">",
+            Cmp::AtLeast => ">=",
+            Cmp::Below => "<",
+            Cmp::AtMost => "<=",
+        }
+    }
+
     pub fn holds(self, value: f64, limit: f64) -> bool {
         match self {
             Cmp::Above => value > limit,
@@ -310,10 +319,50 @@ pub enum Kind {
     Threshold {
         pred: Option<Pred>,
         window: Win,
-        agg: Agg,
-        cmp: Cmp,
-        limit: f64,
+        /// One aggregate (the single form) or several (named a1, a2, ...).
+        aggs: Vec<Agg>,
+        cond: Cond,
     },
+}
+
+/// When a threshold fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// `aggregate` with a comparison (one aggregate).
+    Single(Cmp, f64),
+    /// `condition`: every comparison holds (`&&`).
+    All(Vec<(usize, Cmp, f64)>),
+    /// `condition`: some comparison holds (`||`).
+    Any(Vec<(usize, Cmp, f64)>),
+}
+
+impl Cond {
+    /// The CEL text of a `condition` over aggregates named a1, a2, ...
+    fn cel(&self) -> String {
+        let (parts, join) = match self {
+            Cond::Single(..) => unreachable!("the single form has no condition"),
+            Cond::All(parts) => (parts, " && "),
+            Cond::Any(parts) => (parts, " || "),
+        };
+        parts
+            .iter()
+            .map(|(i, cmp, limit)| format!("a{} {} {limit}", i + 1, cmp.symbol()))
+            .collect::<Vec<_>>()
+            .join(join)
+    }
+
+    /// CEL's reading: a comparison with an aggregate that has no value is
+    /// an error, which `&&` and `||` forgive only when the other side
+    /// decides; as a condition, an error is false.
+    fn holds(&self, values: &[Option<f64>]) -> bool {
+        let one =
+            |(i, cmp, limit): &(usize, Cmp, f64)| values[*i].is_some_and(|v| cmp.holds(v, *limit));
+        match self {
+            Cond::Single(cmp, limit) => values[0].is_some_and(|v| cmp.holds(v, *limit)),
+            Cond::All(parts) => parts.iter().all(one),
+            Cond::Any(parts) => parts.iter().any(one),
+        }
+    }
 }
 
 /// One rule, as the generator builds it.
@@ -413,9 +462,8 @@ impl RuleSpec {
             Kind::Threshold {
                 pred,
                 window,
-                agg,
-                cmp,
-                limit,
+                aggs,
+                cond,
             } => {
                 y += "threshold:\n";
                 if let Some(p) = pred {
@@ -430,12 +478,25 @@ impl RuleSpec {
                     Win::Session(g) => format!("  window: {{session: {{gap: {g}ms}}}}\n"),
                     Win::Count(n) => format!("  window: {{count: {n}}}\n"),
                 };
-                y += &match agg {
-                    Agg::Count => "  aggregate: count\n".to_owned(),
-                    other => format!("  aggregate: {}(data.v)\n", other.name()),
+                let written = |agg: &Agg| match agg {
+                    Agg::Count => "count".to_owned(),
+                    other => format!("{}(data.v)", other.name()),
                 };
-                y += &format!("  {}: {limit}\n", cmp.name());
-                message = "{{value}} {{count}} {{last.data.v}} {{window_start}}".into();
+                match cond {
+                    Cond::Single(cmp, limit) => {
+                        y += &format!("  aggregate: {}\n", written(&aggs[0]));
+                        y += &format!("  {}: {limit}\n", cmp.name());
+                        message = "{{value}} {{count}} {{last.data.v}} {{window_start}}".into();
+                    }
+                    several => {
+                        y += "  aggregates:\n";
+                        for (i, agg) in aggs.iter().enumerate() {
+                            y += &format!("    a{}: {}\n", i + 1, written(agg));
+                        }
+                        y += &format!("  condition: \"{}\"\n", several.cel());
+                        message = "{{a1}} {{count}} {{last.data.v}} {{window_start}}".into();
+                    }
+                }
             }
         }
         if self.message {
@@ -587,15 +648,13 @@ pub fn run(rules: &[RuleSpec], settings: Settings, key: &str, ops: &[Op]) -> Vec
             Kind::Threshold {
                 pred,
                 window,
-                agg,
-                cmp,
-                limit,
+                aggs,
+                cond,
             } => {
                 let t = Threshold {
                     pred: pred.as_ref(),
-                    agg: *agg,
-                    cmp: *cmp,
-                    limit: *limit,
+                    aggs,
+                    cond,
                 };
                 match *window {
                     Win::Sliding(size) => sliding(&cx, &t, size),
@@ -823,9 +882,8 @@ fn heartbeat(cx: &Cx<'_>, expect: &Pred, within: i64) -> Vec<(usize, MAlert)> {
 
 struct Threshold<'a> {
     pred: Option<&'a Pred>,
-    agg: Agg,
-    cmp: Cmp,
-    limit: f64,
+    aggs: &'a [Agg],
+    cond: &'a Cond,
 }
 
 /// An event in a window: step accepted, event, ordinal.
@@ -833,36 +891,45 @@ type Entry<'a> = (usize, &'a Ev, u64);
 
 impl Threshold<'_> {
     /// The events that enter windows: matching, and with a value for
-    /// aggregates that read one.
+    /// every aggregate that reads one.
     fn entries<'a>(&self, cx: &Cx<'a>) -> Vec<Entry<'a>> {
         cx.visible()
             .into_iter()
             .filter(|(_, e, _)| self.pred.is_none_or(|p| p.eval(e, &[])))
-            .filter(|(_, e, _)| self.agg == Agg::Count || e.v.is_some())
+            .filter(|(_, e, _)| self.aggs.iter().all(|a| *a == Agg::Count) || e.v.is_some())
             .collect()
     }
 
-    /// The aggregate over `window` (None: avg, min, max of nothing).
-    fn value(&self, window: &[Entry<'_>]) -> Option<f64> {
+    /// Every aggregate over `window` (None: avg, min, max of nothing).
+    fn values(&self, window: &[Entry<'_>]) -> Vec<Option<f64>> {
         let values: Vec<f64> = window.iter().filter_map(|(_, e, _)| e.v).collect();
-        match self.agg {
-            Agg::Count => Some(window.len() as f64),
-            Agg::Sum => Some(values.iter().sum()),
-            Agg::Avg => {
-                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-            }
-            Agg::Min => values.iter().copied().reduce(f64::min),
-            Agg::Max => values.iter().copied().reduce(f64::max),
-            // No generated double is integral, so distinct numbers are
-            // distinct texts.
-            Agg::Distinct => Some(
-                window
-                    .iter()
-                    .filter_map(|(_, e, _)| e.v.map(f64::to_bits))
-                    .collect::<BTreeSet<_>>()
-                    .len() as f64,
-            ),
-        }
+        self.aggs
+            .iter()
+            .map(|agg| match agg {
+                Agg::Count => Some(window.len() as f64),
+                Agg::Sum => Some(values.iter().sum()),
+                Agg::Avg => {
+                    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+                }
+                Agg::Min => values.iter().copied().reduce(f64::min),
+                Agg::Max => values.iter().copied().reduce(f64::max),
+                // No generated double is integral, so distinct numbers are
+                // distinct texts.
+                Agg::Distinct => Some(
+                    values
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<BTreeSet<_>>()
+                        .len() as f64,
+                ),
+            })
+            .collect()
+    }
+
+    /// The aggregates over `window` when the condition holds for them.
+    fn firing(&self, window: &[Entry<'_>]) -> Option<Vec<Option<f64>>> {
+        let values = self.values(window);
+        self.cond.holds(&values).then_some(values)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -871,15 +938,25 @@ impl Threshold<'_> {
         cx: &Cx<'_>,
         id: &AlertIdBuilder,
         time: i64,
-        value: f64,
+        aggregates: &[Option<f64>],
         window: &[Entry<'_>],
         start: i64,
         end: i64,
     ) -> MAlert {
         let mut values = Map::new();
-        values.insert("aggregate".into(), json!(self.agg.name()));
-        values.insert("value".into(), num(value));
-        values.insert("limit".into(), num(self.limit));
+        match self.cond {
+            Cond::Single(_, limit) => {
+                values.insert("aggregate".into(), json!(self.aggs[0].name()));
+                values.insert("value".into(), num(aggregates[0].expect("it holds")));
+                values.insert("limit".into(), num(*limit));
+            }
+            several => {
+                for (i, value) in aggregates.iter().enumerate() {
+                    values.insert(format!("a{}", i + 1), value.map_or(Value::Null, num));
+                }
+                values.insert("condition".into(), json!(several.cel()));
+            }
+        }
         values.insert("count".into(), json!(window.len()));
         values.insert("window_start".into(), ts(start));
         values.insert("window_end".into(), ts(end));
@@ -903,15 +980,13 @@ fn sliding(cx: &Cx<'_>, t: &Threshold<'_>, size: i64) -> Vec<(usize, MAlert)> {
     let mut holding = false;
     let mut evaluate =
         |k: usize, at: i64, ordinal: Option<u64>, window: Vec<Entry<'_>>, fired: &mut Vec<_>| {
-            let value = t.value(&window);
-            let holds = value.is_some_and(|v| t.cmp.holds(v, t.limit));
-            if holds && !holding {
+            let firing = t.firing(&window);
+            if let (Some(values), false) = (&firing, holding) {
                 let mut id = cx.id("sliding");
                 id.add_i64(at).add_u64(ordinal.unwrap_or(0));
-                let value = value.expect("holds");
-                fired.push((k, t.alert(cx, &id, at, value, &window, at - size, at)));
+                fired.push((k, t.alert(cx, &id, at, values, &window, at - size, at)));
             }
-            holding = holds;
+            holding = firing.is_some();
         };
     // Instants at which entries left and the window was looked at.
     let mut settled: BTreeSet<i64> = BTreeSet::new();
@@ -966,16 +1041,14 @@ fn last_n(cx: &Cx<'_>, t: &Threshold<'_>, n: u32) -> Vec<(usize, MAlert)> {
         let mut window: Vec<Entry<'_>> = all[..=i].to_vec();
         window.sort_by_key(|(_, x, o)| (x.time, *o));
         let window: Vec<Entry<'_>> = window[window.len().saturating_sub(n as usize)..].to_vec();
-        let value = t.value(&window);
-        let holds = value.is_some_and(|v| t.cmp.holds(v, t.limit));
-        if holds && !holding {
+        let firing = t.firing(&window);
+        if let (Some(values), false) = (&firing, holding) {
             let mut id = cx.id("count");
             id.add_i64(e.time).add_u64(ordinal);
             let start = window[0].1.time;
-            let value = value.expect("holds");
-            fired.push((k, t.alert(cx, &id, e.time, value, &window, start, e.time)));
+            fired.push((k, t.alert(cx, &id, e.time, values, &window, start, e.time)));
         }
-        holding = holds;
+        holding = firing.is_some();
     }
     fired
 }
@@ -1015,10 +1088,10 @@ fn aligned(cx: &Cx<'_>, t: &Threshold<'_>, size: i64, advance: i64) -> Vec<(usiz
             close > entered,
             "a window cannot close before its events are accepted"
         );
-        if let Some(value) = t.value(&window).filter(|v| t.cmp.holds(*v, t.limit)) {
+        if let Some(values) = t.firing(&window) {
             let mut id = cx.id("window");
             id.add_i64(start).add_i64(end);
-            fired.push((close, t.alert(cx, &id, end, value, &window, start, end)));
+            fired.push((close, t.alert(cx, &id, end, &values, &window, start, end)));
         }
     }
     fired
@@ -1051,12 +1124,12 @@ fn sessions(cx: &Cx<'_>, t: &Threshold<'_>, gap: i64) -> Vec<(usize, MAlert)> {
             close > entered,
             "a session cannot close before its events are accepted"
         );
-        if let Some(value) = t.value(&group).filter(|v| t.cmp.holds(*v, t.limit)) {
+        if let Some(values) = t.firing(&group) {
             let mut id = cx.id("session");
             id.add_i64(start).add_i64(last + gap);
             fired.push((
                 close,
-                t.alert(cx, &id, last + gap, value, &group, start, last + gap),
+                t.alert(cx, &id, last + gap, &values, &group, start, last + gap),
             ));
         }
     }
