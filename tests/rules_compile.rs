@@ -928,3 +928,85 @@ fn a_condition_sees_the_aggregates_by_name_and_nothing_else() {
         "{found:#?}"
     );
 }
+
+#[test]
+fn a_group_has_steps_of_one_event_each_and_is_located_where_written() {
+    let yaml = "id: r
+sequence:
+  steps:
+    - name: probe
+      match: type == \"x\"
+      group:
+        - name: failed
+          match: type == \"f\"
+          times: 2
+        - name: reset
+          match: type == \"r\"
+          not: true
+        - name: inner
+          group: [{match: type == \"z\"}]
+      optional: true
+    - name: reset
+      match: type == \"t\"
+";
+    let found = problems(yaml);
+    assert!(at(&found, "sequence.steps[0].match").starts_with("a group takes no `match`"));
+    assert!(at(&found, "sequence.steps[0].group[0].times").contains("exactly one event"));
+    assert!(at(&found, "sequence.steps[0].group[1].not").contains("cannot be negated"));
+    assert!(at(&found, "sequence.steps[0].group[2].group").contains("cannot be nested"));
+    assert!(at(&found, "sequence.steps[0].optional").contains("cannot be optional"));
+    assert!(at(&found, "sequence.steps[1].name").contains("is also named `reset`"));
+    let line = |path: &str| {
+        found
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.position())
+            .map(|p| p.line)
+    };
+    assert_eq!(
+        line("sequence.steps[0].group[0].times"),
+        Some(9),
+        "{found:#?}"
+    );
+    assert_eq!(
+        line("sequence.steps[0].group[1].not"),
+        Some(12),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn groups_are_not_for_any_order_and_skip_names_their_steps() {
+    let found = problems(
+        "id: r\nsequence:\n  any_order: true\n  skip: {to_first: g}\n  steps:\n    - name: g\n      group: [{name: a, match: type == \"a\"}]\n    - {name: b, match: type == \"b\"}\n",
+    );
+    assert!(at(&found, "sequence.steps[0].group").contains("`any_order`"));
+    assert!(at(&found, "sequence.skip.to_first").contains("is a group"));
+}
+
+#[test]
+fn a_group_compiles_to_its_steps_in_place_and_later_steps_see_it() {
+    let Some(r) = rule(
+        "id: r\nsequence:\n  steps:\n    - {name: a, match: type == \"a\"}\n    - name: g\n      group:\n        - {name: f, match: type == \"f\" && a.count == 1}\n        - {name: r, match: type == \"r\" && data.ip == f.data.ip}\n      times: {min: 2, max: 4}\n      greedy: false\n    - {name: t, match: type == \"t\" && g.count >= 2 && r.last.data.ip == a.data.ip}\n",
+    ) else {
+        return;
+    };
+    let Pattern::Sequence(s) = &r.pattern else {
+        panic!("a sequence")
+    };
+    let names: Vec<&str> = s.steps.iter().map(|x| &*x.name).collect();
+    assert_eq!(names, vec!["a", "f", "r", "t"]);
+    assert_eq!(s.groups.len(), 1);
+    let g = &s.groups[0];
+    assert_eq!(
+        (&*g.name, g.first, g.last, g.min, g.max, g.greedy),
+        ("g", 1, 2, 2, Some(4), false)
+    );
+    assert_eq!(s.steps[1].group, Some(0));
+    assert_eq!(s.steps[3].group, None);
+    // A step of the group does not see the group itself.
+    let found = problems(
+        "id: r\nsequence:\n  steps:\n    - name: g\n      group:\n        - {name: f, match: type == \"f\" && g.count > 0}\n    - {name: t, match: type == \"t\"}\n",
+    );
+    assert!(at(&found, "sequence.steps[0].group[0].match").contains("g"));
+}

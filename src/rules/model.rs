@@ -114,6 +114,37 @@ pub struct SequencePattern {
     /// Without `within`: how long a partial match lives from its first
     /// event (the rule's own; `None` uses the engine's `max_match_age`).
     pub max_match_age: Option<Duration>,
+    /// Groups of consecutive steps repeated as a whole. A group's binding
+    /// slot (for predicates and the message) is `steps.len()` + its index.
+    pub groups: Vec<Group>,
+}
+
+impl SequencePattern {
+    /// Binding slots: one per step, then one per group.
+    pub fn slots(&self) -> usize {
+        self.steps.len() + self.groups.len()
+    }
+}
+
+/// Consecutive steps (`steps[first..=last]`) repeated as a whole, `min` to
+/// `max` times: `(A, B){2,}`. Its steps are positive and take exactly one
+/// event each per repetition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its name: later steps and the message see the repetitions completed
+    /// as `<name>.count`, and its first and last events.
+    pub name: Arc<str>,
+    /// Its first step's index.
+    pub first: usize,
+    /// Its last step's index.
+    pub last: usize,
+    /// Fewest repetitions (at least 1).
+    pub min: u32,
+    /// Most repetitions; `None` is unbounded.
+    pub max: Option<u32>,
+    /// Another repetition wins over the step after the group (false:
+    /// reluctant, the step after the group first once `min` is reached).
+    pub greedy: bool,
 }
 
 /// One step of a sequence.
@@ -137,6 +168,8 @@ pub struct Step {
     /// Ends the step's loop: the first event matching it is not taken by
     /// this step, which then takes no more.
     pub until: Option<Expr>,
+    /// The group (index into `SequencePattern::groups`) this step belongs to.
+    pub group: Option<usize>,
 }
 
 /// An expected event that does not come.

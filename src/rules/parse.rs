@@ -148,7 +148,7 @@ const SEQUENCE_FIELDS: &[&str] = &[
     "steps",
 ];
 const STEP_FIELDS: &[&str] = &[
-    "name", "match", "times", "optional", "not", "greedy", "until",
+    "name", "match", "times", "optional", "not", "greedy", "until", "group",
 ];
 const TIMES_FIELDS: &[&str] = &["min", "max"];
 const ABSENCE_FIELDS: &[&str] = &["after", "expect", "within"];
@@ -462,13 +462,24 @@ impl Walker<'_> {
 
     fn step(&mut self, node: &Node, path: &str, subject: &str) -> Option<StepDoc> {
         let f = self.fields(node, path, subject, STEP_FIELDS)?;
-        Some(StepDoc {
-            name: self.text(&f, "name"),
-            match_: self.required_text(
+        let group = f
+            .get("group")
+            .map(|(_, node)| self.steps(node, &join(path, "group")));
+        // NB: a group's steps carry the predicates; `match` beside `group`
+        // is reported when compiling.
+        let match_ = if group.is_some() {
+            self.text(&f, "match").unwrap_or_default()
+        } else {
+            self.required_text(
                 &f,
                 "match",
-                "give a CEL predicate such as type == \"login_failed\"",
-            ),
+                "give a CEL predicate such as type == \"login_failed\" (or `group` with steps of its own)",
+            )
+        };
+        Some(StepDoc {
+            group,
+            name: self.text(&f, "name"),
+            match_,
             times: self.times(&f),
             optional: self.boolean(&f, "optional").unwrap_or(false),
             negated: self.boolean(&f, "not").unwrap_or(false),
@@ -891,6 +902,7 @@ impl StepDoc {
             negated: false,
             greedy: true,
             until: None,
+            group: None,
         }
     }
 }

@@ -124,8 +124,8 @@ pub struct StepDoc {
     pub name: Option<String>,
     /// CEL predicate selecting the step's events. It may refer to the steps
     /// before it by name (e.g. `failures.count`), except negated ones; in an
-    /// `any_order` sequence, to none.
-    #[serde(rename = "match")]
+    /// `any_order` sequence, to none. Required, except on a group.
+    #[serde(rename = "match", default, skip_serializing_if = "String::is_empty")]
     pub match_: String,
     /// How many events: a number n ≥ 1 (exactly n), or `{min, max}` (min
     /// defaults to 1, max omitted is unbounded; max ≥ 1 and min ≤ max). No
@@ -153,6 +153,16 @@ pub struct StepDoc {
     /// by this step, which takes no more; the next step may take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// A group: instead of `match`, a sequence of steps (each with `name`
+    /// and `match` only) that this step repeats as a whole, `times` times
+    /// (default once; `greedy: false` makes the repetition reluctant), e.g.
+    /// a failed login then a password reset, twice or more. Later steps see
+    /// its steps by name and the group's name (count: repetitions
+    /// completed; first and last: its first and last events). Not in an
+    /// `any_order` sequence, not negated, not optional, not nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub group: Option<Vec<StepDoc>>,
 }
 
 /// A quantifier: exactly `n`, or a range.

@@ -3,8 +3,8 @@
 //!
 //! State can be kept when it means the same thing under the new version:
 //! the pattern kind is the same and so is everything the state's layout
-//! depends on — for a sequence, its steps (count, names, which are negated)
-//! and `any_order`; for an absence, whether it has a trigger; for a
+//! depends on — for a sequence, its steps (count, names, which are negated),
+//! its groups (names and steps) and `any_order`; for an absence, whether it has a trigger; for a
 //! threshold, the window and the aggregate (with its expression). Limits,
 //! predicates, quantifier bounds, `within`, the comparison, the message,
 //! severity, mode and description may all change.
@@ -35,7 +35,13 @@ pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
                     return Some(format!("step {} changed its name or negation", i + 1));
                 }
             }
-            None
+            let shape = |p: &crate::rules::SequencePattern| {
+                p.groups
+                    .iter()
+                    .map(|g| (g.name.clone(), g.first, g.last))
+                    .collect::<Vec<_>>()
+            };
+            (shape(a) != shape(b)).then(|| "the groups changed".into())
         }
         (Pattern::Absence(a), Pattern::Absence(b)) => (a.after.is_some() != b.after.is_some())
             .then(|| "the absence gained or lost its `after` trigger".into()),

@@ -9,7 +9,12 @@
 //!   raw operations;
 //! - sequences: runs are simulated literally as `sequence.rs` describes them,
 //!   a run being nothing but the list of (step, event) pairs it took; every
-//!   count, time span and binding is recomputed from that list;
+//!   count, time span and binding is recomputed from that list — a group's
+//!   repetitions too (the takes of its last step), from `docs/rules.md`'s
+//!   description of groups;
+//! - thresholds with several aggregates: every aggregate is recomputed from
+//!   the window's events and the condition (all / any of some comparisons)
+//!   read the way CEL reads `&&` and `||` over values that may be null;
 //! - absence: each trigger is checked against the expected events accepted
 //!   after it; heartbeats follow the latest expected event;
 //! - thresholds: every window (tumbling, hopping, session) is recomputed from
@@ -236,6 +241,60 @@ pub struct SeqSpec {
     pub contiguity: Contig,
     pub any_order: bool,
     pub skip: SkipSpec,
+    /// Groups of consecutive steps (each taking one event) repeated as a
+    /// whole; not overlapping, in order.
+    pub groups: Vec<GroupSpec>,
+}
+
+/// `steps[first..=last]` repeated as a whole: `(A, B){min, max}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    pub first: usize,
+    pub last: usize,
+    /// `Times::One`, `Exactly` or `Range` with a minimum of at least 1.
+    pub times: Times,
+    pub min: u32,
+    pub max: Option<u32>,
+    /// `greedy: false` (only when the count may vary).
+    pub reluctant: bool,
+}
+
+impl GroupSpec {
+    pub fn new(first: usize, last: usize, times: Times, reluctant: bool) -> GroupSpec {
+        let (min, max) = match &times {
+            Times::Exactly(n) => (*n, Some(*n)),
+            Times::Range(min, max) => (min.unwrap_or(1), *max),
+            _ => (1, Some(1)),
+        };
+        GroupSpec {
+            first,
+            last,
+            times,
+            min,
+            max,
+            reluctant: reluctant && max != Some(min),
+        }
+    }
+}
+
+/// A quantifier as YAML (`times: ...` or `optional: true`), indented.
+fn times_yaml(times: &Times, indent: &str) -> String {
+    match times {
+        Times::One => String::new(),
+        Times::Exactly(n) => format!("{indent}times: {n}\n"),
+        Times::Range(min, max) => {
+            let mut parts = Vec::new();
+            if let Some(m) = min {
+                parts.push(format!("min: {m}"));
+            }
+            if let Some(m) = max {
+                parts.push(format!("max: {m}"));
+            }
+            format!("{indent}times: {{{}}}\n", parts.join(", "))
+        }
+        Times::Optional => format!("{indent}optional: true\n"),
+        Times::Negated => format!("{indent}not: true\n"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -412,32 +471,31 @@ impl RuleSpec {
                 }
                 y += "  steps:\n";
                 for (i, step) in s.steps.iter().enumerate() {
+                    let group = s
+                        .groups
+                        .iter()
+                        .position(|g| (g.first..=g.last).contains(&i));
+                    let indent = if group.is_some() { "    " } else { "" };
+                    if let Some(g) = group.filter(|&g| s.groups[g].first == i) {
+                        y += &format!("    - name: g{}\n      group:\n", g + 1);
+                    }
                     y += &format!(
-                        "    - name: s{}\n      match: \"{}\"\n",
+                        "{indent}    - name: s{}\n{indent}      match: \"{}\"\n",
                         i + 1,
                         step.pred.cel()
                     );
-                    match &step.times {
-                        Times::One => {}
-                        Times::Exactly(n) => y += &format!("      times: {n}\n"),
-                        Times::Range(min, max) => {
-                            let mut parts = Vec::new();
-                            if let Some(m) = min {
-                                parts.push(format!("min: {m}"));
-                            }
-                            if let Some(m) = max {
-                                parts.push(format!("max: {m}"));
-                            }
-                            y += &format!("      times: {{{}}}\n", parts.join(", "));
-                        }
-                        Times::Optional => y += "      optional: true\n",
-                        Times::Negated => y += "      not: true\n",
-                    }
+                    y += &times_yaml(&step.times, &format!("{indent}      "));
                     if step.reluctant {
-                        y += "      greedy: false\n";
+                        y += &format!("{indent}      greedy: false\n");
                     }
                     if let Some(until) = &step.until {
-                        y += &format!("      until: \"{}\"\n", until.cel());
+                        y += &format!("{indent}      until: \"{}\"\n", until.cel());
+                    }
+                    if let Some(g) = group.filter(|&g| s.groups[g].last == i) {
+                        y += &times_yaml(&s.groups[g].times, "      ");
+                        if s.groups[g].reluctant {
+                            y += "      greedy: false\n";
+                        }
                     }
                 }
                 let first = &"s1";
@@ -526,6 +584,17 @@ impl RuleSpec {
                 .map(|s| (s.min, s.max, s.negated))
                 .collect();
             assert_eq!(ours, theirs, "quantifiers of\n{yaml}");
+            let ours: Vec<_> = spec
+                .groups
+                .iter()
+                .map(|g| (g.first, g.last, g.min, g.max, !g.reluctant))
+                .collect();
+            let theirs: Vec<_> = compiled
+                .groups
+                .iter()
+                .map(|g| (g.first, g.last, g.min, g.max, g.greedy))
+                .collect();
+            assert_eq!(ours, theirs, "groups of\n{yaml}");
         }
         Arc::new(rule)
     }
@@ -1213,13 +1282,31 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
     // Complete: every positive step so far reached its minimum and every
     // positive step after the current one may be skipped (min 0); for any
     // order, every step reached its minimum.
+    // Groups: a repetition takes one event for each of the group's steps in
+    // order; the run leaves the group once it has the group's minimum of
+    // repetitions, and may start another below its maximum.
+    let group_ending = |j: usize| spec.groups.iter().find(|g| g.last == j);
+    let in_group = |j: usize| spec.groups.iter().any(|g| (g.first..=g.last).contains(&j));
+    // Repetitions completed: each ends with a take of the group's last step.
+    let done = |run: &Run<'_>, g: &GroupSpec| run.count(g.last);
+    // The current step may be left: it has its minimum, or (the last step
+    // of a group) the group has its minimum of repetitions.
+    let satisfied = |run: &Run<'_>| {
+        let c = run.current();
+        match group_ending(c) {
+            Some(g) => done(run, g) >= g.min as usize,
+            None => run.count(c) >= steps[c].min as usize,
+        }
+    };
+    let may_repeat = |run: &Run<'_>| {
+        group_ending(run.current()).is_some_and(|g| g.max.is_none_or(|m| done(run, g) < m as usize))
+    };
     let complete = |run: &Run<'_>| {
         if spec.any_order {
             return (0..steps.len()).all(|j| run.count(j) >= steps[j].min as usize);
         }
         let c = run.current();
-        run.count(c) >= steps[c].min as usize
-            && steps[c + 1..].iter().all(|s| s.negated || s.min == 0)
+        satisfied(run) && steps[c + 1..].iter().all(|s| s.negated || s.min == 0)
     };
     let pending = |run: &Run<'_>| trailing && complete(run);
     // An event matching a step's `until` ends that step's loop: the step
@@ -1251,7 +1338,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 .map_or(Decision::Ignore, Decision::Take);
         }
         let c = run.current();
-        let can_leave = run.count(c) >= steps[c].min as usize;
+        let can_leave = satisfied(run);
         // A negated step some event in the gap matched: no step after it
         // can be the next one taken (the event would lie between them).
         let guarded =
@@ -1259,13 +1346,28 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         // `until`: the first event matching it ends the current step's loop
         // and is not taken by it.
         let closing = !run.closed && ends(c, e, Some(run));
-        let stays = !run.closed && !closing && below_max(run, c) && matches(c, e, Some(run));
+        // A group's step takes one event per repetition: it never stays.
+        let stays = !in_group(c)
+            && !run.closed
+            && !closing
+            && below_max(run, c)
+            && matches(c, e, Some(run));
+        // Another repetition of the group the current step ends (not for a
+        // run that waits on a trailing negation: it completed already).
+        let repeat = group_ending(c)
+            .filter(|_| may_repeat(run) && !pending(run))
+            .filter(|g| matches(g.first, e, Some(run)));
         if in_window {
             // 1. Greedy: stay on the current step; a reluctant step stays
             //    only while it is below its minimum, or when no later step
             //    takes the event (2. before 1.).
             if stays && (!steps[c].reluctant || !can_leave) {
                 return Decision::Take(c);
+            }
+            // 1b. A greedy group repeats before a later step may take the
+            //     event; any group repeats while below its minimum.
+            if let Some(g) = repeat.filter(|g| !g.reluctant || !can_leave) {
+                return Decision::Take(g.first);
             }
             // 2. Move on to the first later positive step it matches,
             //    passing negated steps and optional steps it does not match,
@@ -1286,6 +1388,9 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                     }
                 }
             }
+            if let Some(g) = repeat {
+                return Decision::Take(g.first);
+            }
             if stays {
                 return Decision::Take(c);
             }
@@ -1296,7 +1401,13 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         //    before first + within.
         let before_deadline = spec.within.is_none_or(|w| e.time < run.first_time() + w);
         if can_leave && before_deadline {
-            if c + 1 < steps.len() && steps[c + 1].negated && matches(c + 1, e, Some(run)) {
+            // After a group that may still repeat, the event only joins the
+            // gap: it bars the way past the negated step, not a repetition.
+            if c + 1 < steps.len()
+                && steps[c + 1].negated
+                && matches(c + 1, e, Some(run))
+                && !may_repeat(run)
+            {
                 return Decision::End;
             }
             if pending(run)
@@ -1349,6 +1460,9 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             if !step.negated {
                 values.insert(format!("s{}.count", j + 1), json!(run.count(j)));
             }
+        }
+        for (g, group) in spec.groups.iter().enumerate() {
+            values.insert(format!("g{}.count", g + 1), json!(done(run, group)));
         }
         let events = run.taken.iter().map(|(_, e, o)| e.reference(*o)).collect();
         cx.alert(&id, time, events, values)
@@ -1406,8 +1520,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 Decision::Ignore | Decision::Close => {
                     let mut run = run;
                     run.closed |= matches!(decision, Decision::Close);
-                    let c = run.current();
-                    let open = !spec.any_order && run.count(c) >= steps[c].min as usize;
+                    let open = !spec.any_order && satisfied(&run);
                     if open && spec.within.is_none_or(|w| e.time < run.first_time() + w) {
                         run.gap.push(e);
                     }
