@@ -892,3 +892,148 @@ fn greedy_and_until_belong_on_loops() {
     assert_eq!(problems[0].path, "sequence.steps[0].until");
     assert!(problems[0].message.contains("tpye"), "{problems:#?}");
 }
+
+// --- groups -------------------------------------------------------------------
+
+/// The issue's example: a failed login then a password reset, twice or
+/// more, then a transfer.
+fn takeover(group_fields: &str, after: &str) -> String {
+    format!(
+        "id: takeover
+sequence:
+  within: 1h
+  steps:
+    - name: probe
+      group:
+        - name: failed
+          match: type == \"f\"
+        - name: reset
+          match: type == \"r\"
+{group_fields}{after}    - name: transfer
+      match: type == \"t\"
+alert:
+  message: \"{{{{probe.count}}}} rounds, {{{{failed.count}}}} failures, first at {{{{probe.first.time}}}}, last reset {{{{reset.last.time}}}}\"
+"
+    )
+}
+
+#[test]
+fn a_group_repeats_its_steps_as_a_whole() {
+    let mut w = World::new(&[&takeover("      times: {min: 2}\n", "")]);
+    assert!(w.send("f", 0.0).is_empty());
+    assert!(w.send("r", 1.0).is_empty());
+    // One round is not enough.
+    assert!(w.send("t", 2.0).is_empty());
+    w.send("f", 3.0);
+    w.send("r", 4.0);
+    w.send("f", 5.0);
+    w.send("r", 6.0);
+    let alert = only(w.send("t", 7.0));
+    // Greedy: the third round is taken too; the run started at 0 wins.
+    assert_eq!(event_times(&alert), vec![0.0, 1.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(value(&alert, "probe.count"), &json!(3));
+    assert_eq!(value(&alert, "failed.count"), &json!(3));
+    assert_eq!(value(&alert, "reset.count"), &json!(3));
+    assert_eq!(
+        alert.message,
+        "3 rounds, 3 failures, first at 2026-01-01T00:00:00.000Z, last reset 2026-01-01T00:00:06.000Z"
+    );
+}
+
+#[test]
+fn a_group_is_taken_in_order_and_a_broken_round_does_not_count() {
+    let mut w = World::new(&[&takeover("      times: {min: 2}\n", "")]);
+    // f f r: the second f is unrelated (relaxed), the round is f r.
+    w.send("f", 0.0);
+    w.send("f", 1.0);
+    w.send("r", 2.0);
+    // r before f: unrelated for the run at its round's end.
+    w.send("r", 3.0);
+    assert!(w.send("t", 4.0).is_empty(), "one round only");
+    w.send("f", 5.0);
+    w.send("r", 6.0);
+    let alert = only(w.send("t", 7.0));
+    assert_eq!(value(&alert, "probe.count"), &json!(2));
+}
+
+#[test]
+fn a_group_with_a_maximum_stops_repeating() {
+    let mut w = World::new(&[&takeover("      times: {min: 1, max: 1}\n", "")]);
+    w.send("f", 0.0);
+    w.send("r", 1.0);
+    w.send("f", 2.0);
+    w.send("r", 3.0);
+    let alert = only(w.send("t", 4.0));
+    assert_eq!(event_times(&alert), vec![0.0, 1.0, 4.0]);
+}
+
+#[test]
+fn a_reluctant_group_lets_the_next_step_take_an_event_once_it_has_its_minimum() {
+    // The step after the group also matches a failed login.
+    let rule = "id: reluctant
+sequence:
+  steps:
+    - name: probe
+      group:
+        - {name: failed, match: type == \"f\"}
+        - {name: reset, match: type == \"r\"}
+      times: {min: 1}
+      greedy: false
+    - name: again
+      match: type == \"f\"
+";
+    let mut w = World::new(&[rule]);
+    w.send("f", 0.0);
+    w.send("r", 1.0);
+    let alert = only(w.send("f", 2.0));
+    assert_eq!(event_times(&alert), vec![0.0, 1.0, 2.0]);
+    // Greedy, at most two rounds: the second f starts another round.
+    let greedy = rule
+        .replace("      greedy: false\n", "")
+        .replace("{min: 1}", "{min: 1, max: 2}");
+    let mut w = World::new(&[&greedy]);
+    w.send("f", 0.0);
+    w.send("r", 1.0);
+    assert!(w.send("f", 2.0).is_empty(), "greedy: another round starts");
+    w.send("r", 3.0);
+    let alert = only(w.send("f", 4.0));
+    assert_eq!(event_times(&alert), vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+}
+
+#[test]
+fn a_negated_step_after_a_group_guards_only_the_way_out() {
+    let rule = takeover(
+        "      times: {min: 1}\n",
+        "    - match: type == \"n\"\n      not: true\n",
+    );
+    let mut w = World::new(&[&rule]);
+    // f r n t: the notice is between the rounds and the transfer.
+    w.send("f", 0.0);
+    w.send("r", 1.0);
+    w.send("n", 2.0);
+    assert!(w.send("t", 3.0).is_empty());
+    // f r n f r t: the notice falls between two rounds: the last gap is clean.
+    let mut w = World::new(&[&rule]);
+    for (ty, t) in [("f", 0.0), ("r", 1.0), ("n", 2.0), ("f", 3.0), ("r", 4.0)] {
+        w.send(ty, t);
+    }
+    let alert = only(w.send("t", 5.0));
+    assert_eq!(value(&alert, "probe.count"), &json!(2));
+}
+
+#[test]
+fn a_group_can_be_named_in_skip_only_through_its_steps() {
+    let rule = takeover("      times: {min: 1}\n", "").replace(
+        "  within: 1h\n",
+        "  within: 1h\n  skip: {to_last: failed}\n",
+    );
+    let mut w = World::new(&[&rule]);
+    for (ty, t) in [("f", 0.0), ("r", 1.0), ("f", 2.0), ("r", 3.0)] {
+        w.send(ty, t);
+    }
+    // to_last: failed resumes at the last failure: the run started at 2
+    // matches too.
+    let alerts = w.send("t", 4.0);
+    let starts: Vec<f64> = alerts.iter().map(|a| event_times(a)[0]).collect();
+    assert_eq!(starts, vec![0.0, 2.0]);
+}

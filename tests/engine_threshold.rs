@@ -504,3 +504,113 @@ fn only_events_matching_the_threshold_predicate_enter_the_window() {
     w.send("y", 1.0);
     assert!(w.advance(3600.0).is_empty());
 }
+
+// --- several aggregates and one condition ------------------------------------------
+
+/// Transfers of type `x` with an amount `data.v`: `n` counts them, `total`
+/// sums them, and the rule fires when both are large.
+fn several(window: &str) -> String {
+    format!(
+        "id: t
+threshold:
+  match: type == \"x\"
+  window: {{{window}}}
+  aggregates:
+    n: count
+    total: sum(data.v)
+    top: max(data.v)
+  condition: n >= 3 && total > 100
+alert:
+  message: \"{{{{n}}}} transfers, {{{{total}}}} in all (largest {{{{top}}}}), {{{{count}}}} events\"
+"
+    )
+}
+
+#[test]
+fn several_aggregates_fire_when_the_condition_over_all_of_them_holds() {
+    let mut w = World::new(&[&several("sliding: 1m")]);
+    assert!(w.send_data("x", 0.0, v(10.0)).is_empty());
+    assert!(w.send_data("x", 1.0, v(20.0)).is_empty());
+    // n = 3 but total = 40: not yet.
+    assert!(w.send_data("x", 2.0, v(10.0)).is_empty());
+    let alert = only(w.send_data("x", 3.0, v(90.0)));
+    assert_eq!(secs(alert.time), 3.0);
+    assert_eq!(value(&alert, "n"), &json!(4));
+    assert_eq!(value(&alert, "total"), &json!(130));
+    assert_eq!(value(&alert, "top"), &json!(90));
+    assert_eq!(value(&alert, "count"), &json!(4));
+    assert_eq!(value(&alert, "condition"), &json!("n >= 3 && total > 100"));
+    assert!(alert.values.get("value").is_none(), "{:?}", alert.values);
+    assert!(alert.values.get("limit").is_none(), "{:?}", alert.values);
+    assert_eq!(
+        alert.message,
+        "4 transfers, 130 in all (largest 90), 4 events"
+    );
+}
+
+#[test]
+fn several_aggregates_are_edge_triggered_like_one() {
+    let mut w = World::new(&[&several("sliding: 1m")]);
+    let mut alerts = Vec::new();
+    for t in 0..6 {
+        alerts.extend(w.send_data("x", t as f64, v(50.0)));
+    }
+    assert_eq!(times(&alerts), vec![2.0]);
+}
+
+#[test]
+fn an_event_without_a_value_for_some_aggregate_stays_out_of_the_window() {
+    let mut w = World::new(&[&several("sliding: 1m")]);
+    w.send_data("x", 0.0, v(60.0));
+    w.send_data("x", 1.0, v(60.0));
+    // No amount: `n` does not count it either, so n stays 2.
+    assert!(w.send("x", 2.0).is_empty());
+    let alert = only(w.send_data("x", 3.0, v(1.0)));
+    assert_eq!(value(&alert, "n"), &json!(3));
+}
+
+#[test]
+fn several_aggregates_work_for_every_window_kind() {
+    let events = [(0.0, 50.0), (10.0, 40.0), (20.0, 30.0)];
+    for (window, fires_at) in [
+        ("tumbling: 1m", 60.0),
+        ("hopping: {size: 1m, advance: 30s}", 30.0),
+        ("session: {gap: 30s}", 50.0),
+        ("count: 3", 20.0),
+        ("sliding: 1m", 20.0),
+    ] {
+        let mut w = World::new(&[&several(window)]);
+        let mut alerts = Vec::new();
+        for (t, amount) in events {
+            alerts.extend(w.send_data("x", t, v(amount)));
+        }
+        alerts.extend(w.advance(600.0));
+        let first = alerts
+            .first()
+            .unwrap_or_else(|| panic!("{window}: no alert"));
+        assert_eq!(secs(first.time), fires_at, "{window}");
+        assert_eq!(value(first, "n"), &json!(3), "{window}");
+        assert_eq!(value(first, "total"), &json!(120), "{window}");
+        assert_eq!(value(first, "top"), &json!(50), "{window}");
+    }
+}
+
+#[test]
+fn a_condition_over_an_aggregate_without_a_value_is_false() {
+    let rule = "id: t
+threshold:
+  match: type == \"x\"
+  window: {tumbling: 1m}
+  aggregates:
+    n: count
+    low: min(data.v)
+  condition: n >= 1 && low < 5
+";
+    let mut w = World::new(&[rule]);
+    // `min` of events with no number has no value: never fires.
+    w.send("y", 0.0);
+    assert!(w.advance(600.0).is_empty());
+    w.send_data("x", 601.0, v(2.0));
+    let alert = only(w.advance(1200.0));
+    assert_eq!(value(&alert, "low"), &json!(2));
+}

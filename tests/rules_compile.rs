@@ -4,8 +4,8 @@
 
 use cepheus::rules::expr::{self, ExprLimits, Scope};
 use cepheus::rules::{
-    check_document, load, Aggregate, CompareOp, Format, Pattern, Problem, Rule, RuleDocument,
-    RuleLimits, WindowSpec,
+    check_document, load, Aggregate, CompareOp, Condition, Format, Pattern, Problem, Rule,
+    RuleDocument, RuleLimits, WindowSpec,
 };
 use cepheus::time::Duration;
 
@@ -627,10 +627,10 @@ fn aggregates_are_count_or_a_function_of_one_expression() {
         let Pattern::Threshold(t) = &r.pattern else {
             panic!("a threshold")
         };
-        assert_eq!(t.aggregate.name(), name, "{text}");
+        assert_eq!(t.aggregate().name(), name, "{text}");
         if name != "count" {
             let inner = t
-                .aggregate
+                .aggregate()
                 .expr()
                 .expect("an expression")
                 .source()
@@ -649,10 +649,13 @@ fn threshold_defaults_to_count_over_every_event() {
     let Pattern::Threshold(t) = &r.pattern else {
         panic!("a threshold")
     };
-    assert!(matches!(t.aggregate, Aggregate::Count));
+    assert!(matches!(t.aggregate(), Aggregate::Count));
     assert_eq!(t.predicate.source(), "true");
-    assert_eq!(t.comparison.op, CompareOp::AtLeast);
-    assert_eq!(t.comparison.limit, 3.0);
+    let Condition::Compare(comparison) = &t.condition else {
+        panic!("the single form compares")
+    };
+    assert_eq!(comparison.op, CompareOp::AtLeast);
+    assert_eq!(comparison.limit, 3.0);
     assert_eq!(
         t.window,
         WindowSpec::Sliding {
@@ -865,4 +868,145 @@ fn max_match_age_is_a_duration_for_sequences_without_within() {
         Pattern::Sequence(s) => assert_eq!(s.max_match_age, Some(Duration::from_secs(7200))),
         _ => panic!("a sequence"),
     }
+}
+
+#[test]
+fn several_aggregates_need_a_condition_and_names_that_are_free() {
+    let found = problems(&threshold(
+        "  window: {sliding: 1m}\n  aggregates:\n    n: count\n    count: sum(data.x)\n    2x: avg(data.x)\n    total: median(data.x)\n",
+    ));
+    assert!(at(&found, "threshold.aggregates").contains("needs a `condition`"));
+    assert!(at(&found, "threshold.aggregates.count").contains("reserved"));
+    assert!(at(&found, "threshold.aggregates.2x").contains("not an identifier"));
+    assert!(at(&found, "threshold.aggregates.total").contains("not `median(data.x)`"));
+    let line = found
+        .iter()
+        .find(|p| p.path == "threshold.aggregates.total")
+        .and_then(|p| p.position())
+        .map(|p| p.line);
+    assert_eq!(line, Some(8), "{found:#?}");
+}
+
+#[test]
+fn several_aggregates_exclude_the_single_form() {
+    let found = problems(&threshold(
+        "  window: {sliding: 1m}\n  aggregate: count\n  above: 3\n  aggregates: {n: count}\n  condition: n > 3\n",
+    ));
+    assert!(at(&found, "threshold.aggregate").contains("not both"));
+    assert!(at(&found, "threshold.above").contains("goes into `condition`"));
+    let found = problems(&threshold(
+        "  window: {sliding: 1m}\n  above: 3\n  condition: n > 3\n",
+    ));
+    assert!(at(&found, "threshold.condition").contains("goes with `aggregates`"));
+}
+
+#[test]
+fn a_condition_sees_the_aggregates_by_name_and_nothing_else() {
+    let found = problems(&threshold(
+        "  window: {sliding: 1m}\n  aggregates: {n: count}\n  condition: n > 3 && totl > 5\n",
+    ));
+    let message = at(&found, "threshold.condition");
+    assert!(message.contains("totl"), "{message}");
+    let Some(r) = rule(&threshold(
+        "  window: {tumbling: 1h}\n  aggregates: {n: count, total: sum(data.amount)}\n  condition: n > 5 && total > 10000\nalert:\n  message: \"{{n}} for {{total}} in {{window_start}}\"\n",
+    )) else {
+        return;
+    };
+    let Pattern::Threshold(t) = &r.pattern else {
+        panic!("a threshold")
+    };
+    let names: Vec<&str> = t.aggregates.iter().map(|a| &*a.name).collect();
+    assert_eq!(names, vec!["n", "total"]);
+    assert!(matches!(t.condition, Condition::Expr(_)));
+    // `value` and `limit` belong to the single form.
+    let found = problems(&threshold(
+        "  window: {tumbling: 1h}\n  aggregates: {n: count}\n  condition: n > 5\nalert:\n  message: \"{{value}} over {{limit}}\"\n",
+    ));
+    assert!(!found.is_empty());
+    assert!(
+        found.iter().all(|p| p.path == "alert.message"),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn a_group_has_steps_of_one_event_each_and_is_located_where_written() {
+    let yaml = "id: r
+sequence:
+  steps:
+    - name: probe
+      match: type == \"x\"
+      group:
+        - name: failed
+          match: type == \"f\"
+          times: 2
+        - name: reset
+          match: type == \"r\"
+          not: true
+        - name: inner
+          group: [{match: type == \"z\"}]
+      optional: true
+    - name: reset
+      match: type == \"t\"
+";
+    let found = problems(yaml);
+    assert!(at(&found, "sequence.steps[0].match").starts_with("a group takes no `match`"));
+    assert!(at(&found, "sequence.steps[0].group[0].times").contains("exactly one event"));
+    assert!(at(&found, "sequence.steps[0].group[1].not").contains("cannot be negated"));
+    assert!(at(&found, "sequence.steps[0].group[2].group").contains("cannot be nested"));
+    assert!(at(&found, "sequence.steps[0].optional").contains("cannot be optional"));
+    assert!(at(&found, "sequence.steps[1].name").contains("is also named `reset`"));
+    let line = |path: &str| {
+        found
+            .iter()
+            .find(|p| p.path == path)
+            .and_then(|p| p.position())
+            .map(|p| p.line)
+    };
+    assert_eq!(
+        line("sequence.steps[0].group[0].times"),
+        Some(9),
+        "{found:#?}"
+    );
+    assert_eq!(
+        line("sequence.steps[0].group[1].not"),
+        Some(12),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn groups_are_not_for_any_order_and_skip_names_their_steps() {
+    let found = problems(
+        "id: r\nsequence:\n  any_order: true\n  skip: {to_first: g}\n  steps:\n    - name: g\n      group: [{name: a, match: type == \"a\"}]\n    - {name: b, match: type == \"b\"}\n",
+    );
+    assert!(at(&found, "sequence.steps[0].group").contains("`any_order`"));
+    assert!(at(&found, "sequence.skip.to_first").contains("is a group"));
+}
+
+#[test]
+fn a_group_compiles_to_its_steps_in_place_and_later_steps_see_it() {
+    let Some(r) = rule(
+        "id: r\nsequence:\n  steps:\n    - {name: a, match: type == \"a\"}\n    - name: g\n      group:\n        - {name: f, match: type == \"f\" && a.count == 1}\n        - {name: r, match: type == \"r\" && data.ip == f.data.ip}\n      times: {min: 2, max: 4}\n      greedy: false\n    - {name: t, match: type == \"t\" && g.count >= 2 && r.last.data.ip == a.data.ip}\n",
+    ) else {
+        return;
+    };
+    let Pattern::Sequence(s) = &r.pattern else {
+        panic!("a sequence")
+    };
+    let names: Vec<&str> = s.steps.iter().map(|x| &*x.name).collect();
+    assert_eq!(names, vec!["a", "f", "r", "t"]);
+    assert_eq!(s.groups.len(), 1);
+    let g = &s.groups[0];
+    assert_eq!(
+        (&*g.name, g.first, g.last, g.min, g.max, g.greedy),
+        ("g", 1, 2, 2, Some(4), false)
+    );
+    assert_eq!(s.steps[1].group, Some(0));
+    assert_eq!(s.steps[3].group, None);
+    // A step of the group does not see the group itself.
+    let found = problems(
+        "id: r\nsequence:\n  steps:\n    - name: g\n      group:\n        - {name: f, match: type == \"f\" && g.count > 0}\n    - {name: t, match: type == \"t\"}\n",
+    );
+    assert!(at(&found, "sequence.steps[0].group[0].match").contains("g"));
 }

@@ -193,9 +193,10 @@ impl RuleSet {
             .into_iter()
             .filter(|r| r.enabled)
             .map(|rule| RuleEntry {
+                // NB: exhaustive, so a new kind is a compile error here too.
                 sequence_plan: match &rule.pattern {
                     Pattern::Sequence(p) => Some(SequencePlan::new(p, rule.message.as_ref())),
-                    _ => None,
+                    Pattern::Absence(_) | Pattern::Threshold(_) => None,
                 },
                 rule,
             })

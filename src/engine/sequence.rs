@@ -60,6 +60,19 @@
 //! later one when every positive step before it is optional. Runs beyond
 //! `max_partial_matches` are not started and are counted as dropped.
 //!
+//! A *group* is consecutive steps, each taking one event, repeated as a
+//! whole `min` to `max` times (`(A, B){2,}`). A run at a group's last step
+//! has completed a repetition (`iteration` counts them): the current step
+//! counts as having its minimum only once the group has `min` repetitions
+//! (rules 2, 3 and completion above), and while below `max` — and not
+//! pending — an event the group's first step matches starts another
+//! repetition: before rule 2 for a greedy group, after it for a reluctant
+//! one (and before it for either while below `min`). A negated step right
+//! after a group that may still repeat does not end the run; its event
+//! closes only the way past it, as behind optional steps (rule 3). A
+//! group's binding slot follows the steps': its count is the repetitions
+//! completed, its first and last events those of its steps.
+//!
 //! `any_order` sequences are conjunctions: a run has a count per step; an
 //! event goes to the first step (in declaration order) still below its
 //! minimum that it matches, else the first below its maximum; the run
@@ -77,7 +90,7 @@ use crate::engine::EngineConfig;
 use crate::event::{Event, EventRef};
 use crate::rules::expr::Binding;
 use crate::rules::template::Template;
-use crate::rules::{Contiguity, SequencePattern, Skip};
+use crate::rules::{Contiguity, Group, SequencePattern, Skip};
 use crate::time::{Duration, Timestamp};
 
 /// What the engine precomputes about a sequence rule.
@@ -96,26 +109,31 @@ pub(crate) struct SequencePlan {
     /// The skip strategy resumes at a step's event: runs keep where each
     /// step's events stand.
     keep_marks: bool,
+    /// Number of steps: a group's binding slot is this plus its index.
+    steps: usize,
+    /// Per step, the (first, last) steps of its group, if any.
+    group_of: Vec<Option<(usize, usize, usize)>>,
 }
 
 impl SequencePlan {
     pub fn new(pattern: &SequencePattern, message: Option<&Template>) -> SequencePlan {
         let n = pattern.steps.len();
+        let slots = pattern.slots();
         let uses_bindings: Vec<bool> = pattern
             .steps
             .iter()
             .map(|s| !s.predicate.binding_slots().is_empty())
             .collect();
-        let mut keep_events = vec![false; n];
+        let mut keep_events = vec![false; slots];
         for step in &pattern.steps {
             for &slot in step.predicate.binding_slots() {
-                if slot < n {
+                if slot < slots {
                     keep_events[slot] = true;
                 }
             }
         }
         for slot in message.map(Template::binding_slots).unwrap_or_default() {
-            if slot < n {
+            if slot < slots {
                 keep_events[slot] = true;
             }
         }
@@ -126,6 +144,15 @@ impl SequencePlan {
             keep_ordinals: pattern.contiguity == Contiguity::Any,
             trailing_negation: last_positive + 1 < n,
             keep_marks: matches!(pattern.skip, Skip::ToFirst(_) | Skip::ToLast(_)),
+            steps: n,
+            group_of: pattern
+                .steps
+                .iter()
+                .map(|s| {
+                    s.group
+                        .map(|g| (g, pattern.groups[g].first, pattern.groups[g].last))
+                })
+                .collect(),
         }
     }
 }
@@ -172,6 +199,10 @@ struct Run {
     /// The current step's loop was ended by its `until`: it takes no more.
     #[serde(default)]
     closed: bool,
+    /// In a group: which repetition of it the run is in (1 for the first).
+    /// State format 3.
+    #[serde(default)]
+    iteration: u32,
 }
 
 /// What one step of a run has taken.
@@ -236,7 +267,7 @@ impl Probe<'_> {
         };
         let bindings: Vec<Binding<'_>> = match run {
             Some(run) => run.bindings(),
-            None => vec![Binding::default(); self.pattern.steps.len()],
+            None => vec![Binding::default(); self.pattern.slots()],
         };
         until.matches(&self.env.ctx(Some(self.event), &bindings))
     }
@@ -261,7 +292,7 @@ impl Probe<'_> {
         }
         let bindings: Vec<Binding<'_>> = match run {
             Some(run) => run.bindings(),
-            None => vec![Binding::default(); self.pattern.steps.len()],
+            None => vec![Binding::default(); self.pattern.slots()],
         };
         predicate.matches(&self.env.ctx(Some(self.event), &bindings))
     }
@@ -309,6 +340,21 @@ impl Run {
             self.marks[j].first.get_or_insert(at);
             self.marks[j].last = Some(at);
         }
+        if let Some((g, first, last)) = plan.group_of[j] {
+            if j == first {
+                // Back from the group's last step: another repetition.
+                let again = self.step as usize == last && self.steps[last].count > 0;
+                self.iteration = if again { self.iteration + 1 } else { 1 };
+            }
+            let group = &mut self.steps[plan.steps + g];
+            if j == last {
+                group.count += 1;
+            }
+            if plan.keep_events[plan.steps + g] {
+                group.first.get_or_insert_with(|| Arc::clone(event));
+                group.last = Some(Arc::clone(event));
+            }
+        }
         let step = &mut self.steps[j];
         step.count += 1;
         if plan.keep_events[j] {
@@ -346,6 +392,7 @@ impl Run {
             barrier: None,
             marks: Vec::new(),
             closed: false,
+            iteration: 0,
         }
     }
 }
@@ -465,7 +512,7 @@ impl SequenceState {
         }
 
         if let Some(j) = start_step(&mut probe) {
-            let mut run = Run::start(pattern.steps.len(), event, ordinal);
+            let mut run = Run::start(pattern.slots(), event, ordinal);
             run.take(j, event, &reference, plan, explain);
             if !completes(&run, pattern, plan) && kept.len() >= cap {
                 dropped.partial_matches += 1;
@@ -550,6 +597,7 @@ impl SequenceState {
                 "step": r.step,
                 "counts": r.steps.iter().map(|s| s.count).collect::<Vec<_>>(),
                 "pending_negation": r.pending,
+                "group_repetition": r.iteration,
                 "events": r.explanation.events,
             })).collect::<Vec<_>>(),
         })
@@ -570,10 +618,17 @@ fn is_complete(run: &Run, pattern: &SequencePattern) -> bool {
     } else {
         let j = run.step as usize;
         run.steps[j].count >= pattern.steps[j].min
+            && group_end(pattern, j).is_none_or(|g| run.iteration >= g.min)
             && pattern.steps[j + 1..]
                 .iter()
                 .all(|s| s.negated || s.min == 0)
     }
+}
+
+/// The group whose last step is `j`, if any.
+fn group_end(pattern: &SequencePattern, j: usize) -> Option<&Group> {
+    let group = &pattern.groups[pattern.steps[j].group?];
+    (group.last == j).then_some(group)
 }
 
 /// Whether a run that just took an event completes a match now (not
@@ -711,7 +766,14 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
     let in_window = pattern
         .within
         .is_none_or(|w| run.span_with(event_time) < w.millis());
-    let can_leave = taken >= steps[c].min;
+    // At a group's last step a repetition is complete: the run may leave
+    // the group once it has its minimum, and repeat it below its maximum
+    // (not while waiting on a trailing negation: it completed already).
+    let end_of_group = group_end(pattern, c);
+    let can_leave = taken >= steps[c].min && end_of_group.is_none_or(|g| run.iteration >= g.min);
+    let repeat = end_of_group
+        .filter(|g| !run.pending && g.max.is_none_or(|max| run.iteration < max))
+        .filter(|g| probe.matches(g.first, Some(run)));
     // No step past a negated step that an event already matched in this gap.
     let reachable = run.barrier.map_or(steps.len(), |b| b as usize);
     // `until` ends the current step's loop at the first event matching it,
@@ -726,6 +788,10 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         if stays && (steps[c].greedy || !can_leave) {
             return Decision::Take(c);
         }
+        // A greedy group repeats before the step after it may take the event.
+        if let Some(g) = repeat.filter(|g| g.greedy || !can_leave) {
+            return Decision::Take(g.first);
+        }
         if can_leave {
             for j in c + 1..reachable {
                 if steps[j].negated {
@@ -738,6 +804,9 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
                     break;
                 }
             }
+        }
+        if let Some(g) = repeat {
+            return Decision::Take(g.first);
         }
         if stays {
             return Decision::Take(c);
@@ -756,7 +825,11 @@ fn decide_ordered(probe: &mut Probe<'_>, run: &Run) -> Decision {
         while before_deadline && j < reachable {
             if steps[j].negated {
                 if probe.matches(j, Some(run)) {
-                    if j == c + 1 || run.pending {
+                    // NB: after a group that may still repeat, the event
+                    // closes only the way out (a repetition starts a new gap).
+                    let may_repeat =
+                        end_of_group.is_some_and(|g| g.max.is_none_or(|max| run.iteration < max));
+                    if (j == c + 1 && !may_repeat) || run.pending {
                         return Decision::End;
                     }
                     if pattern.contiguity == Contiguity::Strict {
@@ -840,6 +913,10 @@ fn self_alert(
             values.insert(format!("{}.count", step.name), json!(taken.count));
         }
     }
+    // A group's count is its repetitions completed.
+    for (group, taken) in pattern.groups.iter().zip(&run.steps[pattern.steps.len()..]) {
+        values.insert(format!("{}.count", group.name), json!(taken.count));
+    }
     if run.explanation.omitted > 0 {
         values.insert("events_omitted".into(), json!(run.explanation.omitted));
     }
@@ -901,6 +978,8 @@ mod tests {
         let state: SequenceState = rmp_serde::from_slice(&bytes).expect("format 1 reads");
         assert_eq!(state.runs.len(), 1);
         assert_eq!(state.runs[0].barrier, None);
+        // Format 3 added the group repetition: none before.
+        assert_eq!(state.runs[0].iteration, 0);
         assert_eq!(state.runs[0].ordinals, vec![3, 4]);
         assert!(state.runs[0].pending);
     }

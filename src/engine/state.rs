@@ -23,7 +23,12 @@ use crate::time::Timestamp;
 /// - 2: adds the reorder buffer and the `expired_matches` and
 ///   `released_early` counters at the ends of their structs; a format-1
 ///   state reads as format 2 with those empty (see [`KeyState::migrate`]).
-pub const STATE_FORMAT: u32 = 2;
+/// - 3: thresholds with several aggregates and sequences with groups: a
+///   window entry's and a window summary's other aggregates (`more`) and a
+///   run's group `iteration`, each at the end of its struct; a format-2
+///   state reads as format 3 with those empty, which is what it had (one
+///   aggregate, no group).
+pub const STATE_FORMAT: u32 = 3;
 
 /// The engine's memory of one entity.
 ///
@@ -125,7 +130,9 @@ impl KeyState {
 
     /// Brings a state read from an older layout to [`STATE_FORMAT`].
     /// Format 1 had no reorder buffer and fewer drop counters: they read as
-    /// empty, which is what a format-1 entity had.
+    /// empty, which is what a format-1 entity had. Format 2 had one
+    /// aggregate per threshold and no groups: the fields format 3 added read
+    /// as empty, which is what a format-2 entity had.
     pub fn migrate(&mut self) {
         if self.format < STATE_FORMAT {
             self.format = STATE_FORMAT;

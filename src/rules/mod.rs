@@ -25,9 +25,9 @@ pub mod vocabulary;
 pub use limits::RuleLimits;
 pub use locations::Locations;
 pub use model::{
-    AbsencePattern, Aggregate, CompareOp, Comparison, Contiguity, LatePolicy, Lateness, Mode,
-    Pattern, Rule, SequencePattern, Severity, Skip, SkipStrategy, Step, ThresholdPattern,
-    WindowSpec,
+    AbsencePattern, Aggregate, CompareOp, Comparison, Condition, Contiguity, Group, LatePolicy,
+    Lateness, Mode, NamedAggregate, Pattern, Rule, SequencePattern, Severity, Skip, SkipStrategy,
+    Step, ThresholdPattern, WindowSpec,
 };
 pub use parse::Format;
 pub use problem::{Position, Problem};

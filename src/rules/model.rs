@@ -114,6 +114,37 @@ pub struct SequencePattern {
     /// Without `within`: how long a partial match lives from its first
     /// event (the rule's own; `None` uses the engine's `max_match_age`).
     pub max_match_age: Option<Duration>,
+    /// Groups of consecutive steps repeated as a whole. A group's binding
+    /// slot (for predicates and the message) is `steps.len()` + its index.
+    pub groups: Vec<Group>,
+}
+
+impl SequencePattern {
+    /// Binding slots: one per step, then one per group.
+    pub fn slots(&self) -> usize {
+        self.steps.len() + self.groups.len()
+    }
+}
+
+/// Consecutive steps (`steps[first..=last]`) repeated as a whole, `min` to
+/// `max` times: `(A, B){2,}`. Its steps are positive and take exactly one
+/// event each per repetition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Its name: later steps and the message see the repetitions completed
+    /// as `<name>.count`, and its first and last events.
+    pub name: Arc<str>,
+    /// Its first step's index.
+    pub first: usize,
+    /// Its last step's index.
+    pub last: usize,
+    /// Fewest repetitions (at least 1).
+    pub min: u32,
+    /// Most repetitions; `None` is unbounded.
+    pub max: Option<u32>,
+    /// Another repetition wins over the step after the group (false:
+    /// reluctant, the step after the group first once `min` is reached).
+    pub greedy: bool,
 }
 
 /// One step of a sequence.
@@ -137,6 +168,8 @@ pub struct Step {
     /// Ends the step's loop: the first event matching it is not taken by
     /// this step, which then takes no more.
     pub until: Option<Expr>,
+    /// The group (index into `SequencePattern::groups`) this step belongs to.
+    pub group: Option<usize>,
 }
 
 /// An expected event that does not come.
@@ -151,17 +184,47 @@ pub struct AbsencePattern {
     pub within: Duration,
 }
 
-/// An aggregate over a window compared with a limit.
+/// Aggregates over a window and the condition on them that fires.
 #[derive(Debug)]
 pub struct ThresholdPattern {
-    /// Which events feed the aggregate.
+    /// Which events feed the aggregates.
     pub predicate: Expr,
     /// Which events are aggregated together.
     pub window: WindowSpec,
-    /// What is computed over them.
-    pub aggregate: Aggregate,
+    /// What is computed over them: one or more, by name. The single form
+    /// (`aggregate` and a comparison) has one, named `value`. An event
+    /// enters a window only when every aggregate's expression has a value
+    /// for it.
+    pub aggregates: Vec<NamedAggregate>,
     /// The condition that fires.
-    pub comparison: Comparison,
+    pub condition: Condition,
+}
+
+impl ThresholdPattern {
+    /// The first aggregate (the only one of the single form).
+    pub fn aggregate(&self) -> &Aggregate {
+        &self.aggregates[0].aggregate
+    }
+}
+
+/// One aggregate of a threshold with its name (`aggregates: {name: ...}`).
+#[derive(Debug)]
+pub struct NamedAggregate {
+    /// The name the condition and the message use; `value` in the single form.
+    pub name: Arc<str>,
+    /// What is computed.
+    pub aggregate: Aggregate,
+}
+
+/// When a threshold fires.
+#[derive(Debug)]
+pub enum Condition {
+    /// The single form: the one aggregate compared with a limit.
+    Compare(Comparison),
+    /// `condition:` a CEL expression over the aggregates, each a variable
+    /// whose slot is its index in `ThresholdPattern::aggregates` (null when
+    /// it has no value, which makes a comparison with it false).
+    Expr(Expr),
 }
 
 /// Window kinds (DESIGN §3). Tumbling and hopping windows are aligned to the
@@ -293,7 +356,10 @@ pub mod template_scope {
     /// Threshold bindings: `last`, the window's most recent matching event.
     pub const THRESHOLD_BINDINGS: [&str; 1] = ["last"];
     /// Threshold variables: the common ones, then the aggregate `value`, the
-    /// event `count`, the window bounds (RFC 3339) and the `limit`.
+    /// event `count`, the window bounds (RFC 3339) and the `limit`. With
+    /// `aggregates` and `condition`, `value` and `limit` do not exist (their
+    /// slots hold null under unusable names) and each aggregate follows, by
+    /// name, in the order of `ThresholdPattern::aggregates`.
     pub const THRESHOLD_VARIABLES: [&str; 7] = [
         "rule",
         "severity",

@@ -9,6 +9,7 @@
 //! that follow leave alone what was already reported here (see
 //! [`crate::rules::load_text`]).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::rules::limits::RuleLimits;
@@ -147,7 +148,7 @@ const SEQUENCE_FIELDS: &[&str] = &[
     "steps",
 ];
 const STEP_FIELDS: &[&str] = &[
-    "name", "match", "times", "optional", "not", "greedy", "until",
+    "name", "match", "times", "optional", "not", "greedy", "until", "group",
 ];
 const TIMES_FIELDS: &[&str] = &["min", "max"];
 const ABSENCE_FIELDS: &[&str] = &["after", "expect", "within"];
@@ -159,6 +160,8 @@ const THRESHOLD_FIELDS: &[&str] = &[
     "at_least",
     "below",
     "at_most",
+    "aggregates",
+    "condition",
 ];
 const WINDOW_FIELDS: &[&str] = &["sliding", "tumbling", "hopping", "session", "count"];
 const HOPPING_FIELDS: &[&str] = &["size", "advance"];
@@ -459,13 +462,24 @@ impl Walker<'_> {
 
     fn step(&mut self, node: &Node, path: &str, subject: &str) -> Option<StepDoc> {
         let f = self.fields(node, path, subject, STEP_FIELDS)?;
-        Some(StepDoc {
-            name: self.text(&f, "name"),
-            match_: self.required_text(
+        let group = f
+            .get("group")
+            .map(|(_, node)| self.steps(node, &join(path, "group")));
+        // NB: a group's steps carry the predicates; `match` beside `group`
+        // is reported when compiling.
+        let match_ = if group.is_some() {
+            self.text(&f, "match").unwrap_or_default()
+        } else {
+            self.required_text(
                 &f,
                 "match",
-                "give a CEL predicate such as type == \"login_failed\"",
-            ),
+                "give a CEL predicate such as type == \"login_failed\" (or `group` with steps of its own)",
+            )
+        };
+        Some(StepDoc {
+            group,
+            name: self.text(&f, "name"),
+            match_,
             times: self.times(&f),
             optional: self.boolean(&f, "optional").unwrap_or(false),
             negated: self.boolean(&f, "not").unwrap_or(false),
@@ -559,7 +573,60 @@ impl Walker<'_> {
             at_least: self.number(&f, "at_least"),
             below: self.number(&f, "below"),
             at_most: self.number(&f, "at_most"),
+            aggregates: self.aggregates(&f),
+            condition: self.text(&f, "condition"),
         })
+    }
+
+    /// `aggregates`: a mapping of names the author chooses to aggregate
+    /// texts (the names are checked when compiling).
+    fn aggregates(&mut self, f: &Fields<'_>) -> Option<BTreeMap<String, String>> {
+        let (_, node) = f.get("aggregates")?;
+        let path = join(&f.path, "aggregates");
+        let pairs = match &node.value {
+            Value::Null => return None,
+            Value::Map(pairs) => pairs,
+            other => {
+                let message = format!(
+                    "`aggregates` must be a mapping of names to aggregates, e.g. {{n: count, total: sum(data.amount)}}, not {}",
+                    other.describe()
+                );
+                self.report(&path, message);
+                return Some(BTreeMap::new());
+            }
+        };
+        let mut found = BTreeMap::new();
+        for (key, value) in pairs {
+            let Value::Str(name) = &key.value else {
+                let message = format!("aggregate names must be text, not {}", key.value.describe());
+                self.report_at(&path, position(key), message);
+                continue;
+            };
+            let item = join(&path, name);
+            if found.contains_key(name) {
+                let message = format!("`{name}` is given more than once: keep one");
+                self.report_at(&item, position(key), message);
+                continue;
+            }
+            self.record(&item, Some(key), value);
+            let text = match &value.value {
+                Value::Str(t) => t.clone(),
+                Value::Bool(_) | Value::Int(_) | Value::UInt(_) | Value::Float(_) => {
+                    self.as_written(value)
+                }
+                Value::Null => String::new(),
+                other => {
+                    let message = format!(
+                        "aggregate `{name}` must be text such as count or sum(data.amount), not {}",
+                        other.describe()
+                    );
+                    self.report(&item, message);
+                    continue;
+                }
+            };
+            found.insert(name.clone(), text);
+        }
+        Some(found)
     }
 
     fn window(&mut self, node: &Node, path: &str) -> Option<WindowDoc> {
@@ -835,6 +902,7 @@ impl StepDoc {
             negated: false,
             greedy: true,
             until: None,
+            group: None,
         }
     }
 }
@@ -859,6 +927,8 @@ impl ThresholdDoc {
             at_least: None,
             below: None,
             at_most: None,
+            aggregates: None,
+            condition: None,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! path and line), `compile.rs` turns them into a [`crate::rules::Rule`].
 //! `docs/rules.md` is the user-facing reference of every field here.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -122,8 +124,8 @@ pub struct StepDoc {
     pub name: Option<String>,
     /// CEL predicate selecting the step's events. It may refer to the steps
     /// before it by name (e.g. `failures.count`), except negated ones; in an
-    /// `any_order` sequence, to none.
-    #[serde(rename = "match")]
+    /// `any_order` sequence, to none. Required, except on a group.
+    #[serde(rename = "match", default, skip_serializing_if = "String::is_empty")]
     pub match_: String,
     /// How many events: a number n ≥ 1 (exactly n), or `{min, max}` (min
     /// defaults to 1, max omitted is unbounded; max ≥ 1 and min ≤ max). No
@@ -151,6 +153,16 @@ pub struct StepDoc {
     /// by this step, which takes no more; the next step may take it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// A group: instead of `match`, a sequence of steps (each with `name`
+    /// and `match` only) that this step repeats as a whole, `times` times
+    /// (default once; `greedy: false` makes the repetition reluctant), e.g.
+    /// a failed login then a password reset, twice or more. Later steps see
+    /// its steps by name and the group's name (count: repetitions
+    /// completed; first and last: its first and last events). Not in an
+    /// `any_order` sequence, not negated, not optional, not nested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub group: Option<Vec<StepDoc>>,
 }
 
 /// A quantifier: exactly `n`, or a range.
@@ -212,6 +224,16 @@ pub struct ThresholdDoc {
     /// Fires when the aggregate is smaller or equal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at_most: Option<f64>,
+    /// Several aggregates by name, e.g. `{n: count, total: sum(data.amount)}`
+    /// (instead of `aggregate` and a comparison; needs `condition`). Names
+    /// are identifiers, neither CEL keywords nor names the alert uses
+    /// (`value`, `count`, `limit`, `window_start`, `window_end`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregates: Option<BTreeMap<String, String>>,
+    /// With `aggregates`: the CEL condition over them that fires, e.g.
+    /// `n > 5 && total > 10000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// Exactly one window kind. Every length is positive and at most

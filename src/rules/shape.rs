@@ -3,8 +3,8 @@
 //!
 //! State can be kept when it means the same thing under the new version:
 //! the pattern kind is the same and so is everything the state's layout
-//! depends on — for a sequence, its steps (count, names, which are negated)
-//! and `any_order`; for an absence, whether it has a trigger; for a
+//! depends on — for a sequence, its steps (count, names, which are negated),
+//! its groups (names and steps) and `any_order`; for an absence, whether it has a trigger; for a
 //! threshold, the window and the aggregate (with its expression). Limits,
 //! predicates, quantifier bounds, `within`, the comparison, the message,
 //! severity, mode and description may all change.
@@ -35,7 +35,13 @@ pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
                     return Some(format!("step {} changed its name or negation", i + 1));
                 }
             }
-            None
+            let shape = |p: &crate::rules::SequencePattern| {
+                p.groups
+                    .iter()
+                    .map(|g| (g.name.clone(), g.first, g.last))
+                    .collect::<Vec<_>>()
+            };
+            (shape(a) != shape(b)).then(|| "the groups changed".into())
         }
         (Pattern::Absence(a), Pattern::Absence(b)) => (a.after.is_some() != b.after.is_some())
             .then(|| "the absence gained or lost its `after` trigger".into()),
@@ -43,11 +49,23 @@ pub fn incompatibility(old: &Rule, new: &Rule) -> Option<String> {
             if a.window != b.window {
                 return Some("the window changed".into());
             }
-            let same_aggregate = a.aggregate.name() == b.aggregate.name()
-                && a.aggregate.expr().map(|e| e.source()) == b.aggregate.expr().map(|e| e.source());
-            (!same_aggregate).then(|| "the aggregate changed".into())
+            let same = |x: &crate::rules::NamedAggregate, y: &crate::rules::NamedAggregate| {
+                x.name == y.name
+                    && x.aggregate.name() == y.aggregate.name()
+                    && x.aggregate.expr().map(|e| e.source())
+                        == y.aggregate.expr().map(|e| e.source())
+            };
+            let same_aggregates = a.aggregates.len() == b.aggregates.len()
+                && a.aggregates
+                    .iter()
+                    .zip(&b.aggregates)
+                    .all(|(x, y)| same(x, y));
+            (!same_aggregates).then(|| "the aggregates changed".into())
         }
-        _ => Some("the pattern kind changed".into()),
+        // NB: every kind named, so a new kind is a compile error here.
+        (Pattern::Sequence(_) | Pattern::Absence(_) | Pattern::Threshold(_), _) => {
+            Some("the pattern kind changed".into())
+        }
     }
 }
 

@@ -9,7 +9,12 @@
 //!   raw operations;
 //! - sequences: runs are simulated literally as `sequence.rs` describes them,
 //!   a run being nothing but the list of (step, event) pairs it took; every
-//!   count, time span and binding is recomputed from that list;
+//!   count, time span and binding is recomputed from that list — a group's
+//!   repetitions too (the takes of its last step), from `docs/rules.md`'s
+//!   description of groups;
+//! - thresholds with several aggregates: every aggregate is recomputed from
+//!   the window's events and the condition (all / any of some comparisons)
+//!   read the way CEL reads `&&` and `||` over values that may be null;
 //! - absence: each trigger is checked against the expected events accepted
 //!   after it; heartbeats follow the latest expected event;
 //! - thresholds: every window (tumbling, hopping, session) is recomputed from
@@ -236,6 +241,60 @@ pub struct SeqSpec {
     pub contiguity: Contig,
     pub any_order: bool,
     pub skip: SkipSpec,
+    /// Groups of consecutive steps (each taking one event) repeated as a
+    /// whole; not overlapping, in order.
+    pub groups: Vec<GroupSpec>,
+}
+
+/// `steps[first..=last]` repeated as a whole: `(A, B){min, max}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupSpec {
+    pub first: usize,
+    pub last: usize,
+    /// `Times::One`, `Exactly` or `Range` with a minimum of at least 1.
+    pub times: Times,
+    pub min: u32,
+    pub max: Option<u32>,
+    /// `greedy: false` (only when the count may vary).
+    pub reluctant: bool,
+}
+
+impl GroupSpec {
+    pub fn new(first: usize, last: usize, times: Times, reluctant: bool) -> GroupSpec {
+        let (min, max) = match &times {
+            Times::Exactly(n) => (*n, Some(*n)),
+            Times::Range(min, max) => (min.unwrap_or(1), *max),
+            _ => (1, Some(1)),
+        };
+        GroupSpec {
+            first,
+            last,
+            times,
+            min,
+            max,
+            reluctant: reluctant && max != Some(min),
+        }
+    }
+}
+
+/// A quantifier as YAML (`times: ...` or `optional: true`), indented.
+fn times_yaml(times: &Times, indent: &str) -> String {
+    match times {
+        Times::One => String::new(),
+        Times::Exactly(n) => format!("{indent}times: {n}\n"),
+        Times::Range(min, max) => {
+            let mut parts = Vec::new();
+            if let Some(m) = min {
+                parts.push(format!("min: {m}"));
+            }
+            if let Some(m) = max {
+                parts.push(format!("max: {m}"));
+            }
+            format!("{indent}times: {{{}}}\n", parts.join(", "))
+        }
+        Times::Optional => format!("{indent}optional: true\n"),
+        Times::Negated => format!("{indent}not: true\n"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -289,6 +348,15 @@ impl Cmp {
         }
     }
 
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Cmp::Above => ">",
+            Cmp::AtLeast => ">=",
+            Cmp::Below => "<",
+            Cmp::AtMost => "<=",
+        }
+    }
+
     pub fn holds(self, value: f64, limit: f64) -> bool {
         match self {
             Cmp::Above => value > limit,
@@ -310,10 +378,50 @@ pub enum Kind {
     Threshold {
         pred: Option<Pred>,
         window: Win,
-        agg: Agg,
-        cmp: Cmp,
-        limit: f64,
+        /// One aggregate (the single form) or several (named a1, a2, ...).
+        aggs: Vec<Agg>,
+        cond: Cond,
     },
+}
+
+/// When a threshold fires.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cond {
+    /// `aggregate` with a comparison (one aggregate).
+    Single(Cmp, f64),
+    /// `condition`: every comparison holds (`&&`).
+    All(Vec<(usize, Cmp, f64)>),
+    /// `condition`: some comparison holds (`||`).
+    Any(Vec<(usize, Cmp, f64)>),
+}
+
+impl Cond {
+    /// The CEL text of a `condition` over aggregates named a1, a2, ...
+    fn cel(&self) -> String {
+        let (parts, join) = match self {
+            Cond::Single(..) => unreachable!("the single form has no condition"),
+            Cond::All(parts) => (parts, " && "),
+            Cond::Any(parts) => (parts, " || "),
+        };
+        parts
+            .iter()
+            .map(|(i, cmp, limit)| format!("a{} {} {limit}", i + 1, cmp.symbol()))
+            .collect::<Vec<_>>()
+            .join(join)
+    }
+
+    /// CEL's reading: a comparison with an aggregate that has no value is
+    /// an error, which `&&` and `||` forgive only when the other side
+    /// decides; as a condition, an error is false.
+    fn holds(&self, values: &[Option<f64>]) -> bool {
+        let one =
+            |(i, cmp, limit): &(usize, Cmp, f64)| values[*i].is_some_and(|v| cmp.holds(v, *limit));
+        match self {
+            Cond::Single(cmp, limit) => values[0].is_some_and(|v| cmp.holds(v, *limit)),
+            Cond::All(parts) => parts.iter().all(one),
+            Cond::Any(parts) => parts.iter().any(one),
+        }
+    }
 }
 
 /// One rule, as the generator builds it.
@@ -363,32 +471,31 @@ impl RuleSpec {
                 }
                 y += "  steps:\n";
                 for (i, step) in s.steps.iter().enumerate() {
+                    let group = s
+                        .groups
+                        .iter()
+                        .position(|g| (g.first..=g.last).contains(&i));
+                    let indent = if group.is_some() { "    " } else { "" };
+                    if let Some(g) = group.filter(|&g| s.groups[g].first == i) {
+                        y += &format!("    - name: g{}\n      group:\n", g + 1);
+                    }
                     y += &format!(
-                        "    - name: s{}\n      match: \"{}\"\n",
+                        "{indent}    - name: s{}\n{indent}      match: \"{}\"\n",
                         i + 1,
                         step.pred.cel()
                     );
-                    match &step.times {
-                        Times::One => {}
-                        Times::Exactly(n) => y += &format!("      times: {n}\n"),
-                        Times::Range(min, max) => {
-                            let mut parts = Vec::new();
-                            if let Some(m) = min {
-                                parts.push(format!("min: {m}"));
-                            }
-                            if let Some(m) = max {
-                                parts.push(format!("max: {m}"));
-                            }
-                            y += &format!("      times: {{{}}}\n", parts.join(", "));
-                        }
-                        Times::Optional => y += "      optional: true\n",
-                        Times::Negated => y += "      not: true\n",
-                    }
+                    y += &times_yaml(&step.times, &format!("{indent}      "));
                     if step.reluctant {
-                        y += "      greedy: false\n";
+                        y += &format!("{indent}      greedy: false\n");
                     }
                     if let Some(until) = &step.until {
-                        y += &format!("      until: \"{}\"\n", until.cel());
+                        y += &format!("{indent}      until: \"{}\"\n", until.cel());
+                    }
+                    if let Some(g) = group.filter(|&g| s.groups[g].last == i) {
+                        y += &times_yaml(&s.groups[g].times, "      ");
+                        if s.groups[g].reluctant {
+                            y += "      greedy: false\n";
+                        }
                     }
                 }
                 let first = &"s1";
@@ -413,9 +520,8 @@ impl RuleSpec {
             Kind::Threshold {
                 pred,
                 window,
-                agg,
-                cmp,
-                limit,
+                aggs,
+                cond,
             } => {
                 y += "threshold:\n";
                 if let Some(p) = pred {
@@ -430,12 +536,25 @@ impl RuleSpec {
                     Win::Session(g) => format!("  window: {{session: {{gap: {g}ms}}}}\n"),
                     Win::Count(n) => format!("  window: {{count: {n}}}\n"),
                 };
-                y += &match agg {
-                    Agg::Count => "  aggregate: count\n".to_owned(),
-                    other => format!("  aggregate: {}(data.v)\n", other.name()),
+                let written = |agg: &Agg| match agg {
+                    Agg::Count => "count".to_owned(),
+                    other => format!("{}(data.v)", other.name()),
                 };
-                y += &format!("  {}: {limit}\n", cmp.name());
-                message = "{{value}} {{count}} {{last.data.v}} {{window_start}}".into();
+                match cond {
+                    Cond::Single(cmp, limit) => {
+                        y += &format!("  aggregate: {}\n", written(&aggs[0]));
+                        y += &format!("  {}: {limit}\n", cmp.name());
+                        message = "{{value}} {{count}} {{last.data.v}} {{window_start}}".into();
+                    }
+                    several => {
+                        y += "  aggregates:\n";
+                        for (i, agg) in aggs.iter().enumerate() {
+                            y += &format!("    a{}: {}\n", i + 1, written(agg));
+                        }
+                        y += &format!("  condition: \"{}\"\n", several.cel());
+                        message = "{{a1}} {{count}} {{last.data.v}} {{window_start}}".into();
+                    }
+                }
             }
         }
         if self.message {
@@ -465,6 +584,17 @@ impl RuleSpec {
                 .map(|s| (s.min, s.max, s.negated))
                 .collect();
             assert_eq!(ours, theirs, "quantifiers of\n{yaml}");
+            let ours: Vec<_> = spec
+                .groups
+                .iter()
+                .map(|g| (g.first, g.last, g.min, g.max, !g.reluctant))
+                .collect();
+            let theirs: Vec<_> = compiled
+                .groups
+                .iter()
+                .map(|g| (g.first, g.last, g.min, g.max, g.greedy))
+                .collect();
+            assert_eq!(ours, theirs, "groups of\n{yaml}");
         }
         Arc::new(rule)
     }
@@ -587,15 +717,13 @@ pub fn run(rules: &[RuleSpec], settings: Settings, key: &str, ops: &[Op]) -> Vec
             Kind::Threshold {
                 pred,
                 window,
-                agg,
-                cmp,
-                limit,
+                aggs,
+                cond,
             } => {
                 let t = Threshold {
                     pred: pred.as_ref(),
-                    agg: *agg,
-                    cmp: *cmp,
-                    limit: *limit,
+                    aggs,
+                    cond,
                 };
                 match *window {
                     Win::Sliding(size) => sliding(&cx, &t, size),
@@ -823,9 +951,8 @@ fn heartbeat(cx: &Cx<'_>, expect: &Pred, within: i64) -> Vec<(usize, MAlert)> {
 
 struct Threshold<'a> {
     pred: Option<&'a Pred>,
-    agg: Agg,
-    cmp: Cmp,
-    limit: f64,
+    aggs: &'a [Agg],
+    cond: &'a Cond,
 }
 
 /// An event in a window: step accepted, event, ordinal.
@@ -833,36 +960,45 @@ type Entry<'a> = (usize, &'a Ev, u64);
 
 impl Threshold<'_> {
     /// The events that enter windows: matching, and with a value for
-    /// aggregates that read one.
+    /// every aggregate that reads one.
     fn entries<'a>(&self, cx: &Cx<'a>) -> Vec<Entry<'a>> {
         cx.visible()
             .into_iter()
             .filter(|(_, e, _)| self.pred.is_none_or(|p| p.eval(e, &[])))
-            .filter(|(_, e, _)| self.agg == Agg::Count || e.v.is_some())
+            .filter(|(_, e, _)| self.aggs.iter().all(|a| *a == Agg::Count) || e.v.is_some())
             .collect()
     }
 
-    /// The aggregate over `window` (None: avg, min, max of nothing).
-    fn value(&self, window: &[Entry<'_>]) -> Option<f64> {
+    /// Every aggregate over `window` (None: avg, min, max of nothing).
+    fn values(&self, window: &[Entry<'_>]) -> Vec<Option<f64>> {
         let values: Vec<f64> = window.iter().filter_map(|(_, e, _)| e.v).collect();
-        match self.agg {
-            Agg::Count => Some(window.len() as f64),
-            Agg::Sum => Some(values.iter().sum()),
-            Agg::Avg => {
-                (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
-            }
-            Agg::Min => values.iter().copied().reduce(f64::min),
-            Agg::Max => values.iter().copied().reduce(f64::max),
-            // No generated double is integral, so distinct numbers are
-            // distinct texts.
-            Agg::Distinct => Some(
-                window
-                    .iter()
-                    .filter_map(|(_, e, _)| e.v.map(f64::to_bits))
-                    .collect::<BTreeSet<_>>()
-                    .len() as f64,
-            ),
-        }
+        self.aggs
+            .iter()
+            .map(|agg| match agg {
+                Agg::Count => Some(window.len() as f64),
+                Agg::Sum => Some(values.iter().sum()),
+                Agg::Avg => {
+                    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+                }
+                Agg::Min => values.iter().copied().reduce(f64::min),
+                Agg::Max => values.iter().copied().reduce(f64::max),
+                // No generated double is integral, so distinct numbers are
+                // distinct texts.
+                Agg::Distinct => Some(
+                    values
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<BTreeSet<_>>()
+                        .len() as f64,
+                ),
+            })
+            .collect()
+    }
+
+    /// The aggregates over `window` when the condition holds for them.
+    fn firing(&self, window: &[Entry<'_>]) -> Option<Vec<Option<f64>>> {
+        let values = self.values(window);
+        self.cond.holds(&values).then_some(values)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -871,15 +1007,25 @@ impl Threshold<'_> {
         cx: &Cx<'_>,
         id: &AlertIdBuilder,
         time: i64,
-        value: f64,
+        aggregates: &[Option<f64>],
         window: &[Entry<'_>],
         start: i64,
         end: i64,
     ) -> MAlert {
         let mut values = Map::new();
-        values.insert("aggregate".into(), json!(self.agg.name()));
-        values.insert("value".into(), num(value));
-        values.insert("limit".into(), num(self.limit));
+        match self.cond {
+            Cond::Single(_, limit) => {
+                values.insert("aggregate".into(), json!(self.aggs[0].name()));
+                values.insert("value".into(), num(aggregates[0].expect("it holds")));
+                values.insert("limit".into(), num(*limit));
+            }
+            several => {
+                for (i, value) in aggregates.iter().enumerate() {
+                    values.insert(format!("a{}", i + 1), value.map_or(Value::Null, num));
+                }
+                values.insert("condition".into(), json!(several.cel()));
+            }
+        }
         values.insert("count".into(), json!(window.len()));
         values.insert("window_start".into(), ts(start));
         values.insert("window_end".into(), ts(end));
@@ -903,15 +1049,13 @@ fn sliding(cx: &Cx<'_>, t: &Threshold<'_>, size: i64) -> Vec<(usize, MAlert)> {
     let mut holding = false;
     let mut evaluate =
         |k: usize, at: i64, ordinal: Option<u64>, window: Vec<Entry<'_>>, fired: &mut Vec<_>| {
-            let value = t.value(&window);
-            let holds = value.is_some_and(|v| t.cmp.holds(v, t.limit));
-            if holds && !holding {
+            let firing = t.firing(&window);
+            if let (Some(values), false) = (&firing, holding) {
                 let mut id = cx.id("sliding");
                 id.add_i64(at).add_u64(ordinal.unwrap_or(0));
-                let value = value.expect("holds");
-                fired.push((k, t.alert(cx, &id, at, value, &window, at - size, at)));
+                fired.push((k, t.alert(cx, &id, at, values, &window, at - size, at)));
             }
-            holding = holds;
+            holding = firing.is_some();
         };
     // Instants at which entries left and the window was looked at.
     let mut settled: BTreeSet<i64> = BTreeSet::new();
@@ -966,16 +1110,14 @@ fn last_n(cx: &Cx<'_>, t: &Threshold<'_>, n: u32) -> Vec<(usize, MAlert)> {
         let mut window: Vec<Entry<'_>> = all[..=i].to_vec();
         window.sort_by_key(|(_, x, o)| (x.time, *o));
         let window: Vec<Entry<'_>> = window[window.len().saturating_sub(n as usize)..].to_vec();
-        let value = t.value(&window);
-        let holds = value.is_some_and(|v| t.cmp.holds(v, t.limit));
-        if holds && !holding {
+        let firing = t.firing(&window);
+        if let (Some(values), false) = (&firing, holding) {
             let mut id = cx.id("count");
             id.add_i64(e.time).add_u64(ordinal);
             let start = window[0].1.time;
-            let value = value.expect("holds");
-            fired.push((k, t.alert(cx, &id, e.time, value, &window, start, e.time)));
+            fired.push((k, t.alert(cx, &id, e.time, values, &window, start, e.time)));
         }
-        holding = holds;
+        holding = firing.is_some();
     }
     fired
 }
@@ -1015,10 +1157,10 @@ fn aligned(cx: &Cx<'_>, t: &Threshold<'_>, size: i64, advance: i64) -> Vec<(usiz
             close > entered,
             "a window cannot close before its events are accepted"
         );
-        if let Some(value) = t.value(&window).filter(|v| t.cmp.holds(*v, t.limit)) {
+        if let Some(values) = t.firing(&window) {
             let mut id = cx.id("window");
             id.add_i64(start).add_i64(end);
-            fired.push((close, t.alert(cx, &id, end, value, &window, start, end)));
+            fired.push((close, t.alert(cx, &id, end, &values, &window, start, end)));
         }
     }
     fired
@@ -1051,12 +1193,12 @@ fn sessions(cx: &Cx<'_>, t: &Threshold<'_>, gap: i64) -> Vec<(usize, MAlert)> {
             close > entered,
             "a session cannot close before its events are accepted"
         );
-        if let Some(value) = t.value(&group).filter(|v| t.cmp.holds(*v, t.limit)) {
+        if let Some(values) = t.firing(&group) {
             let mut id = cx.id("session");
             id.add_i64(start).add_i64(last + gap);
             fired.push((
                 close,
-                t.alert(cx, &id, last + gap, value, &group, start, last + gap),
+                t.alert(cx, &id, last + gap, &values, &group, start, last + gap),
             ));
         }
     }
@@ -1140,13 +1282,31 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
     // Complete: every positive step so far reached its minimum and every
     // positive step after the current one may be skipped (min 0); for any
     // order, every step reached its minimum.
+    // Groups: a repetition takes one event for each of the group's steps in
+    // order; the run leaves the group once it has the group's minimum of
+    // repetitions, and may start another below its maximum.
+    let group_ending = |j: usize| spec.groups.iter().find(|g| g.last == j);
+    let in_group = |j: usize| spec.groups.iter().any(|g| (g.first..=g.last).contains(&j));
+    // Repetitions completed: each ends with a take of the group's last step.
+    let done = |run: &Run<'_>, g: &GroupSpec| run.count(g.last);
+    // The current step may be left: it has its minimum, or (the last step
+    // of a group) the group has its minimum of repetitions.
+    let satisfied = |run: &Run<'_>| {
+        let c = run.current();
+        match group_ending(c) {
+            Some(g) => done(run, g) >= g.min as usize,
+            None => run.count(c) >= steps[c].min as usize,
+        }
+    };
+    let may_repeat = |run: &Run<'_>| {
+        group_ending(run.current()).is_some_and(|g| g.max.is_none_or(|m| done(run, g) < m as usize))
+    };
     let complete = |run: &Run<'_>| {
         if spec.any_order {
             return (0..steps.len()).all(|j| run.count(j) >= steps[j].min as usize);
         }
         let c = run.current();
-        run.count(c) >= steps[c].min as usize
-            && steps[c + 1..].iter().all(|s| s.negated || s.min == 0)
+        satisfied(run) && steps[c + 1..].iter().all(|s| s.negated || s.min == 0)
     };
     let pending = |run: &Run<'_>| trailing && complete(run);
     // An event matching a step's `until` ends that step's loop: the step
@@ -1178,7 +1338,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 .map_or(Decision::Ignore, Decision::Take);
         }
         let c = run.current();
-        let can_leave = run.count(c) >= steps[c].min as usize;
+        let can_leave = satisfied(run);
         // A negated step some event in the gap matched: no step after it
         // can be the next one taken (the event would lie between them).
         let guarded =
@@ -1186,13 +1346,28 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         // `until`: the first event matching it ends the current step's loop
         // and is not taken by it.
         let closing = !run.closed && ends(c, e, Some(run));
-        let stays = !run.closed && !closing && below_max(run, c) && matches(c, e, Some(run));
+        // A group's step takes one event per repetition: it never stays.
+        let stays = !in_group(c)
+            && !run.closed
+            && !closing
+            && below_max(run, c)
+            && matches(c, e, Some(run));
+        // Another repetition of the group the current step ends (not for a
+        // run that waits on a trailing negation: it completed already).
+        let repeat = group_ending(c)
+            .filter(|_| may_repeat(run) && !pending(run))
+            .filter(|g| matches(g.first, e, Some(run)));
         if in_window {
             // 1. Greedy: stay on the current step; a reluctant step stays
             //    only while it is below its minimum, or when no later step
             //    takes the event (2. before 1.).
             if stays && (!steps[c].reluctant || !can_leave) {
                 return Decision::Take(c);
+            }
+            // 1b. A greedy group repeats before a later step may take the
+            //     event; any group repeats while below its minimum.
+            if let Some(g) = repeat.filter(|g| !g.reluctant || !can_leave) {
+                return Decision::Take(g.first);
             }
             // 2. Move on to the first later positive step it matches,
             //    passing negated steps and optional steps it does not match,
@@ -1213,6 +1388,9 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                     }
                 }
             }
+            if let Some(g) = repeat {
+                return Decision::Take(g.first);
+            }
             if stays {
                 return Decision::Take(c);
             }
@@ -1223,7 +1401,13 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
         //    before first + within.
         let before_deadline = spec.within.is_none_or(|w| e.time < run.first_time() + w);
         if can_leave && before_deadline {
-            if c + 1 < steps.len() && steps[c + 1].negated && matches(c + 1, e, Some(run)) {
+            // After a group that may still repeat, the event only joins the
+            // gap: it bars the way past the negated step, not a repetition.
+            if c + 1 < steps.len()
+                && steps[c + 1].negated
+                && matches(c + 1, e, Some(run))
+                && !may_repeat(run)
+            {
                 return Decision::End;
             }
             if pending(run)
@@ -1276,6 +1460,9 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
             if !step.negated {
                 values.insert(format!("s{}.count", j + 1), json!(run.count(j)));
             }
+        }
+        for (g, group) in spec.groups.iter().enumerate() {
+            values.insert(format!("g{}.count", g + 1), json!(done(run, group)));
         }
         let events = run.taken.iter().map(|(_, e, o)| e.reference(*o)).collect();
         cx.alert(&id, time, events, values)
@@ -1333,8 +1520,7 @@ fn sequence(cx: &Cx<'_>, spec: &SeqSpec) -> Vec<(usize, MAlert)> {
                 Decision::Ignore | Decision::Close => {
                     let mut run = run;
                     run.closed |= matches!(decision, Decision::Close);
-                    let c = run.current();
-                    let open = !spec.any_order && run.count(c) >= steps[c].min as usize;
+                    let open = !spec.any_order && satisfied(&run);
                     if open && spec.within.is_none_or(|w| e.time < run.first_time() + w) {
                         run.gap.push(e);
                     }

@@ -8,7 +8,9 @@ use crate::engine::alert::{Alert, AlertIdBuilder, Explanation};
 use crate::engine::env::{Fired, RuleEnv};
 use crate::event::Event;
 use crate::rules::expr::Binding;
-use crate::rules::ThresholdPattern;
+use crate::rules::{Condition, ThresholdPattern};
+
+use super::condition_holds;
 use crate::time::Timestamp;
 
 /// What a threshold alert reports.
@@ -16,7 +18,8 @@ pub(super) struct ThresholdFacts<'a> {
     pub time: Timestamp,
     pub window_start: Timestamp,
     pub window_end: Timestamp,
-    pub value: f64,
+    /// Every aggregate's value, in order (`None`: it has none).
+    pub values: Vec<Option<f64>>,
     pub count: u64,
     pub explanation: Explanation,
     pub last: Option<&'a Event>,
@@ -31,8 +34,8 @@ pub(super) fn closed_window_alert(
     end: Timestamp,
     acc: &Accumulator,
 ) -> Option<Alert> {
-    let value = acc.value(&pattern.aggregate)?;
-    if !pattern.comparison.holds(value) {
+    let value = |i: usize| acc.value(&pattern.aggregates, i);
+    if !condition_holds(env, pattern, value) {
         return None;
     }
     let mut id = env.alert_id(kind);
@@ -45,7 +48,7 @@ pub(super) fn closed_window_alert(
             time: end,
             window_start: start,
             window_end: end,
-            value,
+            values: (0..pattern.aggregates.len()).map(value).collect(),
             count: acc.count,
             explanation: acc.explanation.clone(),
             last: acc.last.as_deref(),
@@ -61,9 +64,40 @@ pub(super) fn threshold_alert(
     facts: ThresholdFacts<'_>,
 ) -> Alert {
     let mut values = Map::new();
-    values.insert("aggregate".into(), json!(pattern.aggregate.name()));
-    values.insert("value".into(), number(facts.value));
-    values.insert("limit".into(), number(pattern.comparison.limit));
+    let value_of = |v: Option<f64>| v.map_or(Value::Null, number);
+    // Slots of template_scope::THRESHOLD_VARIABLES, then (with `condition`)
+    // each aggregate by name.
+    let [rule, severity] = env.common_variables();
+    let mut variables = vec![rule, severity];
+    match &pattern.condition {
+        Condition::Compare(comparison) => {
+            let value = facts.values.first().copied().flatten().unwrap_or_default();
+            values.insert("aggregate".into(), json!(pattern.aggregate().name()));
+            values.insert("value".into(), number(value));
+            values.insert("limit".into(), number(comparison.limit));
+            variables.extend([
+                number(value),
+                json!(facts.count),
+                Value::String(facts.window_start.to_rfc3339()),
+                Value::String(facts.window_end.to_rfc3339()),
+                number(comparison.limit),
+            ]);
+        }
+        Condition::Expr(condition) => {
+            for (named, value) in pattern.aggregates.iter().zip(&facts.values) {
+                values.insert(named.name.to_string(), value_of(*value));
+            }
+            values.insert("condition".into(), json!(condition.source()));
+            variables.extend([
+                Value::Null,
+                json!(facts.count),
+                Value::String(facts.window_start.to_rfc3339()),
+                Value::String(facts.window_end.to_rfc3339()),
+                Value::Null,
+            ]);
+            variables.extend(facts.values.iter().map(|v| value_of(*v)));
+        }
+    }
     values.insert("count".into(), json!(facts.count));
     values.insert("window_start".into(), json!(facts.window_start));
     values.insert("window_end".into(), json!(facts.window_end));
@@ -75,17 +109,6 @@ pub(super) fn threshold_alert(
         first: facts.last,
         last: facts.last,
     }];
-    let [rule, severity] = env.common_variables();
-    // Slots of template_scope::THRESHOLD_VARIABLES.
-    let variables = [
-        rule,
-        severity,
-        number(facts.value),
-        json!(facts.count),
-        Value::String(facts.window_start.to_rfc3339()),
-        Value::String(facts.window_end.to_rfc3339()),
-        number(pattern.comparison.limit),
-    ];
     env.alert(Fired {
         id,
         time: facts.time,

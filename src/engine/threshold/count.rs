@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::sliding::SlidingWindow;
-use crate::engine::aggregate::Sample;
+use crate::engine::aggregate::Samples;
 use crate::engine::alert::Alert;
 use crate::engine::counters::DropCounters;
 use crate::engine::env::RuleEnv;
@@ -49,7 +49,7 @@ impl CountWindow {
         n: u32,
         event: &Arc<Event>,
         ordinal: u64,
-        sample: Sample,
+        sample: Samples,
         reference: EventRef,
         full: Option<&Arc<Event>>,
         alerts: &mut Vec<Alert>,

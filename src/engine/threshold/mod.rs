@@ -21,12 +21,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::aggregate::Sample;
+use crate::engine::aggregate::Samples;
 use crate::engine::alert::Alert;
 use crate::engine::counters::DropCounters;
 use crate::engine::env::RuleEnv;
 use crate::event::Event;
-use crate::rules::{ThresholdPattern, WindowSpec};
+use crate::rules::{Condition, ThresholdPattern, WindowSpec};
 use crate::time::{Duration, Timestamp};
 
 pub use aligned::AlignedWindows;
@@ -170,7 +170,7 @@ impl ThresholdState {
         if !pattern.predicate.matches(&ctx) {
             return Admission::Ignored;
         }
-        let Some(sample) = Sample::of(&pattern.aggregate, &ctx) else {
+        let Some(sample) = Samples::of(&pattern.aggregates, &ctx) else {
             return Admission::Ignored;
         };
         let full = env.rule.message.is_some().then_some(event);
@@ -235,6 +235,28 @@ impl ThresholdState {
             ThresholdState::Aligned(a) => a.view(),
             ThresholdState::Sessions(s) => s.view(),
             ThresholdState::Count(c) => c.view(),
+        }
+    }
+}
+
+/// Whether `pattern`'s condition holds for the aggregate values `value`
+/// gives (by aggregate index): the single form compares the one aggregate
+/// with its limit; `condition` sees every aggregate by name, null when it
+/// has no value (a comparison with null is false).
+pub(super) fn condition_holds(
+    env: &RuleEnv<'_>,
+    pattern: &ThresholdPattern,
+    value: impl Fn(usize) -> Option<f64>,
+) -> bool {
+    match &pattern.condition {
+        Condition::Compare(comparison) => value(0).is_some_and(|v| comparison.holds(v)),
+        Condition::Expr(expr) => {
+            let variables: Vec<Value> = (0..pattern.aggregates.len())
+                .map(|i| value(i).map_or(Value::Null, alert::number))
+                .collect();
+            let mut ctx = env.ctx(None, &[]);
+            ctx.variables = &variables;
+            expr.matches(&ctx)
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::alert::{closed_window_alert, window_json};
-use crate::engine::aggregate::{Accumulator, Sample};
+use crate::engine::aggregate::{Accumulator, Samples};
 use crate::engine::alert::Alert;
 use crate::engine::counters::DropCounters;
 use crate::engine::env::RuleEnv;
@@ -112,7 +112,7 @@ impl Sessions {
         &mut self,
         time: Timestamp,
         gap: Duration,
-        sample: &Sample,
+        sample: &Samples,
         reference: EventRef,
         full: Option<&Arc<Event>>,
         limits: (usize, usize),

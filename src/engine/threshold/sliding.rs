@@ -15,19 +15,20 @@
 //! `sum` is 0, and `avg`, `min`, `max` have no value (the condition is
 //! false).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::alert::{threshold_alert, ThresholdFacts};
-use crate::engine::aggregate::{fold_numbers, value_of, Sample};
+use super::condition_holds;
+use crate::engine::aggregate::{fold_numbers, value_of, Sample, Samples};
 use crate::engine::alert::{Alert, Explanation};
 use crate::engine::counters::DropCounters;
 use crate::engine::env::RuleEnv;
 use crate::event::{Event, EventRef};
-use crate::rules::ThresholdPattern;
+use crate::rules::{Aggregate, ThresholdPattern};
 use crate::time::{Duration, Timestamp};
 
 /// The entries of a sliding window and its edge-trigger state.
@@ -68,7 +69,12 @@ enum Span {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Entry {
     event: EventRef,
+    /// The first aggregate's sample.
     sample: Sample,
+    /// The other aggregates' samples (state format 3; empty in the single
+    /// form).
+    #[serde(default)]
+    more: Vec<Sample>,
 }
 
 impl SlidingWindow {
@@ -106,7 +112,7 @@ impl SlidingWindow {
         size: Duration,
         event: &Arc<Event>,
         ordinal: u64,
-        sample: Sample,
+        samples: Samples,
         reference: EventRef,
         full: Option<&Arc<Event>>,
         alerts: &mut Vec<Alert>,
@@ -116,7 +122,8 @@ impl SlidingWindow {
         self.insert(
             Entry {
                 event: reference,
-                sample,
+                sample: samples.first,
+                more: samples.more,
             },
             full,
             cap,
@@ -145,7 +152,7 @@ impl SlidingWindow {
         n: u32,
         event: &Arc<Event>,
         ordinal: u64,
-        sample: Sample,
+        samples: Samples,
         reference: EventRef,
         full: Option<&Arc<Event>>,
         alerts: &mut Vec<Alert>,
@@ -155,7 +162,8 @@ impl SlidingWindow {
         self.insert(
             Entry {
                 event: reference,
-                sample,
+                sample: samples.first,
+                more: samples.more,
             },
             full,
             cap,
@@ -272,16 +280,27 @@ impl SlidingWindow {
         }
     }
 
-    fn value(&self, pattern: &ThresholdPattern) -> Option<f64> {
-        let (sum, min, max) = fold_numbers(self.entries.iter().map(|e| &e.sample));
-        value_of(
-            &pattern.aggregate,
-            self.entries.len() as u64,
-            sum,
-            min,
-            max,
-            self.distinct.len(),
-        )
+    /// The value of aggregate `i` over the entries.
+    fn value(&self, pattern: &ThresholdPattern, i: usize) -> Option<f64> {
+        let aggregate = &pattern.aggregates.get(i)?.aggregate;
+        let count = self.entries.len() as u64;
+        if i == 0 {
+            let (sum, min, max) = fold_numbers(self.entries.iter().map(|e| &e.sample));
+            return value_of(aggregate, count, sum, min, max, self.distinct.len());
+        }
+        let samples = self.entries.iter().filter_map(|e| e.more.get(i - 1));
+        let (sum, min, max) = fold_numbers(samples.clone());
+        let distinct = match aggregate {
+            Aggregate::Distinct(_) => samples
+                .filter_map(|s| match s {
+                    Sample::Text(t) => Some(t),
+                    _ => None,
+                })
+                .collect::<BTreeSet<_>>()
+                .len(),
+            _ => 0,
+        };
+        value_of(aggregate, count, sum, min, max, distinct)
     }
 
     /// Evaluates the condition at time `at`; fires on a false → true edge.
@@ -296,8 +315,7 @@ impl SlidingWindow {
         event: Option<&Arc<Event>>,
         alerts: &mut Vec<Alert>,
     ) {
-        let value = self.value(pattern);
-        let holds = value.is_some_and(|v| pattern.comparison.holds(v));
+        let holds = condition_holds(env, pattern, |i| self.value(pattern, i));
         if holds && !self.holding {
             // Explanations list events in event-time order, ties in
             // acceptance order (see `Alert::events`).
@@ -321,7 +339,9 @@ impl SlidingWindow {
                     time: at,
                     window_start,
                     window_end: at,
-                    value: value.unwrap_or_default(),
+                    values: (0..pattern.aggregates.len())
+                        .map(|i| self.value(pattern, i))
+                        .collect(),
                     count: self.entries.len() as u64,
                     explanation,
                     last: self.last.as_deref(),
@@ -341,5 +361,53 @@ impl SlidingWindow {
             }
         }
         self.holding = holds;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sliding window as format 2 wrote it (one sample per entry).
+    #[derive(Serialize)]
+    struct SlidingWindowV2 {
+        entries: VecDeque<EntryV2>,
+        distinct: BTreeMap<String, u32>,
+        holding: bool,
+        last: Option<Arc<Event>>,
+        unsettled: Option<Timestamp>,
+    }
+
+    #[derive(Serialize)]
+    struct EntryV2 {
+        event: EventRef,
+        sample: Sample,
+    }
+
+    #[test]
+    fn a_format_2_sliding_window_reads_with_no_other_aggregates() {
+        let event = Event {
+            id: None,
+            key: "k".into(),
+            event_type: "x".into(),
+            time: Timestamp(5),
+            data: Default::default(),
+        };
+        let old = SlidingWindowV2 {
+            entries: VecDeque::from([EntryV2 {
+                event: EventRef::of(&event, 1),
+                sample: Sample::Number(4.0),
+            }]),
+            distinct: BTreeMap::new(),
+            holding: true,
+            last: None,
+            unsettled: None,
+        };
+        let bytes = rmp_serde::to_vec(&old).expect("serializes");
+        let window: SlidingWindow = rmp_serde::from_slice(&bytes).expect("format 2 reads");
+        assert_eq!(window.entries.len(), 1);
+        assert_eq!(window.entries[0].sample, Sample::Number(4.0));
+        assert!(window.entries[0].more.is_empty());
+        assert!(window.holding);
     }
 }

@@ -236,9 +236,20 @@ impl Checker<'_> {
             };
             (self.absence(a).map(Pattern::Absence), Some(scope))
         } else if let Some(t) = &document.threshold {
+            let mut variables = arcs(&template_scope::THRESHOLD_VARIABLES);
+            if let Some(aggregates) = &t.aggregates {
+                // NB: `value` and `limit` belong to the single form; their
+                // slots stay, under names no expression can spell.
+                for v in variables.iter_mut() {
+                    if matches!(&**v, "value" | "limit") {
+                        *v = Arc::from(format!("__single_form_{v}"));
+                    }
+                }
+                variables.extend(aggregates.keys().map(|n| Arc::from(n.as_str())));
+            }
             let scope = Scope {
                 bindings: arcs(&template_scope::THRESHOLD_BINDINGS),
-                variables: arcs(&template_scope::THRESHOLD_VARIABLES),
+                variables,
             };
             (self.threshold(t).map(Pattern::Threshold), Some(scope))
         } else {

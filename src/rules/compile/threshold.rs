@@ -1,8 +1,13 @@
 //! Checks and compiles `threshold:`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use super::Checker;
 use crate::rules::expr::Scope;
-use crate::rules::model::{Aggregate, CompareOp, Comparison, ThresholdPattern, WindowSpec};
+use crate::rules::model::{
+    Aggregate, CompareOp, Comparison, Condition, NamedAggregate, ThresholdPattern, WindowSpec,
+};
 use crate::rules::schema::{ThresholdDoc, WindowDoc};
 use crate::rules::suggest;
 
@@ -10,6 +15,30 @@ const WINDOW: &str = "threshold.window";
 const AGGREGATE: &str = "threshold.aggregate";
 const AGGREGATES: &[&str] = &["count", "sum", "avg", "min", "max", "distinct"];
 const AGGREGATE_FORMS: &str = "count, sum(expr), avg(expr), min(expr), max(expr) or distinct(expr)";
+
+/// Most aggregates one threshold may compute.
+pub const MAX_AGGREGATES: usize = 16;
+
+/// Names an aggregate may not take: the alert's values and the message's
+/// variables already use them.
+pub const RESERVED_AGGREGATE_NAMES: [&str; 16] = [
+    "value",
+    "count",
+    "limit",
+    "window_start",
+    "window_end",
+    "aggregate",
+    "condition",
+    "events_omitted",
+    "rule",
+    "severity",
+    "last",
+    "key",
+    "entity",
+    "type",
+    "time",
+    "data",
+];
 
 impl Checker<'_> {
     pub(super) fn threshold(&mut self, doc: &ThresholdDoc) -> Option<ThresholdPattern> {
@@ -20,14 +49,131 @@ impl Checker<'_> {
             None => self.expression("threshold.match", "true", &scope),
         };
         let window = self.window(&doc.window);
-        let aggregate = self.aggregate(doc.aggregate.as_deref());
-        let comparison = self.comparison(doc);
+        let (aggregates, condition) = match &doc.aggregates {
+            Some(written) => self.several(doc, written),
+            None => {
+                if doc.condition.is_some() {
+                    self.report(
+                        "threshold.condition",
+                        "`condition` goes with `aggregates`: name the aggregates it compares, e.g. \
+                         aggregates: {n: count, total: sum(data.amount)}, or use `aggregate` with `above`, \
+                         `at_least`, `below` or `at_most`",
+                    );
+                }
+                let aggregate = self.aggregate(AGGREGATE, doc.aggregate.as_deref());
+                let comparison = self.comparison(doc);
+                let named = aggregate.map(|aggregate| {
+                    vec![NamedAggregate {
+                        name: Arc::from("value"),
+                        aggregate,
+                    }]
+                });
+                (named, comparison.map(Condition::Compare))
+            }
+        };
         Some(ThresholdPattern {
             predicate: predicate?,
             window: window?,
-            aggregate: aggregate?,
-            comparison: comparison?,
+            aggregates: aggregates?,
+            condition: condition?,
         })
+    }
+
+    /// `aggregates: {name: aggregate, ...}` with `condition`.
+    fn several(
+        &mut self,
+        doc: &ThresholdDoc,
+        written: &BTreeMap<String, String>,
+    ) -> (Option<Vec<NamedAggregate>>, Option<Condition>) {
+        const PATH: &str = "threshold.aggregates";
+        let mut usable = true;
+        if doc.aggregate.is_some() {
+            self.report(
+                AGGREGATE,
+                "a threshold has either `aggregate` (with `above`, `at_least`, `below` or `at_most`) or \
+                 `aggregates` (with `condition`), not both: move this one into `aggregates` under a name",
+            );
+            usable = false;
+        }
+        for (name, given) in [
+            ("above", doc.above.is_some()),
+            ("at_least", doc.at_least.is_some()),
+            ("below", doc.below.is_some()),
+            ("at_most", doc.at_most.is_some()),
+        ] {
+            if given {
+                self.report(
+                    &format!("threshold.{name}"),
+                    format!(
+                        "with `aggregates`, the limit goes into `condition` (e.g. condition: n > 5 && total > \
+                         10000), not `{name}`"
+                    ),
+                );
+                usable = false;
+            }
+        }
+        if written.is_empty() {
+            self.report(
+                PATH,
+                "`aggregates` needs at least one, e.g. {n: count, total: sum(data.amount)}",
+            );
+            return (None, None);
+        }
+        if written.len() > MAX_AGGREGATES {
+            self.report(
+                PATH,
+                format!(
+                    "`aggregates` has {} entries; a threshold computes at most {MAX_AGGREGATES}",
+                    written.len()
+                ),
+            );
+            return (None, None);
+        }
+        let mut aggregates = Vec::with_capacity(written.len());
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(written.len());
+        for (name, text) in written {
+            let path = format!("{PATH}.{name}");
+            if let Some(problem) = aggregate_name_problem(name) {
+                self.report(&path, problem);
+                usable = false;
+                names.push(Arc::from(format!("__unusable_{}", names.len())));
+            } else {
+                names.push(Arc::from(name.as_str()));
+            }
+            match self.aggregate(&path, Some(text)) {
+                Some(aggregate) => aggregates.push(NamedAggregate {
+                    name: Arc::from(name.as_str()),
+                    aggregate,
+                }),
+                None => usable = false,
+            }
+        }
+        let condition = match doc.condition.as_deref() {
+            None => {
+                self.report(
+                    PATH,
+                    format!(
+                        "`aggregates` needs a `condition` over them that says when to fire, e.g. condition: {} > 5",
+                        names
+                            .iter()
+                            .find(|n| !n.starts_with("__"))
+                            .map_or("n", |n| &**n)
+                    ),
+                );
+                None
+            }
+            Some(source) => {
+                let scope = Scope {
+                    bindings: Vec::new(),
+                    variables: names,
+                };
+                self.expression("threshold.condition", source, &scope)
+            }
+        };
+        if !usable {
+            return (None, None);
+        }
+        (Some(aggregates), condition.map(Condition::Expr))
     }
 
     fn window(&mut self, doc: &WindowDoc) -> Option<WindowSpec> {
@@ -134,7 +280,7 @@ impl Checker<'_> {
 
     /// `count` (the default), `sum(expr)`, `avg(expr)`, `min(expr)`,
     /// `max(expr)` or `distinct(expr)`.
-    fn aggregate(&mut self, text: Option<&str>) -> Option<Aggregate> {
+    fn aggregate(&mut self, path: &str, text: Option<&str>) -> Option<Aggregate> {
         let Some(text) = text else {
             return Some(Aggregate::Count);
         };
@@ -151,9 +297,10 @@ impl Checker<'_> {
         if !AGGREGATES.contains(&name) {
             let hint = suggest::did_you_mean(name, AGGREGATES);
             self.report(
-                AGGREGATE,
+                path,
                 format!(
-                    "`aggregate` must be {AGGREGATE_FORMS}, not `{}`{hint}",
+                    "`{}` must be {AGGREGATE_FORMS}, not `{}`{hint}",
+                    super::field_name(path),
                     crate::rules::located::shorten(text)
                 ),
             );
@@ -164,7 +311,7 @@ impl Checker<'_> {
                 return Some(Aggregate::Count);
             }
             self.report(
-                AGGREGATE,
+                path,
                 "`count` takes no expression: write `count`, or distinct(expr) to count distinct values",
             );
             return None;
@@ -175,14 +322,14 @@ impl Checker<'_> {
             .filter(|inner| !inner.trim().is_empty());
         let Some(inner) = inner else {
             self.report(
-                AGGREGATE,
+                path,
                 format!("`{name}` needs an expression in parentheses, e.g. {name}(data.amount)"),
             );
             return None;
         };
         // `inner` starts just after the `(` at `rest_start`.
         let offset = text[..rest_start + 1].chars().count();
-        let expr = self.expression_in(AGGREGATE, text, offset, inner, &Scope::default())?;
+        let expr = self.expression_in(path, text, offset, inner, &Scope::default())?;
         Some(match name {
             "sum" => Aggregate::Sum(expr),
             "avg" => Aggregate::Avg(expr),
@@ -224,4 +371,35 @@ impl Checker<'_> {
         }
         (given.len() == 1).then_some(Comparison { op, limit })
     }
+}
+
+/// Whether `name` can name an aggregate: an identifier, not reserved.
+fn aggregate_name_problem(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let starts_well = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Some(format!(
+            "aggregate name `{}` is not an identifier: use letters, digits and `_`, starting with a letter or \
+             `_` (the condition refers to it by name, as in n > 5)",
+            crate::rules::located::shorten(name)
+        ));
+    }
+    if RESERVED_AGGREGATE_NAMES.contains(&name) {
+        return Some(format!(
+            "aggregate name `{name}` is reserved (the alert and its message use {}): choose another, e.g. n or total",
+            RESERVED_AGGREGATE_NAMES
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if super::CEL_RESERVED.contains(&name) {
+        return Some(format!(
+            "aggregate name `{name}` is a CEL keyword: choose another"
+        ));
+    }
+    None
 }
