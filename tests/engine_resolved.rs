@@ -165,3 +165,26 @@ fn alerts_waiting_for_their_resolution_are_bounded() {
         "only the newest two alerts are remembered for resolution"
     );
 }
+
+#[test]
+fn a_threshold_with_several_aggregates_is_resolved_with_their_values() {
+    let mut w = World::new(&[r#"
+id: big-spender
+threshold:
+  match: type == "x"
+  window: {sliding: 1m}
+  aggregates:
+    n: count
+    total: sum(data.v)
+  condition: n >= 2 && total > 10
+"#]);
+    w.send_data("x", 0.0, v(6.0));
+    let fired = only(w.send_data("x", 30.0, v(6.0)));
+    assert!(w.send_data("x", 61.0, v(1.0)).is_empty());
+    let resolution = only_resolution(&mut w);
+    assert_eq!(resolution.resolves.as_deref(), Some(fired.id.as_str()));
+    // At 60 the first entry left: one transfer of 6 remained.
+    assert_eq!(secs(resolution.time), 60.0);
+    assert_eq!(value(&resolution, "n"), &json!(1.0));
+    assert_eq!(value(&resolution, "total"), &json!(6.0));
+}

@@ -28,7 +28,7 @@ use crate::engine::alert::{Alert, Explanation};
 use crate::engine::counters::DropCounters;
 use crate::engine::env::RuleEnv;
 use crate::event::{Event, EventRef};
-use crate::rules::{Aggregate, ThresholdPattern};
+use crate::rules::{Aggregate, Condition, ThresholdPattern};
 use crate::time::{Duration, Timestamp};
 
 /// The entries of a sliding window and its edge-trigger state.
@@ -355,8 +355,18 @@ impl SlidingWindow {
             // pattern has ended.
             if let Some(firing) = self.fired.take() {
                 let by = event.zip(ordinal).map(|(e, n)| env.reference(e, n));
+                // The aggregates as they are now, named as in the alert.
                 let mut values = Map::new();
-                values.insert("value".into(), json!(value));
+                match &pattern.condition {
+                    Condition::Compare(_) => {
+                        values.insert("value".into(), json!(self.value(pattern, 0)));
+                    }
+                    Condition::Expr(_) => {
+                        for (i, named) in pattern.aggregates.iter().enumerate() {
+                            values.insert(named.name.to_string(), json!(self.value(pattern, i)));
+                        }
+                    }
+                }
                 alerts.push(env.resolution(&firing, at, by, values));
             }
         }
