@@ -55,6 +55,7 @@ use crate::time::{Duration, Timestamp};
 
 pub use alert::Alert;
 pub use counters::DropCounters;
+use state::Due;
 pub use state::{KeyState, PatternState, RuleState, STATE_FORMAT};
 
 use crate::rules::{AbsencePattern, SequencePattern, ThresholdPattern};
@@ -406,10 +407,13 @@ impl Engine {
         let type_name = known_name.or(unknown_name.as_ref());
         let mut considered = false;
         let mut waiting_for: Vec<Arc<str>> = Vec::new();
-        let own_key = event.key == state.key;
+        // NB: decided once per event, and only for an event some rule may
+        // take (the entity's key is one more cold cache line).
+        let mut own_key: Option<bool> = None;
         for &i in candidates {
             let rule = &self.rules.entries[i as usize].rule;
-            if !sees_as(rule, event, &state.key, &state.attributes, own_key) {
+            let own = *own_key.get_or_insert_with(|| event.key == state.key);
+            if !sees_as(rule, event, &state.key, &state.attributes, own) {
                 continue;
             }
             considered = true;
@@ -511,8 +515,7 @@ impl Engine {
         } = state;
         let mut env = RuleEnv::new(rule, key, attributes, &self.config);
         env.event_type = type_name;
-        let slot = state_slot(states, i, entry);
-        let admission = match entry.bind(&mut states[slot].pattern) {
+        let mut run = |pattern: &mut PatternState| match entry.bind(pattern) {
             Bound::Sequence(p, plan, s) => {
                 s.on_event(&env, p, plan, event, ordinal, alerts, dropped);
                 Admission::Entered
@@ -525,10 +528,38 @@ impl Engine {
                 s.on_event(&env, p, event, ordinal, watermark, alerts, dropped)
             }
         };
-        if states[slot].pattern.is_empty() {
-            states.remove(slot);
+        match states.binary_search_by_key(&i, |s| s.index) {
+            Ok(slot) => {
+                let admission = run(&mut states[slot].pattern);
+                if states[slot].pattern.is_empty() {
+                    states.remove(slot);
+                } else {
+                    states[slot].due = Due::Unknown;
+                    let due = self.deadline(&mut states[slot]);
+                    states[slot].due = Due::Known(due);
+                }
+                admission
+            }
+            Err(slot) => {
+                // NB: an event that leaves no state behind (most events a
+                // rule looks at and ignores) costs no allocation: the state
+                // is kept only when something is left in it.
+                let mut pattern = entry.new_state();
+                let admission = run(&mut pattern);
+                if !pattern.is_empty() {
+                    let mut fresh = RuleState {
+                        rule: entry.rule.id.clone(),
+                        version: entry.rule.version,
+                        index: i,
+                        pattern,
+                        due: Due::Unknown,
+                    };
+                    fresh.due = Due::Known(self.deadline(&mut fresh));
+                    states.insert(slot, fresh);
+                }
+                admission
+            }
         }
-        admission
     }
 
     /// Moves the clock to `clock`, evaluating every waiting event whose
@@ -629,13 +660,6 @@ impl Engine {
         }
     }
 
-    /// How far behind the clock an event is still on time for `rule`.
-    fn allowed_lateness(&self, rule: &Rule) -> Duration {
-        rule.lateness
-            .and_then(|l| l.allowed)
-            .unwrap_or(self.config.allowed_lateness)
-    }
-
     /// Moves the entity's clock to at least `clock`, firing every timer whose
     /// deadline the watermark reaches, in time order.
     pub fn advance_to(&self, state: &mut KeyState, clock: Timestamp) -> Vec<Alert> {
@@ -702,13 +726,20 @@ impl Engine {
             for rule_state in states.iter_mut() {
                 let entry = &self.rules.entries[rule_state.index as usize];
                 let rule = &entry.rule;
-                let wm = instant.minus(self.allowed_lateness(rule));
+                let wm = instant.minus(self.lateness[rule_state.index as usize]);
+                // NB: a state acts exactly at its deadline (the property
+                // tests hold `next_deadline` to that), so one not due by
+                // this watermark is not visited.
+                if self.deadline(rule_state).is_none_or(|d| d > wm) {
+                    continue;
+                }
                 let env = RuleEnv::new(rule, key, attributes, &self.config);
                 match entry.bind(&mut rule_state.pattern) {
                     Bound::Sequence(p, _, s) => s.advance(&env, p, wm, alerts, dropped),
                     Bound::Absence(p, s) => s.advance(&env, p, wm, alerts),
                     Bound::Threshold(p, s) => s.advance(&env, p, wm, alerts),
                 }
+                rule_state.due = Due::Unknown;
             }
             alerts[first..].sort_by_key(|a| a.time);
             if instant == clock {
@@ -728,13 +759,19 @@ impl Engine {
         self.deadline(s).map(|d| d.plus(lateness))
     }
 
-    /// The watermark at which one rule's timers next act.
+    /// The watermark at which one rule's timers next act (kept in the
+    /// rule state until the engine changes it).
     fn deadline(&self, s: &mut RuleState) -> Option<Timestamp> {
-        match self.rules.entries[s.index as usize].bind(&mut s.pattern) {
+        if let Due::Known(due) = s.due {
+            return due;
+        }
+        let due = match self.rules.entries[s.index as usize].bind(&mut s.pattern) {
             Bound::Sequence(p, _, s) => s.next_deadline(p, &self.config),
             Bound::Absence(_, s) => s.next_deadline(),
             Bound::Threshold(p, s) => s.next_deadline(p),
-        }
+        };
+        s.due = Due::Known(due);
+        due
     }
 
     /// Keeps `next_due` current: the next timer, or the next release of a
@@ -778,6 +815,9 @@ impl Engine {
                 {
                     s.index = i;
                     s.version = self.rules.entries[i as usize].rule.version;
+                    // NB: a version that continues an older one's state may
+                    // have another `within`: its deadline is computed anew.
+                    s.due = Due::Unknown;
                     true
                 }
                 _ => false,
@@ -907,25 +947,6 @@ fn partition_key(rule: &Rule, event: &Event) -> Option<String> {
         variables: &[],
     };
     expr.text(&ctx).filter(|k| !k.is_empty())
-}
-
-/// The position of rule `index`'s state in `states`, creating an empty one.
-fn state_slot(states: &mut Vec<RuleState>, index: u32, entry: &RuleEntry) -> usize {
-    match states.binary_search_by_key(&index, |s| s.index) {
-        Ok(slot) => slot,
-        Err(slot) => {
-            states.insert(
-                slot,
-                RuleState {
-                    rule: entry.rule.id.clone(),
-                    version: entry.rule.version,
-                    index,
-                    pattern: entry.new_state(),
-                },
-            );
-            slot
-        }
-    }
 }
 
 /// A rule's compiled pattern with its state for one key. `RuleEntry::bind`

@@ -66,7 +66,7 @@ pub struct KeyState {
 }
 
 /// The state one rule keeps for one key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleState {
     /// The rule's id (to re-align after the rule set changes).
     pub rule: Arc<str>,
@@ -76,6 +76,32 @@ pub struct RuleState {
     pub index: u32,
     /// The pattern's own state.
     pub pattern: PatternState,
+    /// The watermark at which the pattern's timers next act, as computed
+    /// after the engine last changed it: kept so that finding an entity's
+    /// next deadline does not visit every rule's (cold) state on every
+    /// event. Not persisted; a restored state recomputes it.
+    #[serde(skip)]
+    pub(crate) due: Due,
+}
+
+/// A rule state's next deadline, once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Due {
+    /// Not computed since the state was restored or changed.
+    #[default]
+    Unknown,
+    /// The watermark at which its timers next act, if any.
+    Known(Option<Timestamp>),
+}
+
+/// NB: equality is that of what is persisted; `due` is a cache of it.
+impl PartialEq for RuleState {
+    fn eq(&self, other: &RuleState) -> bool {
+        self.rule == other.rule
+            && self.version == other.version
+            && self.index == other.index
+            && self.pattern == other.pattern
+    }
 }
 
 /// Pattern state, one variant per pattern kind.

@@ -65,6 +65,15 @@ pub(super) fn threshold_alert(
 ) -> Alert {
     let mut values = Map::new();
     let value_of = |v: Option<f64>| v.map_or(Value::Null, number);
+    // NB: the variables are for the message template only.
+    let templated = env.rule.message.is_some();
+    let text = |t: Timestamp| {
+        if templated {
+            Value::String(t.to_rfc3339())
+        } else {
+            Value::Null
+        }
+    };
     // Slots of template_scope::THRESHOLD_VARIABLES, then (with `condition`)
     // each aggregate by name.
     let [rule, severity] = env.common_variables();
@@ -78,8 +87,8 @@ pub(super) fn threshold_alert(
             variables.extend([
                 number(value),
                 json!(facts.count),
-                Value::String(facts.window_start.to_rfc3339()),
-                Value::String(facts.window_end.to_rfc3339()),
+                text(facts.window_start),
+                text(facts.window_end),
                 number(comparison.limit),
             ]);
         }
@@ -91,8 +100,8 @@ pub(super) fn threshold_alert(
             variables.extend([
                 Value::Null,
                 json!(facts.count),
-                Value::String(facts.window_start.to_rfc3339()),
-                Value::String(facts.window_end.to_rfc3339()),
+                text(facts.window_start),
+                text(facts.window_end),
                 Value::Null,
             ]);
             variables.extend(facts.values.iter().map(|v| value_of(*v)));
