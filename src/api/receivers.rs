@@ -225,6 +225,7 @@ fn body(state: &AppState, stored: StoredReceiver) -> ReceiverBody {
         (status = 200, description = "Every receiver; secrets show as `set`", body = ReceiverList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -256,6 +257,7 @@ pub async fn list_receivers(state: web::Data<AppState>) -> HttpResponse {
         (status = 409, description = "A receiver with this name exists, or `delivery.max_receivers` is reached", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 415, description = "Unsupported content type (send application/json)", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -284,6 +286,7 @@ pub async fn create_receiver(
         (status = 404, description = "No such receiver", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -311,6 +314,7 @@ pub async fn get_receiver(
         (status = 404, description = "No such receiver", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 415, description = "Unsupported content type (send application/json)", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -345,6 +349,7 @@ pub async fn replace_receiver(
         (status = 409, description = "A route sends alerts to it", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -370,6 +375,7 @@ pub async fn delete_receiver(
         (status = 404, description = "No such receiver", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -400,6 +406,7 @@ pub async fn list_failures(
         (status = 502, description = "The receiver failed again", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -426,6 +433,7 @@ pub async fn resend_failure(
         (status = 404, description = "No such receiver or failed delivery", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -454,6 +462,7 @@ pub async fn discard_failure(
         (status = 404, description = "No such receiver", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -477,6 +486,7 @@ pub async fn list_lost(
         (status = 404, description = "No version of such a receiver", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -515,6 +525,7 @@ fn exists(state: &AppState, name: &str) -> Result<(), ApiError> {
         (status = 200, description = "The route list and its version", body = RoutesBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -535,6 +546,7 @@ pub async fn get_routes(state: web::Data<AppState>) -> HttpResponse {
         (status = 400, description = "Invalid routes; `problems` lists every problem", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 415, description = "Unsupported content type (send application/json)", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -559,6 +571,7 @@ pub async fn put_routes(
         (status = 404, description = "No such version", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]

@@ -58,6 +58,7 @@ pub struct SilenceQuery {
         (status = 200, description = "Silences, oldest first", body = SilenceList),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -92,6 +93,7 @@ pub async fn list_silences(
         (status = 409, description = "`delivery.max_silences` is reached", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 415, description = "Unsupported content type (send application/json)", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
@@ -118,6 +120,7 @@ pub async fn create_silence(
         (status = 404, description = "No such silence", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["read"]), ())
 )]
@@ -141,6 +144,7 @@ pub async fn get_silence(
         (status = 404, description = "No such silence", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
+        (status = 400, description = "A malformed path, query or body", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
