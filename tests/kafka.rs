@@ -2,7 +2,10 @@
 //! each test on a free port): the real binary with `[kafka]` settings.
 //!
 //! Where tansu is missing outside CI each test says so and passes; under
-//! `CI` it fails (`.ci/run` installs tansu).
+//! `CI` it fails (`.ci/run` installs tansu). The first scenarios also run
+//! on librdkafka's mock cluster (in this test process, on a real port),
+//! which needs nothing installed: the topics are made beforehand, since it
+//! has no CreateTopics.
 
 mod common;
 
@@ -14,6 +17,8 @@ use common::{wait_until, Server, FAST_TIMING, PATIENCE};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
@@ -35,8 +40,42 @@ alert:
   message: "{{key}}: a then b"
 "#;
 
+/// A Kafka-API broker for a test.
+trait Broker {
+    /// `bootstrap.servers`.
+    fn brokers(&self) -> String;
+}
+
+impl Broker for Tansu {
+    fn brokers(&self) -> String {
+        Tansu::brokers(self)
+    }
+}
+
+/// librdkafka's mock cluster with the topics made.
+struct Mock(MockCluster<'static, DefaultProducerContext>);
+
+impl Mock {
+    fn start() -> Mock {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster
+            .create_topic("cepheus.events", PARTITIONS, 1)
+            .expect("the events topic");
+        cluster
+            .create_topic("cepheus.alerts", 1, 1)
+            .expect("the alerts topic");
+        Mock(cluster)
+    }
+}
+
+impl Broker for Mock {
+    fn brokers(&self) -> String {
+        self.0.bootstrap_servers()
+    }
+}
+
 /// A config for an instance of the deployment on `broker`.
-fn config(broker: &Tansu) -> String {
+fn config(broker: &dyn Broker) -> String {
     format!(
         r#"
 partitions = {PARTITIONS}
@@ -66,7 +105,7 @@ fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
 }
 
 /// Every record of `topic`, read from the start: (key, value).
-fn read_topic(broker: &Tansu, topic: &str, partitions: i32) -> Vec<(String, Value)> {
+fn read_topic(broker: &dyn Broker, topic: &str, partitions: i32) -> Vec<(String, Value)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("group.id", "cepheus-test-reader")
@@ -101,7 +140,7 @@ fn read_topic(broker: &Tansu, topic: &str, partitions: i32) -> Vec<(String, Valu
 }
 
 /// A producer as another application would use (idempotent, acks=all).
-fn producer(broker: &Tansu) -> BaseProducer {
+fn producer(broker: &dyn Broker) -> BaseProducer {
     ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("acks", "all")
@@ -114,7 +153,16 @@ fn producer(broker: &Tansu) -> BaseProducer {
 #[test]
 fn events_posted_in_kafka_mode_give_alerts_over_rest_and_websocket() {
     let Some(broker) = Tansu::start() else { return };
-    let server = Server::start(&config(&broker));
+    posted_events_give_alerts(&broker);
+}
+
+#[test]
+fn events_posted_in_kafka_mode_give_alerts_on_the_mock_cluster() {
+    posted_events_give_alerts(&Mock::start());
+}
+
+fn posted_events_give_alerts(broker: &dyn Broker) {
+    let server = Server::start(&config(broker));
     wait_owning(&server, PARTITIONS as usize);
     server.create_rule(TWO_STEPS);
     let mut socket = server.ws("");
@@ -142,7 +190,16 @@ fn events_posted_in_kafka_mode_give_alerts_over_rest_and_websocket() {
 #[test]
 fn an_accepted_request_is_in_the_topic() {
     let Some(broker) = Tansu::start() else { return };
-    let server = Server::start(&config(&broker));
+    accepted_events_are_in_the_topic(&broker);
+}
+
+#[test]
+fn an_accepted_request_is_in_the_topic_on_the_mock_cluster() {
+    accepted_events_are_in_the_topic(&Mock::start());
+}
+
+fn accepted_events_are_in_the_topic(broker: &dyn Broker) {
+    let server = Server::start(&config(broker));
     let events: Vec<Value> = (0..20)
         .map(|i| json!({"id": format!("e-{i}"), "key": format!("k-{}", i % 7), "type": "t"}))
         .collect();
@@ -150,7 +207,7 @@ fn an_accepted_request_is_in_the_topic() {
     assert_eq!(answer["accepted"], 20, "{answer}");
     // The 202 came after acks=all: every event can be read back now, each
     // keyed by its entity and in the partition Kafka's partitioner gives.
-    let records = read_topic(&broker, "cepheus.events", PARTITIONS);
+    let records = read_topic(broker, "cepheus.events", PARTITIONS);
     let ids: HashSet<String> = records
         .iter()
         .filter_map(|(_, v)| v["id"].as_str().map(str::to_owned))
@@ -168,10 +225,19 @@ fn an_accepted_request_is_in_the_topic() {
 #[test]
 fn events_written_to_the_topic_by_another_producer_are_evaluated() {
     let Some(broker) = Tansu::start() else { return };
-    let server = Server::start(&config(&broker));
+    direct_records_are_evaluated(&broker);
+}
+
+#[test]
+fn events_written_to_the_topic_directly_are_evaluated_on_the_mock_cluster() {
+    direct_records_are_evaluated(&Mock::start());
+}
+
+fn direct_records_are_evaluated(broker: &dyn Broker) {
+    let server = Server::start(&config(broker));
     wait_owning(&server, PARTITIONS as usize);
     server.create_rule(TWO_STEPS);
-    let producer = producer(&broker);
+    let producer = producer(broker);
     let plain = json!({"id": "x-1", "key": "dev-9", "type": "a", "time": "2026-01-01T00:00:00Z"});
     let cloud = json!({"specversion": "1.0", "id": "x-2", "source": "/sensors", "subject": "dev-9",
         "type": "b", "time": "2026-01-01T00:00:02Z", "data": {"v": 1}});
@@ -222,9 +288,13 @@ fn events_written_to_the_topic_by_another_producer_are_evaluated() {
 #[test]
 fn two_instances_split_the_partitions_and_serve_every_alert_alike() {
     let Some(broker) = Tansu::start() else { return };
-    let first = Server::start(&config(&broker));
+    two_instances_share_the_work(&broker);
+}
+
+fn two_instances_share_the_work(broker: &dyn Broker) {
+    let first = Server::start(&config(broker));
     wait_owning(&first, PARTITIONS as usize);
-    let second = Server::start(&config(&broker));
+    let second = Server::start(&config(broker));
     let owned_second = wait_owning(&second, PARTITIONS as usize / 2);
     let owned_first = wait_owning(&first, PARTITIONS as usize / 2);
     let all: HashSet<i64> = owned_first.iter().chain(&owned_second).copied().collect();

@@ -156,7 +156,19 @@ struct GroupContext {
     rebalances: Arc<AtomicU64>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // NB: with `enable.partition.eof` the end of a partition comes as a
+        // "global error" too; it is the consumer thread's signal, not a fault.
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(error = %error, reason, "librdkafka");
+        }
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -637,51 +649,90 @@ fn format_headers() -> OwnedHeaders {
 }
 
 /// Creates the events and alerts topics when missing; refuses an events
-/// topic whose partitions differ from the key space's.
+/// topic whose partitions differ from the key space's, and an alerts topic
+/// of more than one partition.
 async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
     let admin: AdminClient<DefaultClientContext> = client_config(config)
+        // NB: asking for a missing topic's metadata must not create it
+        // with the broker's default partitions.
+        .set("allow.auto.create.topics", "false")
         .create()
         .map_err(|e| kafka_error("cannot create the Kafka admin client", e))?;
-    let topics = [
-        NewTopic::new(
-            &config.events_topic,
-            i32::from(config.partitions.max(1)),
-            TopicReplication::Fixed(config.replication_factor),
-        ),
-        NewTopic::new(
-            &config.alerts_topic,
-            1,
-            TopicReplication::Fixed(config.replication_factor),
-        ),
+    let wanted = [
+        (config.events_topic.as_str(), config.partitions.max(1)),
+        (config.alerts_topic.as_str(), 1),
     ];
-    let options = AdminOptions::new().operation_timeout(Some(StdDuration::from_secs(10)));
-    let results = admin
-        .create_topics(&topics, &options)
-        .await
-        .map_err(|e| kafka_error("cannot reach the Kafka brokers to create the topics", e))?;
-    for result in results {
-        match result {
-            Ok(topic) => tracing::info!(topic, "created a Kafka topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                return Err(JournalError::Io(format!(
-                    "cannot create the Kafka topic {topic}: {code}"
-                )))
-            }
+    let partitions_of = |topic: &str| -> Result<Option<usize>, JournalError> {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), StdDuration::from_secs(10))
+            .map_err(|e| {
+                kafka_error("cannot read the topics' metadata from the Kafka brokers", e)
+            })?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    };
+    let mut missing = Vec::new();
+    for (topic, partitions) in wanted {
+        if partitions_of(topic)?.is_none() {
+            missing.push(NewTopic::new(
+                topic,
+                i32::from(partitions),
+                TopicReplication::Fixed(config.replication_factor),
+            ));
         }
     }
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(&config.events_topic), StdDuration::from_secs(10))
-        .map_err(|e| kafka_error("cannot read the events topic's metadata", e))?;
-    if let Some(topic) = metadata.topics().first() {
-        let found = topic.partitions().len();
-        if found != usize::from(config.partitions.max(1)) {
-            return Err(JournalError::Io(format!(
-                "the events topic {} has {found} partitions and cepheus is set to {} (`partitions`): \
-                 every producer and instance must agree on the partition of a key, so set `partitions = {found}`",
-                config.events_topic, config.partitions
-            )));
+    if !missing.is_empty() {
+        let options = AdminOptions::new()
+            .operation_timeout(Some(StdDuration::from_secs(10)))
+            .request_timeout(Some(StdDuration::from_secs(10)));
+        // NB: a failure is not final yet (another instance may have created
+        // the topic meanwhile); the metadata below decides.
+        match admin.create_topics(&missing, &options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(topic) => tracing::info!(topic, "created a Kafka topic"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            tracing::warn!(topic, error = %code, "cannot create a Kafka topic")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create the Kafka topics"),
+        }
+    }
+    for (topic, partitions) in wanted {
+        // NB: a topic just created may take a moment to show in metadata.
+        let mut found = partitions_of(topic)?;
+        for _ in 0..20 {
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+            found = partitions_of(topic)?;
+        }
+        match found {
+            None => {
+                return Err(JournalError::Io(format!(
+                    "the Kafka topic {topic} does not exist and could not be created; create it with {partitions} partition(s)"
+                )))
+            }
+            Some(found) if found != usize::from(partitions) => {
+                return Err(JournalError::Io(if topic == config.events_topic {
+                    format!(
+                        "the events topic {topic} has {found} partitions and cepheus is set to {partitions} (`partitions`): \
+                         every producer and instance must agree on the partition of a key, so set `partitions = {found}`"
+                    )
+                } else {
+                    format!("the alerts topic {topic} has {found} partitions; it must have one, so that every instance numbers alerts alike")
+                }))
+            }
+            Some(_) => {}
         }
     }
     Ok(())
