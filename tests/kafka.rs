@@ -184,6 +184,18 @@ fn posted_events_give_alerts(broker: &dyn Broker) {
         (again["accepted"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(1))
     );
+    // Ownership and consumer lag (librdkafka's statistics, every 5 s).
+    assert_eq!(
+        server.metric("cepheus_kafka_partitions_assigned"),
+        Some(4.0)
+    );
+    wait_until("the consumer lag per partition in /metrics", || {
+        server
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with("cepheus_kafka_consumer_lag{partition="))
+            .then_some(())
+    });
     socket.close();
 }
 

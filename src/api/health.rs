@@ -84,6 +84,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         runtime.router.inflight_events(),
         runtime.alerts.subscribers(),
     );
+    if let Some(ownership) = runtime.journal.ownership() {
+        telemetry::kafka_ownership(ownership.assigned.len(), ownership.restoring.len());
+    }
     telemetry::store_gauges(
         runtime.store.size_on_disk().unwrap_or(0),
         runtime.journal.bytes(),

@@ -50,6 +50,7 @@ use crate::journal::{
     Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Ownership, Pace,
     Progress, Submission,
 };
+use crate::telemetry;
 use crate::time::{wall_now, Duration, Timestamp};
 
 /// The record header naming the format of a record's value.
@@ -157,6 +158,23 @@ struct GroupContext {
 }
 
 impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let assigned = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .assigned
+            .clone();
+        for topic in statistics.topics.values() {
+            for (&partition, stats) in &topic.partitions {
+                // NB: -1 (the internal partition, or no fetch yet) is skipped.
+                if assigned.contains(&partition) && stats.consumer_lag >= 0 {
+                    telemetry::kafka_consumer_lag(partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // NB: with `enable.partition.eof` the end of a partition comes as a
         // "global error" too; it is the consumer thread's signal, not a fault.
@@ -182,9 +200,12 @@ impl ConsumerContext for GroupContext {
                 p.assigned = assigned;
                 p.assignment_seen = true;
                 self.rebalances.fetch_add(1, Ordering::Relaxed);
+                telemetry::kafka_rebalance();
             }
             Rebalance::Revoke(list) => {
                 for e in list.elements() {
+                    // NB: a revoked partition's lag is not this instance's.
+                    telemetry::kafka_consumer_lag(e.partition(), 0);
                     p.assigned.remove(&e.partition());
                     p.restoring.remove(&e.partition());
                     p.routed.remove(&e.partition());
@@ -267,6 +288,7 @@ impl KafkaJournal {
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000")
             .create_with_context(GroupContext {
                 partitions: Arc::clone(&partitions),
                 rebalances: Arc::clone(&rebalances),
