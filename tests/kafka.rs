@@ -83,6 +83,9 @@ partitions = {PARTITIONS}
 [kafka]
 brokers = "{}"
 ack_timeout = "20s"
+[kafka.client]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
 "#,
         broker.brokers()
     )
@@ -197,6 +200,20 @@ fn posted_events_give_alerts(broker: &dyn Broker) {
             .then_some(())
     });
     socket.close();
+    // A graceful stop and a start: the alert log keeps its seq, nothing is
+    // evaluated or numbered twice, and the entity goes on where it was.
+    let mut server = server;
+    server.stop();
+    server.restart();
+    wait_owning(&server, PARTITIONS as usize);
+    server.send_events(&json!([
+        {"id": "e-3", "key": "acct-1", "type": "a", "time": "2026-01-01T00:01:00Z"},
+        {"id": "e-4", "key": "acct-1", "type": "b", "time": "2026-01-01T00:01:01Z"},
+    ]));
+    let alerts = server.wait_alerts("", 2);
+    let seqs: Vec<u64> = alerts.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2], "{alerts:?}");
+    assert_eq!(alerts[0], live);
 }
 
 #[test]

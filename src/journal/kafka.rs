@@ -322,6 +322,9 @@ impl KafkaJournal {
             producer,
             config,
         });
+        // NB: no group membership (`assign`, nothing committed): every
+        // instance reads the whole alerts topic itself. librdkafka wants a
+        // group id all the same.
         let alert_consumer: BaseConsumer = client_config(&journal.config)
             .set("group.id", format!("{}-alerts", journal.config.group_id))
             .set("enable.auto.commit", "false")
@@ -945,7 +948,20 @@ impl Journal for KafkaJournal {
                 tracing::warn!(error = %e, "cannot commit the consumed offsets at the stop; the next owner reads from the last commit");
             }
         }
-        self.consumer.unsubscribe();
+        // NB: leave the group now (LeaveGroup), so the partitions move at
+        // once instead of after the session timeout; what arrives meanwhile
+        // is not routed, and its offsets are not stored.
+        match self.consumer.close_queue() {
+            Ok(()) => {
+                let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+                while !self.consumer.closed() && std::time::Instant::now() < deadline {
+                    let _ = self.consumer.poll(StdDuration::from_millis(100));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot leave the consumer group; its partitions move after the session timeout")
+            }
+        }
         let _ = self.producer.flush(StdDuration::from_secs(5));
         drop(
             self.attached
