@@ -438,15 +438,11 @@ async fn deliver(
         }
         let until = tokio::time::Instant::now() + wait;
         // NB: a change (the receiver fixed or removed) ends the wait early.
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(until) => break,
-                changed = changes.changed() => {
-                    if changed.is_err() { break; }
-                    if current().is_none() {
-                        return Outcome::Abandoned;
-                    }
-                    break;
+        tokio::select! {
+            _ = tokio::time::sleep_until(until) => {}
+            changed = changes.changed() => {
+                if changed.is_ok() && current().is_none() {
+                    return Outcome::Abandoned;
                 }
             }
         }
