@@ -64,6 +64,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.alerts", 1, 1)
             .expect("the alerts topic");
+        cluster
+            .create_topic("cepheus.rules", 1, 1)
+            .expect("the rules topic");
         Mock(cluster)
     }
 }
@@ -332,9 +335,13 @@ fn two_instances_share_the_work(broker: &dyn Broker) {
         PARTITIONS as usize,
         "{owned_first:?} {owned_second:?}"
     );
-    // NB: rules are not shared through a topic yet: each instance gets it.
+    // A rule registered on one instance is live on all (the rules topic).
     first.create_rule(TWO_STEPS);
-    second.create_rule(TWO_STEPS);
+    let shared = wait_until("the rule on the second instance", || {
+        let response = second.get("/v1/rules/a-then-b");
+        (response.status() == 200).then(|| response.json::<Value>().expect("a rule"))
+    });
+    assert_eq!(shared["version"], 1, "{shared}");
     let keys: Vec<String> = (0..16).map(|i| format!("acct-{i}")).collect();
     for (i, key) in keys.iter().enumerate() {
         let to = if i % 2 == 0 { &first } else { &second };

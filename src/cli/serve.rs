@@ -172,7 +172,7 @@ async fn serve(
             "migrated the data directory"
         );
     }
-    let (journal, durable_groups) = if settings.kafka.brokers.trim().is_empty() {
+    let (journal, durable_groups, kafka) = if settings.kafka.brokers.trim().is_empty() {
         let (journal, durable_groups, opened) = EmbeddedJournal::open(JournalConfig {
             dir: journal_dir,
             partitions: store.partitions(),
@@ -188,9 +188,10 @@ async fn serve(
             next = opened.next,
             "opened the journal"
         );
-        (journal as Arc<dyn Journal>, durable_groups)
+        (journal as Arc<dyn Journal>, durable_groups, None)
     } else {
-        open_kafka(&settings, &store).await?
+        let (journal, durable_groups, config) = open_kafka(&settings, &store).await?;
+        (journal, durable_groups, Some(config))
     };
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
     let runtime = Runtime::new(
@@ -231,6 +232,13 @@ async fn serve(
         .start(durable_groups)
         .await
         .context("recovery failed")?;
+    let rule_log = match &kafka {
+        Some(config) => Some(
+            crate::cluster::RuleLog::start(config, Arc::clone(&catalog), Arc::clone(&runtime))
+                .context("cannot share rules through the rules topic")?,
+        ),
+        None => None,
+    };
     // NB: after the start, so the alert log is caught up with the journal
     // before a receiver reads it.
     let delivery = crate::delivery::Delivery::open(Arc::clone(&runtime), settings.delivery.clone())
@@ -296,6 +304,9 @@ async fn serve(
     checkpoint::checkpoint(&runtime)
         .await
         .context("final checkpoint failed")?;
+    if let Some(rule_log) = &rule_log {
+        rule_log.stop();
+    }
     journal.close();
     runtime.store.flush_blocking()?;
     tracing::info!("stopped");
@@ -306,7 +317,11 @@ async fn serve(
 async fn open_kafka(
     settings: &Settings,
     store: &Store,
-) -> anyhow::Result<(Arc<dyn Journal>, std::sync::mpsc::Receiver<DurableGroup>)> {
+) -> anyhow::Result<(
+    Arc<dyn Journal>,
+    std::sync::mpsc::Receiver<DurableGroup>,
+    KafkaConfig,
+)> {
     let kafka = &settings.kafka;
     let limits = DecodeLimits {
         max_events: 1,
@@ -315,10 +330,11 @@ async fn open_kafka(
     let alerts = store.clone();
     let checkpoint = checkpoint::last_checkpoint(store)?;
     let views = store.meta_u64("views")?.unwrap_or(0);
-    let (journal, durable_groups) = KafkaJournal::open(KafkaConfig {
+    let config = KafkaConfig {
         brokers: kafka.brokers.clone(),
         events_topic: kafka.topics.events.clone(),
         alerts_topic: kafka.topics.alerts.clone(),
+        rules_topic: kafka.topics.rules.clone(),
         group_id: kafka.group_id.clone(),
         client_id: kafka.client_id.clone(),
         partitions: store.partitions(),
@@ -333,11 +349,12 @@ async fn open_kafka(
         decode: Arc::new(move |value: &[u8], received_at: crate::time::Timestamp| {
             crate::ingest::decode::decode_record(value, &limits, received_at)
         }),
-    })
-    .await
-    .with_context(|| format!("cannot open the Kafka journal at {}", kafka.brokers))?;
+    };
+    let (journal, durable_groups) = KafkaJournal::open(config.clone())
+        .await
+        .with_context(|| format!("cannot open the Kafka journal at {}", kafka.brokers))?;
     tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, events = %kafka.topics.events, "scaling out on a Kafka-API log");
-    Ok((journal as Arc<dyn Journal>, durable_groups))
+    Ok((journal as Arc<dyn Journal>, durable_groups, config))
 }
 
 /// Refuses to expose an open API: a non-loopback address needs tokens, or

@@ -77,6 +77,8 @@ pub struct KafkaConfig {
     pub events_topic: String,
     /// The alerts topic.
     pub alerts_topic: String,
+    /// The rules topic (compacted; read by `crate::cluster`).
+    pub rules_topic: String,
     /// The consumer group.
     pub group_id: String,
     /// The client id.
@@ -118,7 +120,7 @@ impl std::fmt::Debug for KafkaConfig {
 
 /// The base librdkafka configuration: brokers, client id, passed-through
 /// properties (which win).
-fn client_config(config: &KafkaConfig) -> ClientConfig {
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("client.id", &config.client_id);
@@ -686,6 +688,7 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
     let wanted = [
         (config.events_topic.as_str(), config.partitions.max(1)),
         (config.alerts_topic.as_str(), 1),
+        (config.rules_topic.as_str(), 1),
     ];
     let partitions_of = |topic: &str| -> Result<Option<usize>, JournalError> {
         let metadata = admin
@@ -703,11 +706,17 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
     let mut missing = Vec::new();
     for (topic, partitions) in wanted {
         if partitions_of(topic)?.is_none() {
-            missing.push(NewTopic::new(
+            let new = NewTopic::new(
                 topic,
                 i32::from(partitions),
                 TopicReplication::Fixed(config.replication_factor),
-            ));
+            );
+            // The rules topic keeps the last record of each rule id.
+            missing.push(if topic == config.rules_topic {
+                new.set("cleanup.policy", "compact")
+            } else {
+                new
+            });
         }
     }
     if !missing.is_empty() {
@@ -754,7 +763,7 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
                          every producer and instance must agree on the partition of a key, so set `partitions = {found}`"
                     )
                 } else {
-                    format!("the alerts topic {topic} has {found} partitions; it must have one, so that every instance numbers alerts alike")
+                    format!("the topic {topic} has {found} partitions; it must have one, so that every instance reads it in one order")
                 }))
             }
             Some(_) => {}
