@@ -66,7 +66,7 @@ pub enum StatePolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleChange {
     /// A rule stored (created, replaced, enabled or disabled).
-    Stored(StoredRule),
+    Stored(Box<StoredRule>),
     /// A rule deleted.
     Deleted(String),
 }
@@ -133,6 +133,7 @@ impl Catalog {
         let mut compiled = self.lock();
         match change {
             RuleChange::Stored(stored) => {
+                let stored = *stored;
                 if let Some((local, _)) = compiled.get(&stored.document.id) {
                     if local.version > stored.version || *local == stored {
                         return Ok(false);
@@ -391,7 +392,7 @@ impl Catalog {
         self.store.rules().put(&stored)?;
         compiled.insert(stored.document.id.clone(), (stored.clone(), Arc::new(rule)));
         runtime.set_rules(RuleSet::new(compiled.values().map(|(_, r)| Arc::clone(r))));
-        self.told(RuleChange::Stored(stored.clone()));
+        self.told(RuleChange::Stored(Box::new(stored.clone())));
         Ok(stored)
     }
 

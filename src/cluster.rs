@@ -117,7 +117,7 @@ fn consume(consumer: &BaseConsumer, catalog: &Catalog, runtime: &Runtime, closin
         let change = match message.payload() {
             None => RuleChange::Deleted(id.clone()),
             Some(value) => match serde_json::from_slice::<StoredRule>(value) {
-                Ok(stored) => RuleChange::Stored(stored),
+                Ok(stored) => RuleChange::Stored(Box::new(stored)),
                 Err(e) => {
                     tracing::warn!(rule = %id, error = %e, "skipping a rules-topic record this version cannot read");
                     continue;
