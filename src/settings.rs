@@ -108,7 +108,8 @@ pub struct KafkaTopics {
     /// Entity state per partition, compacted (default `cepheus.changelog`;
     /// not used yet).
     pub changelog: String,
-    /// Rules, compacted (default `cepheus.rules`; not used yet).
+    /// Rules shared by all instances, compacted, one partition (default
+    /// `cepheus.rules`).
     pub rules: String,
 }
 
