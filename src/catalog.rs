@@ -61,12 +61,24 @@ pub enum StatePolicy {
     Keep,
 }
 
+/// A change of the catalog, as the scale-out mode shares it between
+/// instances (the rules topic, `src/cluster.rs`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleChange {
+    /// A rule stored (created, replaced, enabled or disabled).
+    Stored(Box<StoredRule>),
+    /// A rule deleted.
+    Deleted(String),
+}
+
 /// The catalog of rules.
 pub struct Catalog {
     store: Store,
     limits: RuleLimits,
     /// Compiled current rules by id; the lock also serializes changes.
     compiled: Mutex<BTreeMap<String, (StoredRule, Arc<Rule>)>>,
+    /// Where local changes are told (the scale-out mode's rule log).
+    changes: Mutex<Option<std::sync::mpsc::Sender<RuleChange>>>,
 }
 
 impl Catalog {
@@ -91,7 +103,55 @@ impl Catalog {
             store,
             limits,
             compiled: Mutex::new(compiled),
+            changes: Mutex::new(None),
         })
+    }
+
+    /// Tells every later local change to `changes` (the scale-out mode
+    /// shares them through the rules topic).
+    pub fn tell_changes(&self, changes: std::sync::mpsc::Sender<RuleChange>) {
+        *self.changes.lock().unwrap_or_else(|p| p.into_inner()) = Some(changes);
+    }
+
+    fn told(&self, change: RuleChange) {
+        if let Some(tx) = &*self.changes.lock().unwrap_or_else(|p| p.into_inner()) {
+            let _ = tx.send(change);
+        }
+    }
+
+    /// Applies a change made on another instance (read from the rules
+    /// topic, in its order): a stored rule replaces the local one unless
+    /// the local one is newer; the same version with another document
+    /// (two instances changed it at once) takes the topic's, so every
+    /// instance ends with the topic's last record. Returns whether
+    /// anything changed.
+    pub fn apply_remote(
+        &self,
+        runtime: &Runtime,
+        change: RuleChange,
+    ) -> Result<bool, CatalogError> {
+        let mut compiled = self.lock();
+        match change {
+            RuleChange::Stored(stored) => {
+                let stored = *stored;
+                if let Some((local, _)) = compiled.get(&stored.document.id) {
+                    if local.version > stored.version || *local == stored {
+                        return Ok(false);
+                    }
+                }
+                let rule = compile_stored(&stored, &self.limits).map_err(CatalogError::Invalid)?;
+                self.store.rules().put(&stored)?;
+                compiled.insert(stored.document.id.clone(), (stored, Arc::new(rule)));
+            }
+            RuleChange::Deleted(id) => {
+                if compiled.remove(&id).is_none() {
+                    return Ok(false);
+                }
+                self.store.rules().delete(&id)?;
+            }
+        }
+        runtime.set_rules(RuleSet::new(compiled.values().map(|(_, r)| Arc::clone(r))));
+        Ok(true)
     }
 
     /// The rule set to evaluate now.
@@ -255,6 +315,7 @@ impl Catalog {
         }
         self.store.rules().delete(id)?;
         runtime.set_rules(RuleSet::new(compiled.values().map(|(_, r)| Arc::clone(r))));
+        self.told(RuleChange::Deleted(id.to_owned()));
         Ok(())
     }
 
@@ -331,6 +392,7 @@ impl Catalog {
         self.store.rules().put(&stored)?;
         compiled.insert(stored.document.id.clone(), (stored.clone(), Arc::new(rule)));
         runtime.set_rules(RuleSet::new(compiled.values().map(|(_, r)| Arc::clone(r))));
+        self.told(RuleChange::Stored(Box::new(stored.clone())));
         Ok(stored)
     }
 

@@ -13,6 +13,7 @@ pub mod api;
 pub mod backtest;
 pub mod catalog;
 pub mod cli;
+pub mod cluster;
 pub mod delivery;
 pub mod engine;
 pub mod event;

@@ -65,6 +65,77 @@ pub struct Settings {
     /// Listen on a non-loopback address without tokens (default false:
     /// refused, so an open API is never exposed by accident).
     pub insecure: bool,
+    /// The scale-out mode: a Kafka-API log instead of the embedded journal
+    /// (`docs/kafka.md`); off while `kafka.brokers` is empty.
+    pub kafka: KafkaSettings,
+}
+
+/// The Kafka-API log of the scale-out mode (`docs/kafka.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port,host:port` (default empty: the
+    /// embedded journal; `--kafka` sets it).
+    pub brokers: String,
+    /// The consumer group the instances of one deployment share (default
+    /// `cepheus`).
+    pub group_id: String,
+    /// The client id the brokers see (default `cepheus`).
+    pub client_id: String,
+    /// Replication factor of the topics cepheus creates when they are
+    /// missing (default 1; 3 on a production cluster). Topics are created
+    /// with the top-level `partitions` (events) and one partition (alerts).
+    pub replication_factor: i32,
+    /// Longest wait for the brokers to acknowledge a request's events before
+    /// the request fails with 503 (default `10s`).
+    pub ack_timeout: Duration,
+    /// Topic names.
+    pub topics: KafkaTopics,
+    /// librdkafka properties passed through as they are, e.g.
+    /// `"security.protocol" = "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`,
+    /// `"ssl.ca.location" = "/etc/ssl/ca.pem"` (default none).
+    pub client: std::collections::BTreeMap<String, String>,
+}
+
+/// The topics of the scale-out mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaTopics {
+    /// Events, keyed by entity key (default `cepheus.events`).
+    pub events: String,
+    /// Alerts, one partition (default `cepheus.alerts`).
+    pub alerts: String,
+    /// Entity state per partition, compacted (default `cepheus.changelog`;
+    /// not used yet).
+    pub changelog: String,
+    /// Rules shared by all instances, compacted, one partition (default
+    /// `cepheus.rules`).
+    pub rules: String,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: String::new(),
+            group_id: "cepheus".into(),
+            client_id: "cepheus".into(),
+            replication_factor: 1,
+            ack_timeout: Duration::from_secs(10),
+            topics: KafkaTopics::default(),
+            client: Default::default(),
+        }
+    }
+}
+
+impl Default for KafkaTopics {
+    fn default() -> Self {
+        KafkaTopics {
+            events: "cepheus.events".into(),
+            alerts: "cepheus.alerts".into(),
+            changelog: "cepheus.changelog".into(),
+            rules: "cepheus.rules".into(),
+        }
+    }
 }
 
 /// Retention of the accepted event log: in the background, the oldest
@@ -199,6 +270,7 @@ impl Default for Settings {
             delivery: DeliverySettings::default(),
             tls: None,
             insecure: false,
+            kafka: KafkaSettings::default(),
         }
     }
 }
@@ -313,6 +385,30 @@ mod tests {
             Settings::default(),
             "docs/configuration.md is stale; the defaults are:\n{}",
             toml::to_string(&Settings::default()).unwrap_or_default()
+        );
+    }
+
+    #[test]
+    fn kafka_client_properties_pass_through() {
+        let settings: Settings = toml::from_str(
+            r#"
+            [kafka]
+            brokers = "k1:9092,k2:9092"
+            [kafka.client]
+            "security.protocol" = "SASL_SSL"
+            "sasl.mechanism" = "PLAIN"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(settings.kafka.topics.events, "cepheus.events");
+        assert_eq!(
+            settings
+                .kafka
+                .client
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("SASL_SSL")
         );
     }
 

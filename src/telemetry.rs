@@ -274,6 +274,32 @@ pub fn store_gauges(store_bytes: u64, log_bytes: u64) {
     gauge!(EVENT_LOG_BYTES).set(log_bytes as f64);
 }
 
+/// Scale-out mode: records this instance still has to consume, per
+/// partition of the events topic it owns (from librdkafka's statistics).
+pub const KAFKA_CONSUMER_LAG: &str = "cepheus_kafka_consumer_lag";
+/// Scale-out mode: partitions of the events topic this instance owns.
+pub const KAFKA_PARTITIONS_ASSIGNED: &str = "cepheus_kafka_partitions_assigned";
+/// Scale-out mode: owned partitions not yet read up to their end.
+pub const KAFKA_PARTITIONS_RESTORING: &str = "cepheus_kafka_partitions_restoring";
+/// Scale-out mode: assignments received from the group.
+pub const KAFKA_REBALANCES: &str = "cepheus_kafka_rebalances_total";
+
+/// Sets the consumer lag of one owned partition.
+pub fn kafka_consumer_lag(partition: i32, lag: i64) {
+    gauge!(KAFKA_CONSUMER_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
+}
+
+/// Sets the ownership gauges, read at scrape time.
+pub fn kafka_ownership(assigned: usize, restoring: usize) {
+    gauge!(KAFKA_PARTITIONS_ASSIGNED).set(assigned as f64);
+    gauge!(KAFKA_PARTITIONS_RESTORING).set(restoring as f64);
+}
+
+/// Counts an assignment from the group.
+pub fn kafka_rebalance() {
+    counter!(KAFKA_REBALANCES).increment(1);
+}
+
 /// Counts a slow WebSocket subscriber disconnected.
 pub fn ws_slow_disconnect() {
     counter!(WS_SLOW_DISCONNECTS).increment(1);

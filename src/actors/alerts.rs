@@ -161,6 +161,11 @@ impl AlertHub {
         Ok(())
     }
 
+    /// Whether an alert recorded here is not published yet.
+    pub fn has_unpublished(&self) -> bool {
+        !self.ledger().pending.is_empty()
+    }
+
     /// The last seq given to an alert (published or not yet).
     pub fn last_recorded(&self) -> u64 {
         self.ledger().next_seq - 1

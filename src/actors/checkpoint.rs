@@ -54,7 +54,7 @@ pub(crate) fn replay(runtime: &Arc<Runtime>, checkpoint: u64) -> StoreResult<u64
 /// NB: once at a limit it waits for a margin of a twentieth below it, not
 /// for one free slot: routing one record per wake-up held a replay at the
 /// limit to about 5,000 events a second.
-fn wait_for_room(runtime: &Runtime) {
+pub(crate) fn wait_for_room(runtime: &Runtime) {
     let (max_live, max_inflight) = (
         runtime.config.max_live_entities,
         runtime.config.max_inflight_events,
@@ -113,6 +113,7 @@ pub async fn checkpoint(runtime: &Arc<Runtime>) -> StoreResult<u64> {
     // holding less knows its files lost data (see `Store::open`).
     runtime.store.sync().await?;
     runtime.store.mark_durable_checkpoint(through)?;
+    runtime.journal.checkpointed(through);
     runtime.alerts.replay_checkpointed();
     Ok(through)
 }

@@ -196,6 +196,13 @@ impl Runtime {
         // NB: passivation runs during the replay, which waits for it at the
         // live-entity limit.
         actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
+        {
+            let runtime = Arc::clone(self);
+            self.journal.attach(
+                Arc::new(router::SharedRouting::new(Arc::clone(self))),
+                Arc::new(move || checkpoint::wait_for_room(&runtime)),
+            );
+        }
         self.journal.begin_replay();
         // NB: ready before the replay starts, so a replay that fails at
         // once cannot be overtaken by this and leave cepheus "ready".

@@ -270,6 +270,25 @@ impl<'r> Routing<'r> {
     }
 }
 
+/// [`Routing`] that owns its runtime: the sink a journal with its own
+/// consumer thread keeps ([`crate::journal::Journal::attach`]).
+pub struct SharedRouting {
+    runtime: Arc<Runtime>,
+}
+
+impl SharedRouting {
+    /// Routing to `runtime`'s entities.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        SharedRouting { runtime }
+    }
+}
+
+impl EventSink for SharedRouting {
+    fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        Routing::new(&self.runtime).accepted(lsn, first, events);
+    }
+}
+
 impl EventSink for Routing<'_> {
     fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
         use std::borrow::Cow;

@@ -20,6 +20,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct Status {
     /// `ok`.
     pub status: String,
+    /// In the scale-out mode (`docs/kafka.md`): the partitions this
+    /// instance owns and those still being read up to their end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<crate::journal::Ownership>,
 }
 
 /// The process is up.
@@ -28,6 +32,7 @@ pub struct Status {
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Status {
         status: "ok".into(),
+        partitions: None,
     })
 }
 
@@ -53,6 +58,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match reason {
         None => HttpResponse::Ok().json(Status {
             status: "ok".into(),
+            partitions: state.runtime.journal.ownership(),
         }),
         Some(message) => HttpResponse::ServiceUnavailable().json(ErrorBody {
             error: "not_ready".into(),
@@ -78,6 +84,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         runtime.router.inflight_events(),
         runtime.alerts.subscribers(),
     );
+    if let Some(ownership) = runtime.journal.ownership() {
+        telemetry::kafka_ownership(ownership.assigned.len(), ownership.restoring.len());
+    }
     telemetry::store_gauges(
         runtime.store.size_on_disk().unwrap_or(0),
         runtime.journal.bytes(),

@@ -11,8 +11,9 @@ use crate::api::auth::{self, Auth};
 use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
 use crate::ingest::DecodeLimits;
+use crate::journal::kafka::{KafkaConfig, KafkaJournal};
 use crate::journal::segment::SegmentConfig;
-use crate::journal::{EmbeddedJournal, JournalConfig};
+use crate::journal::{DurableGroup, EmbeddedJournal, Journal, JournalConfig};
 use crate::migrate;
 use crate::settings::{or_cores, std_duration, LogFormat, Settings, TlsSettings};
 use crate::store::{Store, StoreConfig};
@@ -59,6 +60,10 @@ pub struct ServeArgs {
     /// Allow listening on a non-loopback address with no API tokens configured.
     #[arg(long, env = "CEPHEUS_INSECURE")]
     pub insecure: bool,
+    /// Scale out on a Kafka-API log: its bootstrap brokers, `host:port,...`
+    /// (docs/kafka.md) [default: the embedded journal].
+    #[arg(long, env = "CEPHEUS_KAFKA", value_name = "BROKERS")]
+    pub kafka: Option<String>,
 }
 
 impl ServeArgs {
@@ -90,6 +95,9 @@ impl ServeArgs {
             });
         }
         settings.insecure |= self.insecure;
+        if let Some(brokers) = &self.kafka {
+            settings.kafka.brokers = brokers.clone();
+        }
         Ok(settings)
     }
 }
@@ -164,25 +172,31 @@ async fn serve(
             "migrated the data directory"
         );
     }
-    let (journal, durable_groups, opened) = EmbeddedJournal::open(JournalConfig {
-        dir: journal_dir,
-        partitions: store.partitions(),
-        segments,
-        dedup_horizon: settings.timing.dedup_horizon,
-        max_remembered_ids: settings.history.max_remembered_ids,
-        durable_timeout: std::time::Duration::from_secs(10),
-        first_lsn: checkpoint::last_checkpoint(&store)? + 1,
-    })
-    .context("cannot open the journal")?;
-    tracing::debug!(
-        first = opened.first,
-        next = opened.next,
-        "opened the journal"
-    );
+    let (journal, durable_groups, kafka) = if settings.kafka.brokers.trim().is_empty() {
+        let (journal, durable_groups, opened) = EmbeddedJournal::open(JournalConfig {
+            dir: journal_dir,
+            partitions: store.partitions(),
+            segments,
+            dedup_horizon: settings.timing.dedup_horizon,
+            max_remembered_ids: settings.history.max_remembered_ids,
+            durable_timeout: std::time::Duration::from_secs(10),
+            first_lsn: checkpoint::last_checkpoint(&store)? + 1,
+        })
+        .context("cannot open the journal")?;
+        tracing::debug!(
+            first = opened.first,
+            next = opened.next,
+            "opened the journal"
+        );
+        (journal as Arc<dyn Journal>, durable_groups, None)
+    } else {
+        let (journal, durable_groups, config) = open_kafka(&settings, &store).await?;
+        (journal, durable_groups, Some(config))
+    };
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
     let runtime = Runtime::new(
         store,
-        Arc::clone(&journal) as Arc<dyn crate::journal::Journal>,
+        Arc::clone(&journal),
         catalog.rule_set(),
         settings.engine.clone(),
         RuntimeConfig {
@@ -218,6 +232,13 @@ async fn serve(
         .start(durable_groups)
         .await
         .context("recovery failed")?;
+    let rule_log = match &kafka {
+        Some(config) => Some(
+            crate::cluster::RuleLog::start(config, Arc::clone(&catalog), Arc::clone(&runtime))
+                .context("cannot share rules through the rules topic")?,
+        ),
+        None => None,
+    };
     // NB: after the start, so the alert log is caught up with the journal
     // before a receiver reads it.
     let delivery = crate::delivery::Delivery::open(Arc::clone(&runtime), settings.delivery.clone())
@@ -283,10 +304,57 @@ async fn serve(
     checkpoint::checkpoint(&runtime)
         .await
         .context("final checkpoint failed")?;
-    crate::journal::Journal::close(&*journal);
+    if let Some(rule_log) = &rule_log {
+        rule_log.stop();
+    }
+    journal.close();
     runtime.store.flush_blocking()?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the Kafka journal of the scale-out mode (`docs/kafka.md`).
+async fn open_kafka(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<(
+    Arc<dyn Journal>,
+    std::sync::mpsc::Receiver<DurableGroup>,
+    KafkaConfig,
+)> {
+    let kafka = &settings.kafka;
+    let limits = DecodeLimits {
+        max_events: 1,
+        event: settings.limits.event.clone(),
+    };
+    let alerts = store.clone();
+    let checkpoint = checkpoint::last_checkpoint(store)?;
+    let views = store.meta_u64("views")?.unwrap_or(0);
+    let config = KafkaConfig {
+        brokers: kafka.brokers.clone(),
+        events_topic: kafka.topics.events.clone(),
+        alerts_topic: kafka.topics.alerts.clone(),
+        rules_topic: kafka.topics.rules.clone(),
+        group_id: kafka.group_id.clone(),
+        client_id: kafka.client_id.clone(),
+        partitions: store.partitions(),
+        replication_factor: kafka.replication_factor,
+        client: kafka.client.clone(),
+        ack_timeout: std_duration(kafka.ack_timeout).max(std::time::Duration::from_millis(100)),
+        dedup_horizon: settings.timing.dedup_horizon,
+        max_remembered_ids: settings.history.max_remembered_ids,
+        first_position: checkpoint.max(views) + 1,
+        last_alert_seq: store.alerts().last_seq()?,
+        known_alert: Arc::new(move |id: &str| alerts.alerts().contains_id(id).unwrap_or(false)),
+        decode: Arc::new(move |value: &[u8], received_at: crate::time::Timestamp| {
+            crate::ingest::decode::decode_record(value, &limits, received_at)
+        }),
+    };
+    let (journal, durable_groups) = KafkaJournal::open(config.clone())
+        .await
+        .with_context(|| format!("cannot open the Kafka journal at {}", kafka.brokers))?;
+    tracing::info!(brokers = %kafka.brokers, group = %kafka.group_id, events = %kafka.topics.events, "scaling out on a Kafka-API log");
+    Ok((journal as Arc<dyn Journal>, durable_groups, config))
 }
 
 /// Refuses to expose an open API: a non-loopback address needs tokens, or

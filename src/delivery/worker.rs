@@ -463,8 +463,8 @@ async fn deliver(
         // wait early: the next attempt uses it at once.
         tokio::select! {
             _ = tokio::time::sleep_until(until) => {}
-            _ = changes.changed() => {
-                if current().is_none() {
+            changed = changes.changed() => {
+                if changed.is_ok() && current().is_none() {
                     return Outcome::Abandoned;
                 }
             }

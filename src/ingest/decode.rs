@@ -186,6 +186,38 @@ pub fn decode(
     Ok(decoded)
 }
 
+/// One event from a log record's value (the scale-out mode's events
+/// topic): a cepheus event object, or a structured-mode CloudEvent (told
+/// apart by `specversion`). No framing: one record, one event. Without
+/// `time`, the event gets `received_at` (the record's timestamp, the same
+/// on every instance that reads it).
+pub fn decode_record(
+    value: &[u8],
+    limits: &DecodeLimits,
+    received_at: Timestamp,
+) -> Result<Event, String> {
+    let parsed: Value = serde_json::from_slice(value)
+        .map_err(|e| format!("the record's value is not valid JSON: {e}"))?;
+    let format = if parsed.get("specversion").is_some() {
+        BodyFormat::CloudEvent
+    } else {
+        BodyFormat::Json
+    };
+    if !parsed.is_object() {
+        return Err("the record's value must be one event object".into());
+    }
+    let limits = DecodeLimits {
+        max_events: 1,
+        event: limits.event.clone(),
+    };
+    let mut decoded = decode(value, format, &limits, received_at).map_err(|e| e.to_string())?;
+    match (decoded.events.pop(), decoded.rejected.pop()) {
+        (Some((_, event)), _) => Ok(event),
+        (None, Some(rejection)) => Err(rejection.error),
+        (None, None) => Err("the record holds no event".into()),
+    }
+}
+
 /// Whether `value` (an event that decoded) has no `time` of its own.
 fn has_no_time(value: &Value) -> bool {
     matches!(value.get("time"), None | Some(Value::Null))
@@ -325,6 +357,26 @@ fn kind(value: &Value) -> &'static str {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_record_is_a_plain_event_or_a_cloud_event() {
+        let at = Timestamp(1_000);
+        let plain =
+            decode_record(br#"{"key":"a","type":"t","data":{"x":1}}"#, &limits(), at).unwrap();
+        assert_eq!((plain.key.as_str(), plain.time), ("a", at));
+        assert_eq!(plain.data.get("x"), Some(&json!(1)));
+        let cloud = decode_record(
+            br#"{"specversion":"1.0","id":"c1","source":"s","subject":"b","type":"t","time":"2026-01-01T00:00:00Z"}"#,
+            &limits(),
+            at,
+        )
+        .unwrap();
+        assert_eq!((cloud.key.as_str(), cloud.id.as_deref()), ("b", Some("c1")));
+        assert!(decode_record(b"[1]", &limits(), at).is_err());
+        assert!(decode_record(br#"{"type":"t"}"#, &limits(), at)
+            .unwrap_err()
+            .contains("key"));
+    }
 
     fn limits() -> DecodeLimits {
         DecodeLimits {

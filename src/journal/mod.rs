@@ -24,6 +24,7 @@ pub mod dedup;
 pub mod embedded;
 pub mod file;
 pub mod frame;
+pub mod kafka;
 #[cfg(test)]
 pub mod memfs;
 pub mod partition;
@@ -42,6 +43,10 @@ use crate::time::Timestamp;
 
 pub use embedded::{EmbeddedJournal, JournalConfig};
 pub use records::{AlertEntry, LetterEntry, LetterReason, Payload, Wanted};
+
+/// Holds a journal's own consumer while the entities are at a limit (the
+/// wait the replay's `pace` does).
+pub type Pace = Arc<dyn Fn() + Send + Sync>;
 
 /// A future the journal returns (boxed: the trait is used as `dyn Journal`).
 pub type JournalFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, JournalError>> + Send + 'a>>;
@@ -108,6 +113,27 @@ pub trait Journal: Send + Sync {
         through: u64,
         wanted: Wanted,
     ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_>;
+
+    /// Gives a journal whose events arrive from elsewhere (the Kafka
+    /// journal's group consumer) the sink to route them to, in order per
+    /// partition. The embedded journal routes in `append` and ignores it.
+    fn attach(&self, sink: Arc<dyn EventSink>, pace: Pace) {
+        let _ = (sink, pace);
+    }
+
+    /// Called once a checkpoint at `through` (a value [`Journal::routed_through`]
+    /// gave) is durable: the Kafka journal then lets the group commit the
+    /// offsets it covered. The embedded journal needs nothing.
+    fn checkpointed(&self, through: u64) {
+        let _ = through;
+    }
+
+    /// The partitions this instance owns, for a journal shared by a group
+    /// of instances (the Kafka journal); `None` for the embedded one, which
+    /// owns them all.
+    fn ownership(&self) -> Option<Ownership> {
+        None
+    }
 
     /// Starts a replay: appends stop routing until [`Journal::replay`] has
     /// caught up.
@@ -225,6 +251,18 @@ pub struct DurableGroup {
     pub alerts: Vec<AlertEntry>,
     /// Its dead letters.
     pub letters: Vec<LetterEntry>,
+}
+
+/// The partitions a group member owns (`/readyz`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Ownership {
+    /// Partitions assigned to this instance.
+    pub assigned: Vec<i32>,
+    /// Assigned partitions not yet read up to their end: their entities
+    /// are still catching up.
+    pub restoring: Vec<i32>,
+    /// Rebalances (assignments) since the start.
+    pub rebalances: u64,
 }
 
 /// How the journal is doing, as waiters and `/readyz` see it.

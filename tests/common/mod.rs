@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test file uses a different part of the harness
 
 pub mod lazyfs;
+pub mod tansu;
 pub mod webhook;
 
 use std::fs::{File, OpenOptions};

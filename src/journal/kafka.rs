@@ -1,0 +1,983 @@
+//! The Kafka-API journal: the scale-out mode's implementation of
+//! [`Journal`] over an Apache Kafka, Redpanda or tansu log (`docs/kafka.md`).
+//!
+//! ```text
+//! POST /v1/events ─► append: produce to the events topic (key = entity key,
+//!                    partition = murmur2(key) mod P, acks=all, idempotent);
+//!                    202 once every record is acknowledged
+//! events topic ─► group consumer (this instance's partitions) ─► EventSink (the router)
+//! entity alerts ─► append_records: produce to the alerts topic (one partition)
+//! alerts topic ─► every instance reads it all, drops repeats by id, numbers
+//!                 the rest (gap-free seq, the same everywhere) ─► DurableGroup
+//! ```
+//!
+//! Positions: an event's place is `(offset + 1, 0)` in its partition, so an
+//! entity (whose key lives in one partition) compares places within one
+//! offset space. The journal's own single position (`routed_through`,
+//! checkpoints, durable groups) is a local counter: a checkpoint takes a
+//! mark, remembers each partition's routed offset under it, and once the
+//! snapshots it covers are durable ([`Journal::checkpointed`]) those offsets
+//! are stored for the group's commit. A crash re-delivers what follows the
+//! committed offsets; entities skip the places their snapshots applied.
+//!
+//! # Invariants
+//! - A request is answered only once the brokers acknowledged every one of
+//!   its events (`acks=all`).
+//! - Events reach the sink in offset order per partition, from one thread.
+//! - An alert is published only once consumed back from the alerts topic,
+//!   and numbered only if its id was not numbered before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration as StdDuration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::event::Event;
+use crate::journal::dedup::{Fingerprint, IdIndex};
+use crate::journal::partition::partition_of;
+use crate::journal::records::{AlertEntry, LetterEntry, LetterReason, Payload, Wanted};
+use crate::journal::{
+    Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Ownership, Pace,
+    Progress, Submission,
+};
+use crate::telemetry;
+use crate::time::{wall_now, Duration, Timestamp};
+
+/// The record header naming the format of a record's value.
+pub const FORMAT_HEADER: &str = "cepheus-format";
+/// The format this build writes: events as cepheus event JSON, alerts as
+/// positional MessagePack of [`AlertEntry`].
+pub const FORMAT: u32 = 1;
+
+/// Turns a consumed record's value into an event, or says why it is not
+/// one (the ingest path's format decoding, without HTTP framing; given by
+/// the wire-up so the journal does not depend on ingest).
+pub type RecordDecoder = Arc<dyn Fn(&[u8], Timestamp) -> Result<Event, String> + Send + Sync>;
+
+/// Whether an alert id is already in the alert log (so it is not numbered
+/// again after a restart).
+pub type KnownAlert = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// How the Kafka journal is set up.
+#[derive(Clone)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers.
+    pub brokers: String,
+    /// The events topic.
+    pub events_topic: String,
+    /// The alerts topic.
+    pub alerts_topic: String,
+    /// The rules topic (compacted; read by `crate::cluster`).
+    pub rules_topic: String,
+    /// The consumer group.
+    pub group_id: String,
+    /// The client id.
+    pub client_id: String,
+    /// Partitions of the events topic (the key space): created with this
+    /// many when missing, refused when it has another number.
+    pub partitions: u16,
+    /// Replication factor of created topics.
+    pub replication_factor: i32,
+    /// librdkafka properties passed through (TLS, SASL, tuning).
+    pub client: BTreeMap<String, String>,
+    /// Longest wait for the brokers' acknowledgement.
+    pub ack_timeout: StdDuration,
+    /// How long an event id is remembered per key.
+    pub dedup_horizon: Duration,
+    /// Most event ids remembered (each of the two indexes).
+    pub max_remembered_ids: usize,
+    /// The first local position (after the last checkpoint and views).
+    pub first_position: u64,
+    /// The seq of the last alert already in the alert log.
+    pub last_alert_seq: u64,
+    /// Whether an alert id is in the alert log.
+    pub known_alert: KnownAlert,
+    /// Decodes consumed event records.
+    pub decode: RecordDecoder,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("events_topic", &self.events_topic)
+            .field("alerts_topic", &self.alerts_topic)
+            .field("group_id", &self.group_id)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The base librdkafka configuration: brokers, client id, passed-through
+/// properties (which win).
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("client.id", &config.client_id);
+    for (name, value) in &config.client {
+        c.set(name, value);
+    }
+    c
+}
+
+fn kafka_error(what: &str, e: KafkaError) -> JournalError {
+    JournalError::Io(format!("{what}: {e}"))
+}
+
+/// What the consumer thread and the checkpoints share about partitions.
+#[derive(Debug, Default)]
+struct Partitions {
+    /// Partitions assigned to this instance now.
+    assigned: HashSet<i32>,
+    /// Assigned partitions not yet read to their end since the assignment.
+    restoring: HashSet<i32>,
+    /// An assignment (possibly empty) has been received.
+    assignment_seen: bool,
+    /// The next offset after the last routed record, per partition.
+    routed: HashMap<i32, i64>,
+    /// Each checkpoint mark's copy of `routed`.
+    marks: BTreeMap<u64, HashMap<i32, i64>>,
+    /// The offsets the last durable checkpoint covers, per partition (the
+    /// stop commits them).
+    checkpointed: HashMap<i32, i64>,
+}
+
+/// Records assignments for the consumer thread (eager protocol: every
+/// rebalance revokes all, then assigns).
+struct GroupContext {
+    partitions: Arc<Mutex<Partitions>>,
+    rebalances: Arc<AtomicU64>,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let assigned = self
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .assigned
+            .clone();
+        for topic in statistics.topics.values() {
+            for (&partition, stats) in &topic.partitions {
+                // NB: -1 (the internal partition, or no fetch yet) is skipped.
+                if assigned.contains(&partition) && stats.consumer_lag >= 0 {
+                    telemetry::kafka_consumer_lag(partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // NB: with `enable.partition.eof` the end of a partition comes as a
+        // "global error" too; it is the consumer thread's signal, not a fault.
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(error = %error, reason, "librdkafka");
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let assigned: HashSet<i32> =
+                    list.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(partitions = ?sorted(&assigned), "partitions assigned");
+                p.restoring = assigned.clone();
+                p.assigned = assigned;
+                p.assignment_seen = true;
+                self.rebalances.fetch_add(1, Ordering::Relaxed);
+                telemetry::kafka_rebalance();
+            }
+            Rebalance::Revoke(list) => {
+                for e in list.elements() {
+                    // NB: a revoked partition's lag is not this instance's.
+                    telemetry::kafka_consumer_lag(e.partition(), 0);
+                    p.assigned.remove(&e.partition());
+                    p.restoring.remove(&e.partition());
+                    p.routed.remove(&e.partition());
+                    p.checkpointed.remove(&e.partition());
+                }
+                tracing::info!("partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance failed"),
+        }
+    }
+}
+
+fn sorted(set: &HashSet<i32>) -> Vec<i32> {
+    let mut v: Vec<i32> = set.iter().copied().collect();
+    v.sort_unstable();
+    v
+}
+
+/// Where consumed events go (set by [`Journal::attach`]).
+struct Attached {
+    sink: Arc<dyn EventSink>,
+    pace: Pace,
+}
+
+/// The Kafka-API journal.
+pub struct KafkaJournal {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    partitions: Arc<Mutex<Partitions>>,
+    rebalances: Arc<AtomicU64>,
+    /// Ids this instance produced, for the 202's `duplicates`.
+    produced_ids: Mutex<IdIndex>,
+    /// The local position: checkpoint marks and durable groups.
+    position: AtomicU64,
+    /// Sends durable groups, in position order (the lock keeps the order).
+    groups: Mutex<Option<std::sync::mpsc::Sender<DurableGroup>>>,
+    progress: watch::Sender<Progress>,
+    attached: Mutex<Option<Attached>>,
+    /// Alerts to produce (the producer thread retries until acknowledged).
+    outgoing: Mutex<Option<std::sync::mpsc::Sender<AlertEntry>>>,
+    closing: Arc<AtomicBool>,
+    /// Events routed since the start.
+    routed_events: AtomicU64,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl KafkaJournal {
+    /// Connects, creates the topics when missing (refusing an events topic
+    /// with another number of partitions), joins the group and starts the
+    /// consumers. Returns the journal and the receiver of durable groups.
+    pub async fn open(
+        config: KafkaConfig,
+    ) -> Result<(Arc<KafkaJournal>, std::sync::mpsc::Receiver<DurableGroup>), JournalError> {
+        ensure_topics(&config).await?;
+        let producer: FutureProducer = client_config(&config)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            // NB: Kafka's Java default; records carry an explicit partition
+            // anyway (journal::partition), so both agree.
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "1")
+            .set(
+                "message.timeout.ms",
+                config.ack_timeout.as_millis().max(1).to_string(),
+            )
+            .create()
+            .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
+        let partitions = Arc::new(Mutex::new(Partitions::default()));
+        let rebalances = Arc::new(AtomicU64::new(0));
+        let consumer: BaseConsumer<GroupContext> = client_config(&config)
+            .set("group.id", &config.group_id)
+            // NB: eager assignment; tansu's cooperative-sticky is broken,
+            // and the Partitions bookkeeping assumes revoke-all-then-assign.
+            .set("partition.assignment.strategy", "range")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            // Offsets are stored only for what a durable checkpoint covers
+            // (`checkpointed`), and committed by librdkafka from there.
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(GroupContext {
+                partitions: Arc::clone(&partitions),
+                rebalances: Arc::clone(&rebalances),
+            })
+            .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
+        consumer
+            .subscribe(&[config.events_topic.as_str()])
+            .map_err(|e| kafka_error("cannot subscribe to the events topic", e))?;
+        let (group_tx, group_rx) = std::sync::mpsc::channel();
+        let (alert_tx, alert_rx) = std::sync::mpsc::channel();
+        let journal = Arc::new(KafkaJournal {
+            produced_ids: Mutex::new(IdIndex::new(
+                config.dedup_horizon,
+                config.max_remembered_ids,
+            )),
+            position: AtomicU64::new(config.first_position.max(1)),
+            groups: Mutex::new(Some(group_tx)),
+            progress: watch::Sender::new(Progress {
+                durable: config.first_position.saturating_sub(1),
+                stalled: None,
+                failed: None,
+            }),
+            attached: Mutex::new(None),
+            outgoing: Mutex::new(Some(alert_tx)),
+            closing: Arc::new(AtomicBool::new(false)),
+            routed_events: AtomicU64::new(0),
+            threads: Mutex::new(Vec::new()),
+            consumer: Arc::new(consumer),
+            partitions,
+            rebalances,
+            producer,
+            config,
+        });
+        // NB: no group membership (`assign`, nothing committed): every
+        // instance reads the whole alerts topic itself. librdkafka wants a
+        // group id all the same.
+        let alert_consumer: BaseConsumer = client_config(&journal.config)
+            .set("group.id", format!("{}-alerts", journal.config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| kafka_error("cannot create the alerts consumer", e))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(&journal.config.alerts_topic, 0, Offset::Beginning)
+            .map_err(|e| kafka_error("cannot assign the alerts topic", e))?;
+        alert_consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("cannot assign the alerts topic", e))?;
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| JournalError::Io(format!("cannot start {name}: {e}")))
+        };
+        let events = {
+            let journal = Arc::clone(&journal);
+            spawn(
+                "cepheus-kafka-events",
+                Box::new(move || journal.consume_events()),
+            )?
+        };
+        let alerts = {
+            let journal = Arc::clone(&journal);
+            spawn(
+                "cepheus-kafka-alerts",
+                Box::new(move || journal.consume_alerts(alert_consumer)),
+            )?
+        };
+        let producer = {
+            let journal = Arc::clone(&journal);
+            spawn(
+                "cepheus-kafka-produce",
+                Box::new(move || journal.produce_alerts(alert_rx)),
+            )?
+        };
+        journal
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend([events, alerts, producer]);
+        Ok((journal, group_rx))
+    }
+
+    fn partitions_state(&self) -> MutexGuard<'_, Partitions> {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a durable group at the next position.
+    fn hand_back(&self, alerts: Vec<AlertEntry>, letters: Vec<LetterEntry>) -> u64 {
+        let sender = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let lsn = self.position.fetch_add(1, Ordering::AcqRel);
+        if let Some(tx) = &*sender {
+            let _ = tx.send(DurableGroup {
+                lsn,
+                alerts,
+                letters,
+            });
+        }
+        self.progress
+            .send_modify(|p| p.durable = p.durable.max(lsn));
+        lsn
+    }
+
+    /// The consumer thread of the events topic: decodes, drops repeated
+    /// ids, routes in offset order per partition.
+    fn consume_events(&self) {
+        let mut seen_ids = IdIndex::new(self.config.dedup_horizon, self.config.max_remembered_ids);
+        while !self.closing.load(Ordering::Acquire) {
+            let Some(message) = self.consumer.poll(StdDuration::from_millis(100)) else {
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(KafkaError::PartitionEOF(partition)) => {
+                    let mut p = self.partitions_state();
+                    if p.restoring.remove(&partition) {
+                        tracing::info!(partition, "partition read to its end");
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume the events topic; retrying");
+                    continue;
+                }
+            };
+            let partition = message.partition();
+            let offset = message.offset();
+            let received_at = message
+                .timestamp()
+                .to_millis()
+                .map(Timestamp)
+                .unwrap_or_else(wall_now);
+            let record = self.decode_event(&message, received_at);
+            match record {
+                Ok(event) => {
+                    let repeat = event.id.as_ref().is_some_and(|id| {
+                        seen_ids.check_and_remember(Fingerprint::of(&event.key, id), received_at)
+                    });
+                    if !repeat {
+                        self.route(offset, event);
+                    }
+                }
+                Err(error) => {
+                    let key = message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(k).into_owned());
+                    let event = String::from_utf8_lossy(message.payload().unwrap_or_default());
+                    tracing::debug!(partition, offset, %error, "an events-topic record is not an event");
+                    self.hand_back(
+                        Vec::new(),
+                        vec![LetterEntry {
+                            identity: Some(format!("kafka:{partition}:{offset}").into_bytes()),
+                            reason: LetterReason::Invalid,
+                            error,
+                            key,
+                            received_at: wall_now(),
+                            event: event.into_owned(),
+                        }],
+                    );
+                }
+            }
+            self.partitions_state().routed.insert(partition, offset + 1);
+        }
+    }
+
+    /// One consumed record as an event.
+    fn decode_event(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        received_at: Timestamp,
+    ) -> Result<Event, String> {
+        if let Some(headers) = message.headers() {
+            for header in headers.iter() {
+                if header.key == FORMAT_HEADER {
+                    let format = header
+                        .value
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.trim().parse::<u32>().ok());
+                    if format != Some(FORMAT) {
+                        return Err(format!(
+                            "the record has {FORMAT_HEADER} {:?}; this cepheus reads format {FORMAT}: upgrade it",
+                            header.value.map(String::from_utf8_lossy)
+                        ));
+                    }
+                }
+            }
+        }
+        let payload = message
+            .payload()
+            .ok_or("the record has no value; it must be a cepheus event or a CloudEvent")?;
+        let event = (self.config.decode)(payload, received_at)?;
+        if let Some(key) = message.key() {
+            if key != event.key.as_bytes() {
+                return Err(format!(
+                    "the record's key {:?} is not the event's key {:?}; a record must be keyed by its entity key",
+                    String::from_utf8_lossy(key),
+                    event.key
+                ));
+            }
+        }
+        Ok(event)
+    }
+
+    /// Routes one event at place `(offset + 1, 0)`.
+    fn route(&self, offset: i64, event: Event) {
+        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = &*attached {
+            (a.pace)();
+            a.sink.accepted(offset as u64 + 1, 0, &[Arc::new(event)]);
+            self.routed_events.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The consumer thread of the alerts topic: every alert, in order;
+    /// repeats by id dropped, the rest numbered and handed back.
+    fn consume_alerts(&self, consumer: BaseConsumer) {
+        let mut next_seq = self.config.last_alert_seq + 1;
+        let mut numbered: HashSet<String> = HashSet::new();
+        while !self.closing.load(Ordering::Acquire) {
+            let Some(message) = consumer.poll(StdDuration::from_millis(100)) else {
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume the alerts topic; retrying");
+                    continue;
+                }
+            };
+            let Some(payload) = message.payload() else {
+                continue;
+            };
+            let mut alert: AlertEntry = match rmp_serde::from_slice(payload) {
+                Ok(alert) => alert,
+                Err(e) => {
+                    tracing::warn!(offset = message.offset(), error = %e, "skipping an alerts-topic record that is not an alert of this format");
+                    continue;
+                }
+            };
+            if numbered.contains(&alert.id) || (self.config.known_alert)(&alert.id) {
+                continue;
+            }
+            numbered.insert(alert.id.clone());
+            alert.seq = next_seq;
+            next_seq += 1;
+            self.hand_back(vec![alert], Vec::new());
+        }
+    }
+
+    /// The alert producer thread: produces each alert and retries until
+    /// the brokers acknowledge it (an alert is lost only with the process,
+    /// and then its entity's replay makes it again).
+    fn produce_alerts(&self, alerts: std::sync::mpsc::Receiver<AlertEntry>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the alert producer");
+                return;
+            }
+        };
+        for alert in alerts {
+            let payload = match rmp_serde::to_vec(&alert) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::error!(id = %alert.id, error = %e, "cannot encode an alert");
+                    continue;
+                }
+            };
+            let mut backoff = StdDuration::from_millis(50);
+            loop {
+                let record = FutureRecord::to(&self.config.alerts_topic)
+                    .key(alert.id.as_bytes())
+                    .partition(0)
+                    .payload(&payload)
+                    .headers(format_headers());
+                let sent = runtime.block_on(self.producer.send(record, StdDuration::from_secs(5)));
+                match sent {
+                    Ok(_) => break,
+                    Err((e, _)) => {
+                        if self.closing.load(Ordering::Acquire)
+                            && backoff > StdDuration::from_secs(1)
+                        {
+                            tracing::error!(id = %alert.id, error = %e, "an alert was not produced before the shutdown; the entity's replay makes it again");
+                            break;
+                        }
+                        tracing::warn!(id = %alert.id, error = %e, "cannot produce an alert; retrying");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(StdDuration::from_secs(2));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn append_events(&self, submission: Submission) -> Result<Appended, JournalError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(JournalError::Closed);
+        }
+        let Submission {
+            mut events,
+            untimed,
+            letters,
+        } = submission;
+        let accepted_at = wall_now();
+        for i in untimed {
+            if let Some(event) = events.get_mut(i) {
+                event.time = accepted_at;
+            }
+        }
+        let mut duplicates = 0;
+        let mut records = Vec::with_capacity(events.len());
+        {
+            let mut ids = self.produced_ids.lock().unwrap_or_else(|p| p.into_inner());
+            for event in &events {
+                if let Some(id) = &event.id {
+                    if ids.check_and_remember(Fingerprint::of(&event.key, id), accepted_at) {
+                        duplicates += 1;
+                        continue;
+                    }
+                }
+                let value = serde_json::to_vec(event)
+                    .map_err(|e| JournalError::Encode(format!("an event: {e}")))?;
+                let partition = i32::from(partition_of(&event.key, self.config.partitions));
+                records.push((event.key.as_str(), partition, value));
+            }
+        }
+        let sends = records.iter().map(|(key, partition, value)| {
+            let record = FutureRecord::to(&self.config.events_topic)
+                .key(*key)
+                .partition(*partition)
+                .payload(value)
+                .headers(format_headers());
+            self.producer.send(record, self.config.ack_timeout)
+        });
+        let results = futures_util::future::join_all(sends).await;
+        if let Some((e, _)) = results.into_iter().find_map(Result::err) {
+            // NB: the events acknowledged before the failure stay in the
+            // topic; a retry of the request (same ids) is dropped as a
+            // repeat by the partition's owner.
+            self.forget_ids(&events);
+            return Err(match e {
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                    JournalError::Timeout(self.config.ack_timeout.as_secs())
+                }
+                e => {
+                    JournalError::Stalled(format!("the Kafka brokers did not take the events: {e}"))
+                }
+            });
+        }
+        let accepted = records.len();
+        let lsn = if letters.is_empty() {
+            self.position.load(Ordering::Acquire).saturating_sub(1)
+        } else {
+            self.hand_back(Vec::new(), letters)
+        };
+        Ok(Appended {
+            accepted,
+            duplicates,
+            lsn,
+        })
+    }
+
+    /// Forgets the ids of a request that failed, so its retry is produced.
+    fn forget_ids(&self, events: &[Event]) {
+        // NB: IdIndex has no removal; a fresh index loses only the
+        // accepting instance's view (the owner still drops repeats).
+        if events.iter().any(|e| e.id.is_some()) {
+            *self.produced_ids.lock().unwrap_or_else(|p| p.into_inner()) =
+                IdIndex::new(self.config.dedup_horizon, self.config.max_remembered_ids);
+        }
+    }
+}
+
+fn format_headers() -> OwnedHeaders {
+    OwnedHeaders::new().insert(Header {
+        key: FORMAT_HEADER,
+        value: Some(FORMAT.to_string().as_bytes()),
+    })
+}
+
+/// Creates the events and alerts topics when missing; refuses an events
+/// topic whose partitions differ from the key space's, and an alerts topic
+/// of more than one partition.
+async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(config)
+        // NB: asking for a missing topic's metadata must not create it
+        // with the broker's default partitions.
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .map_err(|e| kafka_error("cannot create the Kafka admin client", e))?;
+    let wanted = [
+        (config.events_topic.as_str(), config.partitions.max(1)),
+        (config.alerts_topic.as_str(), 1),
+        (config.rules_topic.as_str(), 1),
+    ];
+    let partitions_of = |topic: &str| -> Result<Option<usize>, JournalError> {
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(topic), StdDuration::from_secs(10))
+            .map_err(|e| {
+                kafka_error("cannot read the topics' metadata from the Kafka brokers", e)
+            })?;
+        Ok(metadata
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    };
+    let mut missing = Vec::new();
+    for (topic, partitions) in wanted {
+        if partitions_of(topic)?.is_none() {
+            let new = NewTopic::new(
+                topic,
+                i32::from(partitions),
+                TopicReplication::Fixed(config.replication_factor),
+            );
+            // The rules topic keeps the last record of each rule id.
+            missing.push(if topic == config.rules_topic {
+                new.set("cleanup.policy", "compact")
+            } else {
+                new
+            });
+        }
+    }
+    if !missing.is_empty() {
+        let options = AdminOptions::new()
+            .operation_timeout(Some(StdDuration::from_secs(10)))
+            .request_timeout(Some(StdDuration::from_secs(10)));
+        // NB: a failure is not final yet (another instance may have created
+        // the topic meanwhile); the metadata below decides.
+        match admin.create_topics(&missing, &options).await {
+            Ok(results) => {
+                for result in results {
+                    match result {
+                        Ok(topic) => tracing::info!(topic, "created a Kafka topic"),
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((topic, code)) => {
+                            tracing::warn!(topic, error = %code, "cannot create a Kafka topic")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot create the Kafka topics"),
+        }
+    }
+    for (topic, partitions) in wanted {
+        // NB: a topic just created may take a moment to show in metadata.
+        let mut found = partitions_of(topic)?;
+        for _ in 0..20 {
+            if found.is_some() {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(250)).await;
+            found = partitions_of(topic)?;
+        }
+        match found {
+            None => {
+                return Err(JournalError::Io(format!(
+                    "the Kafka topic {topic} does not exist and could not be created; create it with {partitions} partition(s)"
+                )))
+            }
+            Some(found) if found != usize::from(partitions) => {
+                return Err(JournalError::Io(if topic == config.events_topic {
+                    format!(
+                        "the events topic {topic} has {found} partitions and cepheus is set to {partitions} (`partitions`): \
+                         every producer and instance must agree on the partition of a key, so set `partitions = {found}`"
+                    )
+                } else {
+                    format!("the topic {topic} has {found} partitions; it must have one, so that every instance reads it in one order")
+                }))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+impl Journal for KafkaJournal {
+    fn partitions(&self) -> u16 {
+        self.config.partitions
+    }
+
+    fn append<'a>(
+        &'a self,
+        submission: Submission,
+        _sink: &'a dyn EventSink,
+    ) -> JournalFuture<'a, Appended> {
+        // NB: events are routed when consumed back, by the owner of their
+        // partition, which may be another instance.
+        Box::pin(self.append_events(submission))
+    }
+
+    fn append_records(
+        &self,
+        alerts: Vec<AlertEntry>,
+        letters: Vec<LetterEntry>,
+    ) -> Result<u64, JournalError> {
+        if !alerts.is_empty() {
+            let outgoing = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = outgoing.as_ref().ok_or(JournalError::Closed)?;
+            for alert in alerts {
+                tx.send(alert).map_err(|_| JournalError::Closed)?;
+            }
+        }
+        if letters.is_empty() {
+            Ok(self.position.load(Ordering::Acquire))
+        } else {
+            // Dead letters stay on this instance (no dead-letter topic yet).
+            Ok(self.hand_back(Vec::new(), letters))
+        }
+    }
+
+    fn routed_through(&self) -> u64 {
+        let mut p = self.partitions_state();
+        let mark = self.position.fetch_add(1, Ordering::AcqRel);
+        let routed = p.routed.clone();
+        p.marks.insert(mark, routed);
+        mark
+    }
+
+    fn sync_routed(&self) -> JournalFuture<'_, ()> {
+        // Whatever was routed was consumed from the brokers: durable there.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn checkpointed(&self, through: u64) {
+        let offsets = {
+            let mut p = self.partitions_state();
+            let mut kept = p.marks.split_off(&(through + 1));
+            std::mem::swap(&mut kept, &mut p.marks);
+            let Some(offsets) = kept.remove(&through) else {
+                return;
+            };
+            let offsets: Vec<(i32, i64)> = offsets
+                .into_iter()
+                .filter(|(partition, _)| p.assigned.contains(partition))
+                .collect();
+            p.checkpointed.extend(offsets.iter().copied());
+            offsets
+        };
+        if offsets.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in offsets {
+            let _ = list.add_partition_offset(
+                &self.config.events_topic,
+                partition,
+                Offset::Offset(offset),
+            );
+        }
+        if let Err(e) = self.consumer.store_offsets(&list) {
+            // A partition revoked meanwhile: its new owner goes on from the
+            // last commit, and entities skip what they applied.
+            tracing::debug!(error = %e, "cannot store some consumed offsets");
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress.borrow().clone()
+    }
+
+    fn first_lsn(&self) -> u64 {
+        0
+    }
+
+    fn bytes(&self) -> u64 {
+        0
+    }
+
+    fn read(
+        &self,
+        _from: u64,
+        _through: u64,
+        _wanted: Wanted,
+    ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_> {
+        // NB: the topics are the log; reading them back for backtests is
+        // not built yet (docs/kafka.md).
+        Box::new(std::iter::empty())
+    }
+
+    fn attach(&self, sink: Arc<dyn EventSink>, pace: Pace) {
+        *self.attached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attached { sink, pace });
+    }
+
+    fn ownership(&self) -> Option<Ownership> {
+        let p = self.partitions_state();
+        Some(Ownership {
+            assigned: sorted(&p.assigned),
+            restoring: sorted(&p.restoring),
+            rebalances: self.rebalances.load(Ordering::Relaxed),
+        })
+    }
+
+    fn begin_replay(&self) {}
+
+    fn replay(
+        &self,
+        _from: u64,
+        _sink: &dyn EventSink,
+        _pace: &mut dyn FnMut(),
+    ) -> Result<u64, JournalError> {
+        // The consumer thread routes; the replay is over once the first
+        // assignment is read to its end.
+        while !self.closing.load(Ordering::Acquire) && self.is_replaying() {
+            std::thread::sleep(StdDuration::from_millis(20));
+        }
+        Ok(self.routed_events.load(Ordering::Relaxed))
+    }
+
+    fn is_replaying(&self) -> bool {
+        let p = self.partitions_state();
+        !p.assignment_seen || !p.restoring.is_empty()
+    }
+
+    fn retain(
+        &self,
+        _keep_from: u64,
+        _oldest: Timestamp,
+        _max_bytes: u64,
+    ) -> Result<usize, JournalError> {
+        // The brokers' retention settings apply.
+        Ok(0)
+    }
+
+    fn close(&self) {
+        if self.closing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        drop(
+            self.outgoing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for thread in threads {
+            let _ = thread.join();
+        }
+        let mut list = TopicPartitionList::new();
+        {
+            let p = self.partitions_state();
+            for (&partition, &offset) in &p.checkpointed {
+                if p.assigned.contains(&partition) {
+                    let _ = list.add_partition_offset(
+                        &self.config.events_topic,
+                        partition,
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        if list.count() > 0 {
+            // NB: what the final checkpoint covers, not the consumer's
+            // position: records past it are not in any durable snapshot.
+            if let Err(e) = self
+                .consumer
+                .commit(&list, rdkafka::consumer::CommitMode::Sync)
+            {
+                tracing::warn!(error = %e, "cannot commit the consumed offsets at the stop; the next owner reads from the last commit");
+            }
+        }
+        // NB: leave the group now (LeaveGroup), so the partitions move at
+        // once instead of after the session timeout; what arrives meanwhile
+        // is not routed, and its offsets are not stored.
+        match self.consumer.close_queue() {
+            Ok(()) => {
+                let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+                while !self.consumer.closed() && std::time::Instant::now() < deadline {
+                    let _ = self.consumer.poll(StdDuration::from_millis(100));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot leave the consumer group; its partitions move after the session timeout")
+            }
+        }
+        let _ = self.producer.flush(StdDuration::from_secs(5));
+        drop(
+            self.attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        drop(self.groups.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
