@@ -381,6 +381,23 @@ fn two_instances_share_the_work(broker: &dyn Broker) {
         (1..=keys.len() as u64).collect::<Vec<_>>(),
         "gap-free"
     );
+    // An entity is read on the instance that owns its partition; the other
+    // says so.
+    let key = &keys[0];
+    let partition = i64::from(cepheus::journal::partition::partition_of(
+        key,
+        PARTITIONS as u16,
+    ));
+    let (owner, other) = if owned_first.contains(&partition) {
+        (&first, &second)
+    } else {
+        (&second, &first)
+    };
+    assert_eq!(owner.get(&format!("/v1/entities/{key}")).status(), 200);
+    let refused = other.get(&format!("/v1/entities/{key}"));
+    assert_eq!(refused.status(), 421);
+    let body: Value = refused.json().expect("an error body");
+    assert_eq!(body["error"], "not_owner", "{body}");
 }
 
 /// kill -9 in the middle of patterns: after the restart nothing

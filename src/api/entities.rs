@@ -78,6 +78,23 @@ pub struct EntityAttributes {
     pub attributes: Map<String, Value>,
 }
 
+/// In the scale-out mode, refuses a key whose partition another instance
+/// owns: this instance's copy of it is not current (`docs/kafka.md`).
+fn refuse_if_not_owner(runtime: &crate::actors::Runtime, key: &str) -> Result<(), ApiError> {
+    let Some(ownership) = runtime.journal.ownership() else {
+        return Ok(());
+    };
+    let partition = crate::journal::partition::partition_of(key, runtime.journal.partitions());
+    if ownership.assigned.contains(&i32::from(partition)) {
+        return Ok(());
+    }
+    Err(ApiError::NotOwner(format!(
+        "the entity `{key}` is in partition {partition}, which another instance evaluates \
+         (this one owns {:?}); ask that instance",
+        ownership.assigned
+    )))
+}
+
 /// An entity's live state.
 ///
 /// Per rule: partial matches of sequences, open windows of thresholds,
@@ -89,6 +106,7 @@ pub struct EntityAttributes {
     responses(
         (status = 200, description = "The entity", body = EntityBody),
         (status = 404, description = "No such entity", body = ErrorBody),
+        (status = 421, description = "Scale-out mode: another instance owns the entity's partition", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
     ),
@@ -99,6 +117,7 @@ pub async fn get_entity(
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let runtime = &state.runtime;
+    refuse_if_not_owner(runtime, &key)?;
     let (tx, rx) = oneshot::channel();
     if runtime
         .router
@@ -130,6 +149,7 @@ pub async fn get_entity(
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 413, description = "Attributes over the size limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
+        (status = 421, description = "Scale-out mode: another instance owns the entity's partition", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
@@ -156,6 +176,7 @@ pub async fn put_entity(
         )));
     }
     let runtime = &state.runtime;
+    refuse_if_not_owner(runtime, &key)?;
     let (tx, rx) = oneshot::channel();
     runtime.router.deliver(
         runtime,

@@ -51,6 +51,10 @@ pub enum ApiError {
     /// 409: the resource already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 421: in the scale-out mode, another instance owns what was asked
+    /// for (the entity's partition).
+    #[error("{0}")]
+    NotOwner(String),
     /// 413: the body or request is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::NotOwner(_) => "not_owner",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
@@ -121,6 +126,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotOwner(_) => StatusCode::MISDIRECTED_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,

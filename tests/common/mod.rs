@@ -482,13 +482,31 @@ impl Drop for Server {
     }
 }
 
-/// A port that was free a moment ago (bind to port 0, read, drop).
+/// A port that was free a moment ago (bind to port 0, read, drop), never
+/// one handed out before in this test process.
+///
+/// NB: the kernel may give the same port to two tests running at once
+/// (each drops its listener before its server binds); the second server
+/// then failed to bind while its test, asking `/readyz` on that port, was
+/// answered by the first one and went on talking to the wrong server.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a free port exists");
-    listener
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static GIVEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port exists");
+        let port = listener
+            .local_addr()
+            .expect("a bound socket has an address")
+            .port();
+        let mut given = GIVEN
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Checks `response`'s status and returns its JSON body.
