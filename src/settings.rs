@@ -89,6 +89,11 @@ pub struct KafkaSettings {
     /// Longest wait for the brokers to acknowledge a request's events before
     /// the request fails with 503 (default `10s`).
     pub ack_timeout: Duration,
+    /// How long the group waits for a member that stopped heartbeating (a
+    /// killed instance) before its partitions move to the others (default
+    /// `10s`; Kafka's own default is 45 s). The brokers bound it with their
+    /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
+    pub session_timeout: Duration,
     /// Topic names.
     pub topics: KafkaTopics,
     /// librdkafka properties passed through as they are, e.g.
@@ -105,8 +110,9 @@ pub struct KafkaTopics {
     pub events: String,
     /// Alerts, one partition (default `cepheus.alerts`).
     pub alerts: String,
-    /// Entity state per partition, compacted (default `cepheus.changelog`;
-    /// not used yet).
+    /// Entity snapshots per partition, compacted, as many partitions as the
+    /// events topic (default `cepheus.changelog`): a partition's new owner
+    /// restores its entities from here.
     pub changelog: String,
     /// Rules shared by all instances, compacted, one partition (default
     /// `cepheus.rules`).
@@ -121,6 +127,7 @@ impl Default for KafkaSettings {
             client_id: "cepheus".into(),
             replication_factor: 1,
             ack_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
             topics: KafkaTopics::default(),
             client: Default::default(),
         }

@@ -67,6 +67,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.rules", 1, 1)
             .expect("the rules topic");
+        cluster
+            .create_topic("cepheus.changelog", PARTITIONS, 1)
+            .expect("the changelog topic");
         Mock(cluster)
     }
 }

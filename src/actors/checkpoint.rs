@@ -21,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::actors::entity::EntityMsg;
 use crate::actors::router::{Routing, Touched};
 use crate::actors::Runtime;
+use crate::journal::ChangelogRecord;
 use crate::store::entities::SnapshotWrite;
 use crate::store::{Store, StoreError, StoreResult};
 
@@ -159,6 +160,23 @@ pub(crate) async fn write_snapshots(
         .map_err(|e| StoreError::Sled(e.to_string()))?;
     for chunk in writes.chunks(WRITE_BATCH) {
         runtime.store.entities().write(chunk)?;
+    }
+    if runtime.journal.keeps_changelog() {
+        // NB: after the local write: a crash in between leaves the local
+        // store ahead of the changelog, which is safe (the group's offsets
+        // advance only past what both hold).
+        let records = writes
+            .iter()
+            .map(|w| ChangelogRecord {
+                key: w.key.clone(),
+                snapshot: w.snapshot.as_ref().map(|s| s.bytes().to_vec()),
+            })
+            .collect();
+        runtime
+            .journal
+            .log_snapshots(records)
+            .await
+            .map_err(|e| StoreError::Sled(e.to_string()))?;
     }
     Ok(())
 }

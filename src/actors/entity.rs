@@ -60,6 +60,10 @@ pub enum EntityMsg {
         /// Whether the sweep wrote the snapshot.
         written: bool,
     },
+    /// Leave memory now, handing over the snapshot to write if anything
+    /// changed (`Err` if the entity's state cannot be persisted): its
+    /// partition moved to another instance (the scale-out mode).
+    Release(oneshot::Sender<Result<Option<SnapshotWrite>, ()>>),
     /// Replace the static attributes; answers with the new view and the
     /// snapshot to write (the caller writes it once the journal is durable
     /// past what the entity reflects).
@@ -402,6 +406,30 @@ impl EntityActor {
     }
 }
 
+impl EntityActor {
+    /// Hands over the last snapshot and leaves, whatever is pending: the
+    /// partition's events go to its new owner, which restores this state.
+    fn release(
+        &mut self,
+        done: oneshot::Sender<Result<Option<SnapshotWrite>, ()>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let write = if self.persistable {
+            Ok(self.snapshot())
+        } else {
+            Err(())
+        };
+        self.runtime.router.remove(&self.key, self.id);
+        self.runtime
+            .timers
+            .schedule(&self.key, None, self.live_timer);
+        self.live_timer = None;
+        telemetry::passivated();
+        ctx.stop();
+        let _ = done.send(write);
+    }
+}
+
 impl Actor for EntityActor {
     type Context = Context<Self>;
 
@@ -421,6 +449,11 @@ impl Handler<EntityMsg> for EntityActor {
             // message pending, and this one is done.
             self.runtime.router.handled(&self.liveness, 0);
             self.stop_if_passivated(written, ctx);
+            return;
+        }
+        if let EntityMsg::Release(done) = msg {
+            self.runtime.router.handled(&self.liveness, 0);
+            self.release(done, ctx);
             return;
         }
         let events = msg.events();
@@ -470,7 +503,7 @@ impl Handler<EntityMsg> for EntityActor {
                 self.passivating = handed.is_some();
                 let _ = done.send(handed);
             }
-            EntityMsg::Stop { .. } => unreachable!("handled above"),
+            EntityMsg::Stop { .. } | EntityMsg::Release(_) => unreachable!("handled above"),
             EntityMsg::SetAttributes(attributes, done) => {
                 self.state.attributes = attributes;
                 self.dirty = true;

@@ -10,6 +10,7 @@ pub mod checkpoint;
 mod clock_floor;
 mod engine_handle;
 pub mod entity;
+mod handoff;
 pub mod history;
 mod maintenance;
 mod passivation;
@@ -196,6 +197,9 @@ impl Runtime {
         // NB: passivation runs during the replay, which waits for it at the
         // live-entity limit.
         actix::Arbiter::new().spawn(passivation::run(Arc::clone(self)));
+        if self.journal.keeps_changelog() {
+            self.journal.hand_over(handoff::Handoff::start(self));
+        }
         {
             let runtime = Arc::clone(self);
             self.journal.attach(

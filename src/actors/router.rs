@@ -163,6 +163,15 @@ impl Router {
             .is_some()
     }
 
+    /// Removes the actor `id` of `key` whatever is pending (the actor
+    /// leaves: its partition moved away).
+    pub(crate) fn remove(&self, key: &str, id: u64) {
+        // NB: no event of its partition is routed while it leaves (the
+        // consumer thread waits for the revocation), so its mailbox holds
+        // at most timer ticks and reads, which are dropped with it.
+        self.entities.remove_if(key, |_, h| h.id == id);
+    }
+
     /// Keys of every live entity.
     pub fn live_keys(&self) -> Vec<String> {
         self.entities.iter().map(|e| e.key().clone()).collect()

@@ -8,6 +8,7 @@
 //! at wall-clock speed from where its last event set it).
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::actors::entity::EntityMsg;
@@ -17,13 +18,22 @@ use crate::time::Timestamp;
 /// Due times of live entities.
 pub struct TimerService {
     live: Mutex<BTreeSet<(Timestamp, String)>>,
+    /// Scan the stored timers from the beginning again (a partition came
+    /// back to this instance: its overdue timers were skipped meanwhile).
+    rescan: AtomicBool,
 }
 
 impl TimerService {
     pub(crate) fn new() -> Self {
         TimerService {
             live: Mutex::new(BTreeSet::new()),
+            rescan: AtomicBool::new(false),
         }
+    }
+
+    /// Makes the next tick scan the stored timers from the beginning.
+    pub fn rescan(&self) {
+        self.rescan.store(true, Ordering::Release);
     }
 
     /// Replaces `key`'s registration `old` by `due`.
@@ -69,13 +79,22 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
     // woken. Starts at the beginning: after a restart every overdue timer
     // fires once.
     let mut cursor: Vec<u8> = Vec::new();
+    // NB: in the scale-out mode only the entities of the partitions this
+    // instance evaluates are woken; the others' timers are their owners'.
+    let entities = runtime.store.entities();
+    let evaluated = |key: &str| runtime.journal.evaluates(entities.partition_of(key));
     loop {
         interval.tick().await;
+        if runtime.timers.rescan.swap(false, Ordering::AcqRel) {
+            cursor.clear();
+        }
         let now = wall_now();
         for key in runtime.timers.take_due(now) {
-            runtime
-                .router
-                .deliver(&runtime, &key, EntityMsg::Tick(now), 0);
+            if evaluated(&key) {
+                runtime
+                    .router
+                    .deliver(&runtime, &key, EntityMsg::Tick(now), 0);
+            }
         }
         match runtime
             .store
@@ -83,7 +102,7 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
             .due_timers(&cursor, now, WAKE_BATCH)
         {
             Ok((due, next)) => {
-                for (_, key) in &due {
+                for (_, key) in due.iter().filter(|(_, key)| evaluated(key)) {
                     runtime
                         .router
                         .deliver(&runtime, key, EntityMsg::Tick(now), 0);

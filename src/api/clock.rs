@@ -88,6 +88,10 @@ pub async fn advance_clock(
     }
     keys.sort_unstable();
     keys.dedup();
+    // NB: in the scale-out mode the store also holds (stale) entities of
+    // partitions other instances evaluate now: not this instance's to wake.
+    let entities = runtime.store.entities();
+    keys.retain(|key| runtime.journal.evaluates(entities.partition_of(key)));
     let mut replies = Vec::with_capacity(keys.len());
     for key in &keys {
         let (tx, rx) = oneshot::channel();

@@ -47,8 +47,8 @@ use crate::journal::dedup::{Fingerprint, IdIndex};
 use crate::journal::partition::partition_of;
 use crate::journal::records::{AlertEntry, LetterEntry, LetterReason, Payload, Wanted};
 use crate::journal::{
-    Appended, DurableGroup, EventSink, Journal, JournalError, JournalFuture, Ownership, Pace,
-    Progress, Submission,
+    Appended, ChangelogRecord, DurableGroup, EventSink, Journal, JournalError, JournalFuture,
+    Ownership, Pace, PartitionState, Progress, Submission,
 };
 use crate::telemetry;
 use crate::time::{wall_now, Duration, Timestamp};
@@ -79,6 +79,9 @@ pub struct KafkaConfig {
     pub alerts_topic: String,
     /// The rules topic (compacted; read by `crate::cluster`).
     pub rules_topic: String,
+    /// The changelog topic: entity snapshots per partition (compacted,
+    /// as many partitions as the events topic).
+    pub changelog_topic: String,
     /// The consumer group.
     pub group_id: String,
     /// The client id.
@@ -92,6 +95,9 @@ pub struct KafkaConfig {
     pub client: BTreeMap<String, String>,
     /// Longest wait for the brokers' acknowledgement.
     pub ack_timeout: StdDuration,
+    /// The group's session timeout: how long a member that stopped
+    /// heartbeating (a killed instance) keeps its partitions.
+    pub session_timeout: StdDuration,
     /// How long an event id is remembered per key.
     pub dedup_horizon: Duration,
     /// Most event ids remembered (each of the two indexes).
@@ -130,6 +136,30 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// Sets a property cepheus chooses unless `[kafka.client]` sets it.
+trait SetDefault {
+    fn set_default_if_missing(
+        &mut self,
+        client: &BTreeMap<String, String>,
+        name: &str,
+        value: impl ToString,
+    ) -> &mut Self;
+}
+
+impl SetDefault for ClientConfig {
+    fn set_default_if_missing(
+        &mut self,
+        client: &BTreeMap<String, String>,
+        name: &str,
+        value: impl ToString,
+    ) -> &mut Self {
+        if !client.contains_key(name) {
+            self.set(name, value.to_string());
+        }
+        self
+    }
+}
+
 fn kafka_error(what: &str, e: KafkaError) -> JournalError {
     JournalError::Io(format!("{what}: {e}"))
 }
@@ -141,6 +171,9 @@ struct Partitions {
     assigned: HashSet<i32>,
     /// Assigned partitions not yet read to their end since the assignment.
     restoring: HashSet<i32>,
+    /// Assigned partitions whose state is restored from the changelog:
+    /// their entities are evaluated here (events, timers, clock).
+    evaluating: HashSet<i32>,
     /// An assignment (possibly empty) has been received.
     assignment_seen: bool,
     /// The next offset after the last routed record, per partition.
@@ -153,10 +186,149 @@ struct Partitions {
 }
 
 /// Records assignments for the consumer thread (eager protocol: every
-/// rebalance revokes all, then assigns).
+/// rebalance revokes all, then assigns), and moves entity state with them:
+/// a revoked partition's entities are checkpointed and dropped before the
+/// revocation completes, an assigned partition's state is restored from
+/// the changelog before its first event is consumed.
 struct GroupContext {
     partitions: Arc<Mutex<Partitions>>,
     rebalances: Arc<AtomicU64>,
+    handoff: Arc<Handoff>,
+}
+
+/// What the rebalance callbacks need to move state (shared with the
+/// journal, which sets `state` in [`Journal::hand_over`]).
+struct Handoff {
+    state: std::sync::OnceLock<Arc<dyn PartitionState>>,
+    /// Reads the changelog topic (assigned partition by partition; no
+    /// group membership).
+    reader: BaseConsumer,
+    changelog_topic: String,
+    events_topic: String,
+    closing: Arc<AtomicBool>,
+}
+
+/// Changelog records restored per store write.
+const RESTORE_BATCH: usize = 10_000;
+
+impl Handoff {
+    /// Brings the local store up to the changelog of `partitions`: reads
+    /// each from the local store's position to its end. Blocks until done
+    /// (or the journal closes).
+    fn restore(&self, partitions: &[i32]) {
+        let Some(state) = self.state.get() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let mut list = TopicPartitionList::new();
+        for &partition in partitions {
+            let from = state.changelog_position(partition).unwrap_or_else(|e| {
+                tracing::warn!(partition, error = %e, "cannot read the local changelog position; reading the changelog from its beginning");
+                0
+            });
+            let _ =
+                list.add_partition_offset(&self.changelog_topic, partition, Offset::Offset(from));
+        }
+        if let Err(e) = self.reader.assign(&list) {
+            tracing::error!(error = %e, "cannot read the changelog; the partitions are evaluated on the local state");
+            return;
+        }
+        let mut pending: HashSet<i32> = partitions.iter().copied().collect();
+        let mut batches: HashMap<i32, (Vec<ChangelogRecord>, i64)> = HashMap::new();
+        let mut restored = 0u64;
+        let mut reported = std::time::Instant::now();
+        let flush = |partition: i32, batch: &mut (Vec<ChangelogRecord>, i64)| {
+            if batch.0.is_empty() {
+                return;
+            }
+            let records = std::mem::take(&mut batch.0);
+            if let Err(e) = state.restore(partition, records, batch.1) {
+                tracing::error!(partition, error = %e, "cannot write restored entity state");
+            }
+        };
+        while !pending.is_empty() && !self.closing.load(Ordering::Acquire) {
+            match self.reader.poll(StdDuration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    if let Some(batch) = batches.get_mut(&partition) {
+                        flush(partition, batch);
+                    }
+                    pending.remove(&partition);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read the changelog; retrying")
+                }
+                Some(Ok(message)) => {
+                    let partition = message.partition();
+                    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                        continue;
+                    };
+                    let batch = batches.entry(partition).or_default();
+                    batch.0.push(ChangelogRecord {
+                        key: key.to_owned(),
+                        snapshot: message.payload().map(<[u8]>::to_vec),
+                    });
+                    batch.1 = message.offset() + 1;
+                    restored += 1;
+                    if batch.0.len() >= RESTORE_BATCH {
+                        flush(partition, batch);
+                    }
+                }
+            }
+            if reported.elapsed() > StdDuration::from_secs(10) {
+                reported = std::time::Instant::now();
+                tracing::info!(restored, partitions = ?pending, "restoring entity state from the changelog");
+            }
+        }
+        let _ = self.reader.unassign();
+        state.restored(partitions);
+        tracing::info!(
+            partitions = ?partitions,
+            records = restored,
+            seconds = started.elapsed().as_secs_f64(),
+            "restored the partitions' entity state from the changelog"
+        );
+    }
+
+    /// Checkpoints and drops the entities of `revoked`, then commits the
+    /// offsets their snapshots reflect, so the next owner goes on from
+    /// there. A failure commits nothing: the next owner then re-reads from
+    /// the last commit, and entities skip what their snapshots applied.
+    fn release(
+        &self,
+        consumer: &BaseConsumer<GroupContext>,
+        revoked: &[i32],
+        routed: Vec<(i32, i64)>,
+    ) {
+        let Some(state) = self.state.get() else {
+            return;
+        };
+        if self.closing.load(Ordering::Acquire) {
+            // The stop's final checkpoint wrote the entities and committed.
+            return;
+        }
+        match state.release(revoked) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(partitions = ?revoked, "some entities of the revoked partitions could not be persisted; their offsets are not committed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(partitions = ?revoked, error = %e, "cannot checkpoint the revoked partitions; their next owner re-reads from the last commit");
+                return;
+            }
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in routed {
+            let _ =
+                list.add_partition_offset(&self.events_topic, partition, Offset::Offset(offset));
+        }
+        if list.count() > 0 {
+            if let Err(e) = consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
+                tracing::warn!(error = %e, "cannot commit the revoked partitions' offsets; their next owner re-reads from the last commit");
+            }
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -191,25 +363,55 @@ impl ClientContext for GroupContext {
 }
 
 impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let revoked: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            let routed: Vec<(i32, i64)> = {
+                let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+                for partition in &revoked {
+                    // NB: first, so timers and clock advances stop reaching
+                    // these entities before they are written and dropped.
+                    p.evaluating.remove(partition);
+                }
+                revoked
+                    .iter()
+                    .filter_map(|r| p.routed.get(r).map(|o| (*r, *o)))
+                    .collect()
+            };
+            if !revoked.is_empty() {
+                self.handoff.release(consumer, &revoked, routed);
+            }
+        }
+    }
+
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
         match rebalance {
             Rebalance::Assign(list) => {
                 let assigned: HashSet<i32> =
                     list.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(partitions = ?sorted(&assigned), "partitions assigned");
-                p.restoring = assigned.clone();
-                p.assigned = assigned;
-                p.assignment_seen = true;
+                {
+                    let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+                    p.restoring = assigned.clone();
+                    p.assigned = assigned.clone();
+                    p.assignment_seen = true;
+                }
                 self.rebalances.fetch_add(1, Ordering::Relaxed);
                 telemetry::kafka_rebalance();
+                // NB: in the callback, so no event of these partitions is
+                // consumed before their state is restored.
+                self.handoff.restore(&sorted(&assigned));
+                let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+                p.evaluating = assigned;
             }
             Rebalance::Revoke(list) => {
+                let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
                 for e in list.elements() {
                     // NB: a revoked partition's lag is not this instance's.
                     telemetry::kafka_consumer_lag(e.partition(), 0);
                     p.assigned.remove(&e.partition());
                     p.restoring.remove(&e.partition());
+                    p.evaluating.remove(&e.partition());
                     p.routed.remove(&e.partition());
                     p.checkpointed.remove(&e.partition());
                 }
@@ -239,6 +441,7 @@ pub struct KafkaJournal {
     consumer: Arc<BaseConsumer<GroupContext>>,
     partitions: Arc<Mutex<Partitions>>,
     rebalances: Arc<AtomicU64>,
+    handoff: Arc<Handoff>,
     /// Ids this instance produced, for the 202's `duplicates`.
     produced_ids: Mutex<IdIndex>,
     /// The local position: checkpoint marks and durable groups.
@@ -270,6 +473,10 @@ impl KafkaJournal {
             // anyway (journal::partition), so both agree.
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "1")
+            // NB: a checkpoint hands the changelog every changed entity at
+            // once; librdkafka's default queue (100,000) would make the
+            // rest wait for room.
+            .set("queue.buffering.max.messages", "1000000")
             .set(
                 "message.timeout.ms",
                 config.ack_timeout.as_millis().max(1).to_string(),
@@ -278,6 +485,25 @@ impl KafkaJournal {
             .map_err(|e| kafka_error("cannot create the Kafka producer", e))?;
         let partitions = Arc::new(Mutex::new(Partitions::default()));
         let rebalances = Arc::new(AtomicU64::new(0));
+        let closing = Arc::new(AtomicBool::new(false));
+        // NB: no group membership (`assign`, nothing committed): the
+        // changelog is read by whichever instance restores a partition.
+        let reader: BaseConsumer = client_config(&config)
+            .set("group.id", format!("{}-changelog", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| kafka_error("cannot create the changelog reader", e))?;
+        let handoff = Arc::new(Handoff {
+            state: std::sync::OnceLock::new(),
+            reader,
+            changelog_topic: config.changelog_topic.clone(),
+            events_topic: config.events_topic.clone(),
+            closing: Arc::clone(&closing),
+        });
+        let session_ms = config.session_timeout.as_millis().clamp(1_000, 3_600_000);
         let consumer: BaseConsumer<GroupContext> = client_config(&config)
             .set("group.id", &config.group_id)
             // NB: eager assignment; tansu's cooperative-sticky is broken,
@@ -291,9 +517,20 @@ impl KafkaJournal {
             .set("enable.auto.offset.store", "false")
             .set("isolation.level", "read_committed")
             .set("statistics.interval.ms", "5000")
+            // NB: a revocation checkpoints the partitions' entities and an
+            // assignment restores them from the changelog, inside the
+            // rebalance callbacks; the default poll interval (5 minutes)
+            // bounds how long that may take.
+            .set_default_if_missing(&config.client, "session.timeout.ms", session_ms)
+            .set_default_if_missing(
+                &config.client,
+                "heartbeat.interval.ms",
+                (session_ms / 4).max(100),
+            )
             .create_with_context(GroupContext {
                 partitions: Arc::clone(&partitions),
                 rebalances: Arc::clone(&rebalances),
+                handoff: Arc::clone(&handoff),
             })
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
         consumer
@@ -315,7 +552,8 @@ impl KafkaJournal {
             }),
             attached: Mutex::new(None),
             outgoing: Mutex::new(Some(alert_tx)),
-            closing: Arc::new(AtomicBool::new(false)),
+            closing,
+            handoff,
             routed_events: AtomicU64::new(0),
             threads: Mutex::new(Vec::new()),
             consumer: Arc::new(consumer),
@@ -399,6 +637,17 @@ impl KafkaJournal {
     /// ids, routes in offset order per partition.
     fn consume_events(&self) {
         let mut seen_ids = IdIndex::new(self.config.dedup_horizon, self.config.max_remembered_ids);
+        // NB: the first poll joins the group, and an assignment restores
+        // state and routes events: both need the service attached.
+        while !self.closing.load(Ordering::Acquire)
+            && self
+                .attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            std::thread::sleep(StdDuration::from_millis(10));
+        }
         while !self.closing.load(Ordering::Acquire) {
             let Some(message) = self.consumer.poll(StdDuration::from_millis(100)) else {
                 continue;
@@ -657,6 +906,57 @@ impl KafkaJournal {
         })
     }
 
+    /// Produces entity snapshots to the changelog (their partition's, of
+    /// the partitions this instance owns) and, once acknowledged, records
+    /// the local store as current through them.
+    async fn produce_snapshots(&self, records: Vec<ChangelogRecord>) -> Result<(), JournalError> {
+        let assigned = self.partitions_state().assigned.clone();
+        let records: Vec<(i32, ChangelogRecord)> = records
+            .into_iter()
+            .map(|r| (i32::from(partition_of(&r.key, self.config.partitions)), r))
+            // NB: an entity woken here after its partition moved (a timer
+            // racing the revocation) must not overwrite its new owner's.
+            .filter(|(partition, _)| assigned.contains(partition))
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        let sends = records.iter().map(|(partition, r)| {
+            let record = FutureRecord::<str, [u8]>::to(&self.config.changelog_topic)
+                .key(r.key.as_str())
+                .partition(*partition)
+                .headers(format_headers());
+            let record = match &r.snapshot {
+                Some(bytes) => record.payload(bytes.as_slice()),
+                // No value: the entity is gone (compaction removes it).
+                None => record,
+            };
+            self.producer.send(record, self.config.ack_timeout)
+        });
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for result in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(delivery) => {
+                    let end = next.entry(delivery.partition).or_default();
+                    *end = (*end).max(delivery.offset + 1);
+                }
+                Err((e, _)) => {
+                    return Err(JournalError::Stalled(format!(
+                        "the Kafka brokers did not take the entity snapshots for the changelog: {e}"
+                    )))
+                }
+            }
+        }
+        if let Some(state) = self.handoff.state.get() {
+            for (partition, end) in next {
+                if let Err(e) = state.set_changelog_position(partition, end) {
+                    tracing::warn!(partition, error = %e, "cannot record the changelog position; the next restore reads more of it");
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the ids of a request that failed, so its retry is produced.
     fn forget_ids(&self, events: &[Event]) {
         // NB: IdIndex has no removal; a fresh index loses only the
@@ -689,7 +989,9 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
         (config.events_topic.as_str(), config.partitions.max(1)),
         (config.alerts_topic.as_str(), 1),
         (config.rules_topic.as_str(), 1),
+        (config.changelog_topic.as_str(), config.partitions.max(1)),
     ];
+    let compacted = [config.rules_topic.as_str(), config.changelog_topic.as_str()];
     let partitions_of = |topic: &str| -> Result<Option<usize>, JournalError> {
         let metadata = admin
             .inner()
@@ -711,8 +1013,9 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
                 i32::from(partitions),
                 TopicReplication::Fixed(config.replication_factor),
             );
-            // The rules topic keeps the last record of each rule id.
-            missing.push(if topic == config.rules_topic {
+            // The rules topic keeps the last record of each rule id, the
+            // changelog the last snapshot of each entity.
+            missing.push(if compacted.contains(&topic) {
                 new.set("cleanup.policy", "compact")
             } else {
                 new
@@ -757,7 +1060,12 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
                 )))
             }
             Some(found) if found != usize::from(partitions) => {
-                return Err(JournalError::Io(if topic == config.events_topic {
+                return Err(JournalError::Io(if topic == config.changelog_topic {
+                    format!(
+                        "the changelog topic {topic} has {found} partitions and the events topic {partitions}: \
+                         they must be equal (an entity's snapshots go to its event partition's number)"
+                    )
+                } else if topic == config.events_topic {
                     format!(
                         "the events topic {topic} has {found} partitions and cepheus is set to {partitions} (`partitions`): \
                          every producer and instance must agree on the partition of a key, so set `partitions = {found}`"
@@ -878,6 +1186,24 @@ impl Journal for KafkaJournal {
 
     fn attach(&self, sink: Arc<dyn EventSink>, pace: Pace) {
         *self.attached.lock().unwrap_or_else(|p| p.into_inner()) = Some(Attached { sink, pace });
+    }
+
+    fn evaluates(&self, partition: u16) -> bool {
+        self.partitions_state()
+            .evaluating
+            .contains(&i32::from(partition))
+    }
+
+    fn keeps_changelog(&self) -> bool {
+        true
+    }
+
+    fn log_snapshots(&self, records: Vec<ChangelogRecord>) -> JournalFuture<'_, ()> {
+        Box::pin(self.produce_snapshots(records))
+    }
+
+    fn hand_over(&self, state: Arc<dyn PartitionState>) {
+        let _ = self.handoff.state.set(state);
     }
 
     fn ownership(&self) -> Option<Ownership> {

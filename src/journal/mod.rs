@@ -135,6 +135,37 @@ pub trait Journal: Send + Sync {
         None
     }
 
+    /// Whether this instance evaluates the entities of `partition` now: it
+    /// owns the partition and has restored its state. Timers and clock
+    /// advances reach only such entities. Always true for the embedded
+    /// journal.
+    fn evaluates(&self, partition: u16) -> bool {
+        let _ = partition;
+        true
+    }
+
+    /// Whether snapshots written to the local store must also go to the
+    /// journal's changelog ([`Journal::log_snapshots`]).
+    fn keeps_changelog(&self) -> bool {
+        false
+    }
+
+    /// Writes entity snapshots just written to the local store to the
+    /// changelog (the Kafka journal's compacted topic, from which another
+    /// instance restores a partition it takes over); resolves once the
+    /// brokers hold them. Snapshots of partitions this instance does not
+    /// own are left out.
+    fn log_snapshots(&self, records: Vec<ChangelogRecord>) -> JournalFuture<'_, ()> {
+        let _ = records;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Gives a journal shared by a group of instances what moves entity
+    /// state with partitions; called before [`Journal::attach`].
+    fn hand_over(&self, state: Arc<dyn PartitionState>) {
+        let _ = state;
+    }
+
     /// Starts a replay: appends stop routing until [`Journal::replay`] has
     /// caught up.
     fn begin_replay(&self);
@@ -205,6 +236,50 @@ pub enum JournalError {
     /// The journal is shutting down.
     #[error("the journal is shutting down")]
     Closed,
+}
+
+/// One entity snapshot for the changelog: the entity key and its encoded
+/// snapshot (`None`: the entity was deleted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangelogRecord {
+    /// The entity key.
+    pub key: String,
+    /// The encoded snapshot, as the store holds it.
+    pub snapshot: Option<Vec<u8>>,
+}
+
+/// What a journal shared by a group of instances needs of the service to
+/// move entity state with partitions (`docs/scale-out.md`): the local
+/// store's position in each partition's changelog, restoring snapshots read
+/// from it, and checkpointing and dropping the entities of partitions taken
+/// away. Called from the journal's consumer thread; each call may block.
+pub trait PartitionState: Send + Sync {
+    /// The changelog offset from which partition `partition` must be read
+    /// for the local store to be current (0: from the beginning).
+    fn changelog_position(&self, partition: i32) -> Result<i64, String>;
+
+    /// Writes snapshots read from the changelog of `partition` into the
+    /// local store, then records `next` as its position there.
+    fn restore(
+        &self,
+        partition: i32,
+        records: Vec<ChangelogRecord>,
+        next: i64,
+    ) -> Result<(), String>;
+
+    /// `partitions` are restored and about to be evaluated here: timers
+    /// due while they were elsewhere must fire now.
+    fn restored(&self, partitions: &[i32]);
+
+    /// Records `next` as the local store's position in the changelog of
+    /// `partition` (after this instance wrote records there itself).
+    fn set_changelog_position(&self, partition: i32, next: i64) -> Result<(), String>;
+
+    /// Writes the snapshots of the live entities of `partitions` (locally
+    /// and to the changelog) and drops them from memory; answers whether
+    /// every one of them could be persisted (if not, the partitions'
+    /// offsets must not be committed past the last checkpoint).
+    fn release(&self, partitions: &[i32]) -> Result<bool, String>;
 }
 
 /// Receives accepted events in journal order: the router.

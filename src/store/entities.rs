@@ -98,6 +98,22 @@ impl EncodedSnapshot {
     pub fn timer_due(&self) -> Option<Timestamp> {
         self.timer_due
     }
+
+    /// The encoded bytes, as the store holds them.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A snapshot encoded elsewhere (read from the scale-out mode's
+    /// changelog), with the timer entry it carries; an error if it is not
+    /// a snapshot this build reads.
+    pub fn from_bytes(bytes: Vec<u8>) -> StoreResult<EncodedSnapshot> {
+        let snapshot: EntitySnapshot = decode(&bytes)?;
+        Ok(EncodedSnapshot {
+            bytes,
+            timer_due: snapshot.timer_due,
+        })
+    }
 }
 
 /// The `snapshots` and `timers` trees.
