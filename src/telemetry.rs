@@ -284,6 +284,30 @@ pub const KAFKA_PARTITIONS_RESTORING: &str = "cepheus_kafka_partitions_restoring
 /// Scale-out mode: assignments received from the group.
 pub const KAFKA_REBALANCES: &str = "cepheus_kafka_rebalances_total";
 
+/// Scale-out mode: entity snapshots read from the changelog into the
+/// local store when partitions were assigned here.
+pub const KAFKA_RESTORED_SNAPSHOTS: &str = "cepheus_kafka_restored_snapshots_total";
+/// Scale-out mode: live entities checkpointed and dropped because their
+/// partition was revoked.
+pub const KAFKA_RELEASED_ENTITIES: &str = "cepheus_kafka_released_entities_total";
+/// Scale-out mode: entity snapshots written to the changelog.
+pub const KAFKA_CHANGELOG_RECORDS: &str = "cepheus_kafka_changelog_records_total";
+
+/// Counts snapshots restored from the changelog.
+pub fn kafka_restored(snapshots: u64) {
+    counter!(KAFKA_RESTORED_SNAPSHOTS).increment(snapshots);
+}
+
+/// Counts entities released with their revoked partition.
+pub fn kafka_released(entities: u64) {
+    counter!(KAFKA_RELEASED_ENTITIES).increment(entities);
+}
+
+/// Counts snapshots written to the changelog.
+pub fn kafka_changelog_records(records: u64) {
+    counter!(KAFKA_CHANGELOG_RECORDS).increment(records);
+}
+
 /// Sets the consumer lag of one owned partition.
 pub fn kafka_consumer_lag(partition: i32, lag: i64) {
     gauge!(KAFKA_CONSUMER_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);

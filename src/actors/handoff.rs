@@ -178,6 +178,7 @@ async fn release(runtime: &Arc<Runtime>, partitions: &[i32]) -> Result<bool, Str
         .await
         .map_err(|e| e.to_string())?;
     runtime.store.sync().await.map_err(|e| e.to_string())?;
+    crate::telemetry::kafka_released(keys.len() as u64);
     tracing::info!(
         partitions = ?partitions,
         entities = keys.len(),

@@ -202,7 +202,7 @@ struct Handoff {
     state: std::sync::OnceLock<Arc<dyn PartitionState>>,
     /// Reads the changelog topic (assigned partition by partition; no
     /// group membership).
-    reader: BaseConsumer,
+    reader: BaseConsumer<ReaderContext>,
     changelog_topic: String,
     events_topic: String,
     closing: Arc<AtomicBool>,
@@ -281,6 +281,7 @@ impl Handoff {
             }
         }
         let _ = self.reader.unassign();
+        telemetry::kafka_restored(restored);
         state.restored(partitions);
         tracing::info!(
             partitions = ?partitions,
@@ -331,6 +332,27 @@ impl Handoff {
     }
 }
 
+/// The changelog reader's context: the end of a partition is its signal,
+/// not a fault worth a log line.
+struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_end_of_partition(&error) {
+            tracing::warn!(error = %error, reason, "librdkafka (changelog reader)");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
+fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+    )
+}
+
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         let assigned = self
@@ -352,11 +374,7 @@ impl ClientContext for GroupContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // NB: with `enable.partition.eof` the end of a partition comes as a
         // "global error" too; it is the consumer thread's signal, not a fault.
-        let eof = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
-        if !eof {
+        if !is_end_of_partition(&error) {
             tracing::warn!(error = %error, reason, "librdkafka");
         }
     }
@@ -488,13 +506,17 @@ impl KafkaJournal {
         let closing = Arc::new(AtomicBool::new(false));
         // NB: no group membership (`assign`, nothing committed): the
         // changelog is read by whichever instance restores a partition.
-        let reader: BaseConsumer = client_config(&config)
+        let reader: BaseConsumer<ReaderContext> = client_config(&config)
             .set("group.id", format!("{}-changelog", config.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
-            .create()
+            // NB: the end of a partition is known only from a fetch that
+            // comes back empty; the default wait (500 ms) was most of an
+            // assignment's time with nothing to restore.
+            .set("fetch.wait.max.ms", "20")
+            .create_with_context(ReaderContext)
             .map_err(|e| kafka_error("cannot create the changelog reader", e))?;
         let handoff = Arc::new(Handoff {
             state: std::sync::OnceLock::new(),
@@ -947,6 +969,7 @@ impl KafkaJournal {
                 }
             }
         }
+        telemetry::kafka_changelog_records(records.len() as u64);
         if let Some(state) = self.handoff.state.get() {
             for (partition, end) in next {
                 if let Err(e) = state.set_changelog_position(partition, end) {

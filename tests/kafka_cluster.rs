@@ -1,0 +1,369 @@
+//! The scale-out scenarios with three instances and one broker (tansu,
+//! started by each test): the real binary, `[kafka]` settings, HTTP as a
+//! client would.
+//!
+//! - events posted round-robin to three instances give the alerts one
+//!   embedded instance gives on the same events, with the same ids;
+//! - `kill -9` of one instance under load: its partitions move with their
+//!   state (patterns half-matched there complete on the successor), nothing
+//!   acknowledged is lost, no alert is missing or twice; restarted, it gets
+//!   partitions back and their state follows; a rule registered meanwhile
+//!   reaches every instance.
+//!
+//! Where tansu is missing outside CI each test says so and passes; under
+//! `CI` it fails (`.ci/run` installs tansu).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::tansu::Tansu;
+use common::{wait_until, Server, FAST_TIMING};
+use serde_json::{json, Value};
+
+/// Partitions of the events topic: two per instance.
+const PARTITIONS: usize = 6;
+
+/// Three events of one key in order, within the hour.
+const THREE_STEPS: &str = r#"
+id: a-b-c
+severity: high
+sequence:
+  within: 1h
+  steps:
+    - name: first
+      match: type == "a"
+    - name: second
+      match: type == "b"
+    - name: third
+      match: type == "c"
+alert:
+  message: "{{key}}: a, b, c"
+"#;
+
+/// Registered while an instance is down.
+const X_THEN_Y: &str = r#"
+id: x-then-y
+severity: low
+sequence:
+  within: 1h
+  steps:
+    - name: x
+      match: type == "x"
+    - name: y
+      match: type == "y"
+alert:
+  message: "{{key}}: x then y"
+"#;
+
+/// How long the group may take to settle: tansu rebalances its groups
+/// often (every few seconds while members come and go), and each
+/// rebalance hands the partitions over again.
+const SETTLE: Duration = Duration::from_secs(90);
+
+/// Polls `condition` until it returns `Some`, for up to [`SETTLE`]; then
+/// fails with `what` and what `describe` says.
+fn settle<T>(
+    what: &str,
+    mut condition: impl FnMut() -> Option<T>,
+    describe: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {SETTLE:?} waiting for {what}: {}",
+            describe()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A config for an instance of the deployment on `broker`: a short
+/// session, so a killed member's partitions move within seconds.
+fn config(broker: &Tansu) -> String {
+    format!(
+        r#"
+partitions = {PARTITIONS}
+{FAST_TIMING}
+[kafka]
+brokers = "{}"
+ack_timeout = "20s"
+session_timeout = "3s"
+"#,
+        broker.brokers()
+    )
+}
+
+/// The partitions `server` owns and has read to their end, once there are
+/// `count` of them.
+fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
+    settle(
+        &format!("an instance owning {count} partition(s)"),
+        || {
+            let ready = server.get_json("/readyz");
+            let partitions = &ready["partitions"];
+            let assigned: Vec<i64> = partitions["assigned"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_i64)
+                .collect();
+            let restoring = partitions["restoring"].as_array()?.len();
+            (assigned.len() == count && restoring == 0).then_some(assigned)
+        },
+        || server.get_json("/readyz").to_string(),
+    )
+}
+
+/// Waits until `servers` split the partitions evenly among them.
+fn wait_balanced(servers: &[&Server]) {
+    let each = PARTITIONS / servers.len();
+    let mut all = HashSet::new();
+    for server in servers {
+        all.extend(wait_owning(server, each));
+    }
+    assert_eq!(all.len(), PARTITIONS, "every partition has one owner");
+}
+
+/// Starts three instances one after the other (tansu answers concurrent
+/// joins with UNKNOWN_MEMBER_ID), each once the group settled.
+fn three_instances(broker: &Tansu) -> Vec<Server> {
+    let first = Server::start(&config(broker));
+    wait_owning(&first, PARTITIONS);
+    let second = Server::start(&config(broker));
+    wait_balanced(&[&first, &second]);
+    let third = Server::start(&config(broker));
+    wait_balanced(&[&first, &second, &third]);
+    vec![first, second, third]
+}
+
+/// Posts `events` until an instance acknowledges them (a retry of a
+/// request whose answer was lost carries the same ids: repeats are
+/// dropped).
+fn post_acknowledged(server: &Server, events: &Value) {
+    wait_until("the events acknowledged", || {
+        let response = server.post_events(events);
+        (response.status() == 202).then_some(())
+    });
+}
+
+/// Every alert an instance serves, by id, with its seq and key; asserts
+/// no id appears twice and the seqs run 1..=n.
+fn alert_log(server: &Server) -> BTreeMap<String, (u64, String)> {
+    let alerts = server.all_alerts("");
+    let mut log = BTreeMap::new();
+    for a in &alerts {
+        let id = a["id"].as_str().expect("an alert id").to_owned();
+        let seq = a["seq"].as_u64().expect("a seq");
+        let key = a["key"].as_str().expect("a key").to_owned();
+        assert!(
+            log.insert(id.clone(), (seq, key)).is_none(),
+            "alert {id} served twice"
+        );
+    }
+    let mut seqs: Vec<u64> = log.values().map(|(seq, _)| *seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(
+        seqs,
+        (1..=log.len() as u64).collect::<Vec<_>>(),
+        "gap-free seqs"
+    );
+    log
+}
+
+/// Waits until every server serves `n` alerts; returns the first's log,
+/// after checking all serve the same alerts with the same seqs.
+fn wait_same_alerts(servers: &[&Server], n: usize) -> BTreeMap<String, (u64, String)> {
+    for server in servers {
+        settle(
+            &format!("{n} alerts on every instance"),
+            || (server.all_alerts("").len() >= n).then_some(()),
+            || {
+                let counts: Vec<usize> = servers.iter().map(|s| s.all_alerts("").len()).collect();
+                format!("the instances serve {counts:?}")
+            },
+        );
+    }
+    // Nothing more arrives late (a duplicate would).
+    std::thread::sleep(Duration::from_secs(1));
+    let first = alert_log(servers[0]);
+    assert_eq!(first.len(), n, "exactly {n} alerts: {first:?}");
+    for server in &servers[1..] {
+        assert_eq!(
+            alert_log(server),
+            first,
+            "every instance serves the same alerts with the same seqs"
+        );
+    }
+    first
+}
+
+/// One event as JSON.
+fn event(key: &str, kind: &str, second: u32) -> Value {
+    json!({
+        "id": format!("{key}-{kind}-{second}"),
+        "key": key,
+        "type": kind,
+        "time": format!("2026-01-01T00:{:02}:{:02}Z", second / 60, second % 60),
+    })
+}
+
+#[test]
+fn three_instances_give_the_alerts_of_one_embedded_instance() {
+    let Some(broker) = Tansu::start() else { return };
+    let instances = three_instances(&broker);
+    let embedded = Server::start(FAST_TIMING);
+    instances[0].create_rule(THREE_STEPS);
+    embedded.create_rule(THREE_STEPS);
+    for other in &instances[1..] {
+        wait_until("the rule on every instance", || {
+            (other.get("/v1/rules/a-b-c").status() == 200).then_some(())
+        });
+    }
+    // 30 keys; two thirds complete the pattern, some twice, the rest stop
+    // half-way. Requests go round-robin to the instances.
+    let mut requests = Vec::new();
+    for i in 0..30 {
+        let key = format!("acct-{i}");
+        let kinds: &[&str] = match i % 3 {
+            0 => &["a", "b", "c", "a", "b", "c"],
+            1 => &["a", "x", "b", "c"],
+            _ => &["a", "b"],
+        };
+        for (n, kind) in kinds.iter().enumerate() {
+            requests.push(json!([event(&key, kind, n as u32)]));
+        }
+    }
+    for (i, request) in requests.iter().enumerate() {
+        post_acknowledged(&instances[i % 3], request);
+        post_acknowledged(&embedded, request);
+    }
+    let expected = 10 * 2 + 10;
+    let alone = embedded.wait_alerts("limit=1000", expected);
+    assert_eq!(alone.len(), expected, "{alone:?}");
+    let servers: Vec<&Server> = instances.iter().collect();
+    let together = wait_same_alerts(&servers, expected);
+    let alone_ids: HashSet<&str> = alone.iter().filter_map(|a| a["id"].as_str()).collect();
+    let together_ids: HashSet<&str> = together.keys().map(String::as_str).collect();
+    assert_eq!(
+        together_ids, alone_ids,
+        "the same alerts, with the same ids, as one embedded instance"
+    );
+}
+
+#[test]
+fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
+    let Some(broker) = Tansu::start() else { return };
+    // One instance first: it evaluates every key and half-matches a
+    // pattern on each.
+    let first = Server::start(&config(&broker));
+    wait_owning(&first, PARTITIONS);
+    first.create_rule(THREE_STEPS);
+    let keys: Vec<String> = (0..24).map(|i| format!("acct-{i}")).collect();
+    for key in &keys {
+        post_acknowledged(&first, &json!([event(key, "a", 0), event(key, "b", 1)]));
+    }
+    wait_until("the half-matched patterns checkpointed", || {
+        let written = first.metric("cepheus_kafka_changelog_records_total")?;
+        (written >= keys.len() as f64).then_some(())
+    });
+    // Two more join: the partitions they take come with their state, from
+    // the changelog (they never saw those events).
+    let second = Server::start(&config(&broker));
+    wait_balanced(&[&first, &second]);
+    let third = Server::start(&config(&broker));
+    let mut instances = vec![first, second, third];
+    wait_balanced(&[&instances[0], &instances[1], &instances[2]]);
+    let restored = |server: &Server| {
+        server
+            .metric("cepheus_kafka_restored_snapshots_total")
+            .unwrap_or(0.0)
+    };
+    assert!(
+        restored(&instances[1]) > 0.0 && restored(&instances[2]) > 0.0,
+        "the joining instances restored their partitions' entities from the changelog"
+    );
+    for other in &instances[1..] {
+        wait_until("the rule on every instance", || {
+            (other.get("/v1/rules/a-b-c").status() == 200).then_some(())
+        });
+    }
+    // Load on the two instances that stay: whole patterns, acknowledged
+    // one request at a time while the third dies and comes back.
+    let stop = Arc::new(AtomicBool::new(false));
+    let survivors = [instances[0].url(""), instances[2].url("")];
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut completed = 0usize;
+            while !stop.load(Ordering::Acquire) {
+                let key = format!("load-{completed}");
+                for (n, kind) in ["a", "b", "c"].iter().enumerate() {
+                    let base = &survivors[(completed + n) % 2];
+                    let body = json!([event(&key, kind, n as u32)]).to_string();
+                    wait_until("a load request acknowledged", || {
+                        let response = client
+                            .post(format!("{base}/v1/events"))
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .ok()?;
+                        (response.status() == 202).then_some(())
+                    });
+                }
+                completed += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            completed
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    instances[1].kill9();
+    // A rule registered while the instance is down.
+    instances[0].create_rule(X_THEN_Y);
+    // Its partitions move to the two others, with their state.
+    wait_balanced(&[&instances[0], &instances[2]]);
+    for (i, key) in keys.iter().enumerate() {
+        post_acknowledged(&instances[[0, 2][i % 2]], &json!([event(key, "c", 2)]));
+    }
+    // The instance comes back: partitions rebalance, state follows.
+    for (i, key) in keys.iter().enumerate() {
+        post_acknowledged(&instances[[0, 2][i % 2]], &json!([event(key, "a", 10)]));
+        post_acknowledged(&instances[[2, 0][i % 2]], &json!([event(key, "b", 11)]));
+    }
+    instances[1].restart();
+    wait_balanced(&[&instances[0], &instances[1], &instances[2]]);
+    wait_until(
+        "the rule registered meanwhile on the restarted instance",
+        || (instances[1].get("/v1/rules/x-then-y").status() == 200).then_some(()),
+    );
+    for (i, key) in keys.iter().enumerate() {
+        post_acknowledged(&instances[i % 3], &json!([event(key, "c", 12)]));
+    }
+    // The new rule works on every instance's partitions.
+    for (i, key) in keys.iter().enumerate() {
+        post_acknowledged(&instances[i % 3], &json!([event(key, "x", 20)]));
+        post_acknowledged(&instances[(i + 2) % 3], &json!([event(key, "y", 21)]));
+    }
+    stop.store(true, Ordering::Release);
+    let loaded = load.join().expect("the load thread");
+    assert!(loaded > 0, "the load ran");
+    let expected = keys.len() * 3 + loaded;
+    let servers: Vec<&Server> = instances.iter().collect();
+    let log = wait_same_alerts(&servers, expected);
+    for key in &keys {
+        let alerts = log.values().filter(|(_, k)| k == key).count();
+        assert_eq!(
+            alerts,
+            3,
+            "{key}: the pattern half-matched before the kill, the one around the restart, and x-then-y"
+        );
+    }
+}
