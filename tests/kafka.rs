@@ -65,6 +65,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.rules", 1, 1)
             .expect("the rules topic");
+        cluster
+            .create_topic("cepheus.instances", 1, 1)
+            .expect("the instances topic");
         Mock(cluster)
     }
 }
