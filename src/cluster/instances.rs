@@ -64,6 +64,14 @@ pub struct InstanceEntry {
     pub version: String,
 }
 
+impl InstanceEntry {
+    /// Whether the entry was refreshed within `ttl` of `now`. An entry
+    /// from a clock ahead of ours counts as fresh.
+    pub fn is_fresh(&self, now: Timestamp, ttl: Duration) -> bool {
+        now.millis().saturating_sub(self.heartbeat_at.millis()) <= ttl.millis()
+    }
+}
+
 /// What this instance says about itself; fixed at the start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -109,10 +117,7 @@ impl Directory {
 
     /// The entries refreshed within `ttl` of `now`, by id.
     pub fn live(&self, now: Timestamp, ttl: Duration) -> impl Iterator<Item = &InstanceEntry> {
-        // NB: an entry from a clock ahead of ours counts as fresh.
-        self.entries
-            .values()
-            .filter(move |e| now.millis().saturating_sub(e.heartbeat_at.millis()) <= ttl.millis())
+        self.entries.values().filter(move |e| e.is_fresh(now, ttl))
     }
 
     /// The live instance, other than `except`, that says it owns
@@ -139,6 +144,8 @@ pub struct Instances {
     /// An entry not refreshed for this long is gone.
     ttl: Duration,
     directory: Mutex<Directory>,
+    /// Whether another process was seen publishing under this id.
+    duplicate_seen: AtomicBool,
 }
 
 impl Instances {
@@ -149,6 +156,7 @@ impl Instances {
             identity,
             ttl: Duration(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
             directory: Mutex::new(Directory::default()),
+            duplicate_seen: AtomicBool::new(false),
         }
     }
 
@@ -177,24 +185,29 @@ impl Instances {
             .collect()
     }
 
-    /// Applies a record of the instances topic.
-    fn apply(&self, id: &str, entry: Option<InstanceEntry>) {
-        if id == self.identity.id {
-            if let Some(entry) = &entry {
-                // NB: two processes with one id (a copied data directory)
-                // would take each other's requests.
-                if entry.started_at > self.identity.started_at {
-                    tracing::warn!(id, url = %entry.url, "another instance publishes under this instance's id; give each its own `kafka.instance_id` or data directory");
-                }
-            }
+    /// Applies a record of the instances topic, read at `now`.
+    fn apply(&self, id: &str, entry: Option<InstanceEntry>, now: Timestamp) {
+        let mine = id == self.identity.id;
+        // NB: two processes with one id (a copied data directory) would
+        // take each other's requests.
+        if mine
+            && entry
+                .as_ref()
+                .is_some_and(|e| e.started_at > self.identity.started_at)
+            && !self.duplicate_seen.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(id, "another instance publishes under this instance's id; give each its own `kafka.instance_id` or data directory");
         }
-        let joined = entry.is_some();
-        let url = entry.as_ref().map(|e| e.url.clone()).unwrap_or_default();
-        if self.directory().apply(id, entry) && id != self.identity.id {
-            if joined {
-                tracing::info!(instance = id, url, "an instance joined the directory");
-            } else {
-                tracing::info!(instance = id, "an instance left the directory");
+        let live = entry
+            .as_ref()
+            .map(|e| (e.is_fresh(now, self.ttl), e.url.clone()));
+        if self.directory().apply(id, entry) && !mine {
+            match live {
+                Some((true, url)) => {
+                    tracing::info!(instance = id, url, "an instance joined the directory")
+                }
+                Some((false, _)) => {}
+                None => tracing::info!(instance = id, "an instance left the directory"),
             }
         }
     }
@@ -410,7 +423,7 @@ fn consume(consumer: &BaseConsumer, instances: &Instances, closing: &AtomicBool)
                 }
             },
         };
-        instances.apply(&id, entry);
+        instances.apply(&id, entry, wall_now());
     }
 }
 
