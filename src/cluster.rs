@@ -6,6 +6,10 @@
 //! and state policy, no value for a deletion); every instance reads the
 //! whole topic, in its one partition's order, and applies what other
 //! instances changed ([`Catalog::apply_remote`]).
+//!
+//! [`instances`] is the directory of instances, shared the same way.
+
+pub mod instances;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -94,6 +94,20 @@ pub struct KafkaSettings {
     /// `10s`; Kafka's own default is 45 s). The brokers bound it with their
     /// `group.min.session.timeout.ms` and `group.max.session.timeout.ms`.
     pub session_timeout: Duration,
+    /// This instance's id in the instances directory (default empty: a
+    /// random id made at the first start and kept in the data directory).
+    pub instance_id: String,
+    /// The URL other instances reach this one's HTTP API at, for forwarded
+    /// entity requests and clock advances (default empty:
+    /// `http://<listen>`, `https://` with TLS).
+    pub advertised_url: String,
+    /// How often this instance refreshes its entry in the instances
+    /// directory (default `2s`); it also publishes at once when its
+    /// partitions change.
+    pub heartbeat: Duration,
+    /// An entry not refreshed for this many heartbeats is taken as gone
+    /// (default 3).
+    pub missed_heartbeats: u32,
     /// Topic names.
     pub topics: KafkaTopics,
     /// librdkafka properties passed through as they are, e.g.
@@ -117,6 +131,9 @@ pub struct KafkaTopics {
     /// Rules shared by all instances, compacted, one partition (default
     /// `cepheus.rules`).
     pub rules: String,
+    /// The instances directory: each instance's URL and partitions,
+    /// compacted, one partition (default `cepheus.instances`).
+    pub instances: String,
 }
 
 impl Default for KafkaSettings {
@@ -128,6 +145,10 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             ack_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
+            instance_id: String::new(),
+            advertised_url: String::new(),
+            heartbeat: Duration::from_secs(2),
+            missed_heartbeats: 3,
             topics: KafkaTopics::default(),
             client: Default::default(),
         }
@@ -141,6 +162,7 @@ impl Default for KafkaTopics {
             alerts: "cepheus.alerts".into(),
             changelog: "cepheus.changelog".into(),
             rules: "cepheus.rules".into(),
+            instances: "cepheus.instances".into(),
         }
     }
 }

@@ -15,6 +15,28 @@ fn healthz_and_readyz_answer_ok() {
 }
 
 #[test]
+fn the_embedded_mode_lists_one_instance_owning_every_partition() {
+    let server = Server::start(&format!("partitions = 8\n{FAST_TIMING}"));
+    let list = server.get_json("/v1/instances");
+    assert_eq!(list["partitions"], 8, "{list}");
+    assert_eq!(list["unowned"], json!([]), "{list}");
+    let instances = list["instances"].as_array().expect("instances");
+    assert_eq!(instances.len(), 1, "{list}");
+    assert_eq!(instances[0]["self"], true);
+    assert_eq!(instances[0]["assigned"], json!([0, 1, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(
+        instances[0]["url"],
+        format!("http://127.0.0.1:{}", server.port())
+    );
+    // The id is made once and kept in the data directory.
+    let id = instances[0]["id"].clone();
+    let mut server = server;
+    server.stop();
+    server.restart();
+    assert_eq!(server.get_json("/v1/instances")["instances"][0]["id"], id);
+}
+
+#[test]
 fn metrics_are_prometheus_text_with_the_documented_names() {
     let server = Server::start(FAST_TIMING);
     server.create_rule(&every_event_rule("ping", "ping", "low"));
@@ -101,6 +123,7 @@ fn openapi_document_is_served_and_lists_every_route() {
         ("/v1/entities/{key}", "get"),
         ("/v1/entities/{key}", "put"),
         ("/v1/clock", "post"),
+        ("/v1/instances", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

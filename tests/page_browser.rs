@@ -1,6 +1,7 @@
 //! The live page, end to end in headless Chromium: a test registers a rule,
 //! posts events and sees the alert appear on the page; it also flips a
-//! rule's switch, looks up an entity and reads the counters.
+//! rule's switch, looks up an entity and reads the counters and the
+//! instances.
 //!
 //! Chromium is driven over the DevTools protocol (a WebSocket, with the
 //! `tungstenite` client the other tests use). `.ci/run` installs Debian's
@@ -251,6 +252,13 @@ fn the_live_page_shows_an_alert_as_it_fires_and_drives_rules_and_entities() {
     browser.wait_for(
         "the events counter",
         "document.getElementById('c-events').textContent.replace(/,/g, '') === '4'",
+    );
+
+    // The instances view, from /v1/instances: this one, owning every
+    // partition (the embedded mode).
+    browser.wait_for(
+        "the instances view",
+        "document.querySelector('#instances tr[data-instance] .partitions')?.textContent === '0–63 (64 of 64)'",
     );
 
     // The last hour: events/s and alerts/s per rule, from /v1/stats/history.

@@ -8,8 +8,8 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::api::{
-    alerts, backtests, clock, deadletters, entities, error, events, health, receivers, rules,
-    silences, stats, ws,
+    alerts, backtests, clock, deadletters, entities, error, events, health, instances, receivers,
+    rules, silences, stats, ws,
 };
 
 /// The API description, generated from the handlers' annotations.
@@ -42,6 +42,7 @@ use crate::api::{
         entities::get_entity,
         entities::put_entity,
         clock::advance_clock,
+        instances::list_instances,
         receivers::list_receivers,
         receivers::create_receiver,
         receivers::get_receiver,
@@ -73,7 +74,7 @@ use crate::api::{
         (name = "entities", description = "Per-entity live state and static attributes"),
         (name = "clock", description = "Event-time control"),
         (name = "delivery", description = "Receivers, routes, failed deliveries and silences"),
-        (name = "operations", description = "Health, readiness and metrics"),
+        (name = "operations", description = "Health, readiness, metrics and the instances directory"),
     )
 )]
 pub struct ApiDoc;

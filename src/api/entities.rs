@@ -1,6 +1,6 @@
 //! `GET /v1/entities/{key}`, `PUT /v1/entities/{key}`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use crate::actors::checkpoint;
 use crate::actors::EntityMsg;
 use crate::api::error::{ApiError, ErrorBody};
+use crate::api::forward::{self, Route};
 use crate::api::AppState;
 use crate::engine::EntityView;
 
@@ -69,7 +70,7 @@ impl EntityBody {
 }
 
 /// The body of `PUT /v1/entities/{key}`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"attributes": {"tier": "gold", "country": "NL"}}))]
 pub struct EntityAttributes {
@@ -78,35 +79,23 @@ pub struct EntityAttributes {
     pub attributes: Map<String, Value>,
 }
 
-/// In the scale-out mode, refuses a key whose partition another instance
-/// owns: this instance's copy of it is not current (`docs/kafka.md`).
-fn refuse_if_not_owner(runtime: &crate::actors::Runtime, key: &str) -> Result<(), ApiError> {
-    let Some(ownership) = runtime.journal.ownership() else {
-        return Ok(());
-    };
-    let partition = crate::journal::partition::partition_of(key, runtime.journal.partitions());
-    if ownership.assigned.contains(&i32::from(partition)) {
-        return Ok(());
-    }
-    Err(ApiError::NotOwner(format!(
-        "the entity `{key}` is in partition {partition}, which another instance evaluates \
-         (this one owns {:?}); ask that instance",
-        ownership.assigned
-    )))
-}
-
 /// An entity's live state.
 ///
 /// Per rule: partial matches of sequences, open windows of thresholds,
 /// pending deadlines of absences; plus the entity's clock, next timer and
 /// static attributes. Reading a passivated entity does not wake it.
+///
+/// In the scale-out mode an instance that does not own the key's partition
+/// forwards the request to the one that does (instances directory) and
+/// answers what it answered, naming it in `cepheus-answered-by`.
 #[utoipa::path(
     get, path = "/v1/entities/{key}", tag = "entities",
     params(("key" = String, Path, description = "The entity key")),
     responses(
         (status = 200, description = "The entity", body = EntityBody),
         (status = 404, description = "No such entity", body = ErrorBody),
-        (status = 421, description = "Scale-out mode: another instance owns the entity's partition", body = ErrorBody),
+        (status = 502, description = "Scale-out mode: the instance that owns the entity's partition did not answer", body = ErrorBody),
+        (status = 503, description = "Scale-out mode: no instance owns the entity's partition right now (`no_owner`, with `partition`); retry after `Retry-After`", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `read` scope", body = ErrorBody),
     ),
@@ -114,10 +103,13 @@ fn refuse_if_not_owner(runtime: &crate::actors::Runtime, key: &str) -> Result<()
 )]
 pub async fn get_entity(
     state: web::Data<AppState>,
+    request: HttpRequest,
     key: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Route::Owner(owner) = forward::route_entity(&state, &request, &key)? {
+        return forward::relay(&state, &request, &owner, Default::default()).await;
+    }
     let runtime = &state.runtime;
-    refuse_if_not_owner(runtime, &key)?;
     let (tx, rx) = oneshot::channel();
     if runtime
         .router
@@ -140,6 +132,9 @@ pub async fn get_entity(
 ///
 /// Replaces the attributes (for stream-table joins: predicates read them as
 /// `entity.<name>`). Durable when answered. Creates the entity if needed.
+///
+/// In the scale-out mode the request is forwarded to the instance that
+/// owns the key's partition, as `GET` is.
 #[utoipa::path(
     put, path = "/v1/entities/{key}", tag = "entities",
     params(("key" = String, Path, description = "The entity key")),
@@ -149,15 +144,16 @@ pub async fn get_entity(
         (status = 400, description = "Bad body", body = ErrorBody),
         (status = 413, description = "Attributes over the size limit", body = ErrorBody),
         (status = 415, description = "The body is not `application/json`", body = ErrorBody),
-        (status = 421, description = "Scale-out mode: another instance owns the entity's partition", body = ErrorBody),
+        (status = 502, description = "Scale-out mode: the instance that owns the entity's partition did not answer", body = ErrorBody),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),
         (status = 403, description = "The token lacks the `admin` scope", body = ErrorBody),
-        (status = 503, description = "The store failed", body = ErrorBody),
+        (status = 503, description = "The store failed; or, in the scale-out mode, no instance owns the entity's partition right now (`no_owner`, with `partition`); retry after `Retry-After`", body = ErrorBody),
     ),
     security(("token" = ["admin"]), ())
 )]
 pub async fn put_entity(
     state: web::Data<AppState>,
+    request: HttpRequest,
     key: web::Path<String>,
     body: web::Json<EntityAttributes>,
 ) -> Result<HttpResponse, ApiError> {
@@ -175,8 +171,12 @@ pub async fn put_entity(
             limits.max_data_bytes
         )));
     }
+    if let Route::Owner(owner) = forward::route_entity(&state, &request, &key)? {
+        let body = serde_json::to_vec(&body.into_inner())
+            .map_err(|e| ApiError::Internal(format!("cannot encode the attributes: {e}")))?;
+        return forward::relay(&state, &request, &owner, body.into()).await;
+    }
     let runtime = &state.runtime;
-    refuse_if_not_owner(runtime, &key)?;
     let (tx, rx) = oneshot::channel();
     runtime.router.deliver(
         runtime,

@@ -51,10 +51,19 @@ pub enum ApiError {
     /// 409: the resource already exists.
     #[error("{0}")]
     Conflict(String),
-    /// 421: in the scale-out mode, another instance owns what was asked
-    /// for (the entity's partition).
+    /// 503: in the scale-out mode, no live instance owns the entity's
+    /// partition right now (a rebalance, or its owner is gone); retry.
+    #[error("{message}")]
+    NoOwner {
+        /// The sentence.
+        message: String,
+        /// The partition of the entity's key.
+        partition: u16,
+    },
+    /// 502: in the scale-out mode, the instance that owns the entity's
+    /// partition (or one a clock advance was forwarded to) did not answer.
     #[error("{0}")]
-    NotOwner(String),
+    OwnerUnreachable(String),
     /// 413: the body or request is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -106,7 +115,8 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::NotOwner(_) => "not_owner",
+            ApiError::NoOwner { .. } => "no_owner",
+            ApiError::OwnerUnreachable(_) => "owner_unreachable",
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::Overloaded { .. } => "overloaded",
@@ -126,7 +136,8 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::NotOwner(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::NoOwner { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OwnerUnreachable(_) => StatusCode::BAD_GATEWAY,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -145,6 +156,11 @@ impl ResponseError for ApiError {
                 details.insert("oldest".into(), (*oldest).into());
                 details
             }
+            ApiError::NoOwner { partition, .. } => {
+                let mut details = Map::new();
+                details.insert("partition".into(), (*partition).into());
+                details
+            }
             _ => Map::new(),
         };
         let body = ErrorBody {
@@ -153,11 +169,16 @@ impl ResponseError for ApiError {
             details,
         };
         let mut response = HttpResponse::build(self.status_code()).json(body);
-        if let ApiError::Overloaded {
-            retry_after_secs, ..
-        } = self
-        {
-            if let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+        let retry_after = match self {
+            ApiError::Overloaded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            // NB: ownership moves within a rebalance, about a second.
+            ApiError::NoOwner { .. } => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }

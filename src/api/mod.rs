@@ -15,6 +15,7 @@
 //! | `GET /v1/alerts/ws` | [`ws::alerts_ws`] |
 //! | `GET /v1/entities/{key}`, `PUT /v1/entities/{key}` | [`entities::get_entity`], [`entities::put_entity`] |
 //! | `POST /v1/clock` | [`clock::advance_clock`] |
+//! | `GET /v1/instances` | [`instances::list_instances`] |
 //! | `GET /v1/receivers`, `POST /v1/receivers` | [`receivers::list_receivers`], [`receivers::create_receiver`] |
 //! | `GET /v1/receivers/{name}`, `PUT …`, `DELETE …` | [`receivers::get_receiver`], [`receivers::replace_receiver`], [`receivers::delete_receiver`] |
 //! | `GET /v1/receivers/{name}/failures`, `POST …/failures/{id}/resend`, `DELETE …/failures/{id}` | [`receivers::list_failures`], [`receivers::resend_failure`], [`receivers::discard_failure`] |
@@ -34,7 +35,9 @@ pub mod docs;
 pub mod entities;
 pub mod error;
 pub mod events;
+pub mod forward;
 pub mod health;
+pub mod instances;
 pub mod page;
 pub mod receivers;
 pub mod rules;
@@ -87,6 +90,8 @@ pub struct AppState {
     pub backtests: backtests::Jobs,
     /// Receivers, routes and silences.
     pub delivery: Arc<crate::delivery::Delivery>,
+    /// This instance and, in the scale-out mode, the others.
+    pub instances: Arc<crate::cluster::instances::Instances>,
 }
 
 /// Registers every route, the error handlers and the docs.
@@ -108,6 +113,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(alerts::configure)
         .configure(entities::configure)
         .configure(clock::configure)
+        .configure(instances::configure)
         .configure(receivers::configure)
         .configure(silences::configure)
         .configure(stats::configure)

@@ -10,6 +10,7 @@ use crate::actors::{checkpoint, Runtime, RuntimeConfig, Upkeep};
 use crate::api::auth::{self, Auth};
 use crate::api::{self, ApiLimits, AppState};
 use crate::catalog::Catalog;
+use crate::cluster::instances::{self, Identity, InstanceLog, InstanceLogConfig, Instances};
 use crate::ingest::DecodeLimits;
 use crate::journal::kafka::{KafkaConfig, KafkaJournal};
 use crate::journal::segment::SegmentConfig;
@@ -193,7 +194,25 @@ async fn serve(
         let (journal, durable_groups, config) = open_kafka(&settings, &store).await?;
         (journal, durable_groups, Some(config))
     };
+    let identity = Identity {
+        id: instances::instance_id(&settings.kafka.instance_id, &store)?,
+        url: instances::advertised_url(
+            &settings.kafka.advertised_url,
+            &settings.listen,
+            settings.tls.is_some(),
+            kafka.is_some(),
+        ),
+        started_at: crate::time::wall_now(),
+    };
+    let beat = std_duration(settings.kafka.heartbeat).max(std::time::Duration::from_millis(100));
+    let instances = Arc::new(Instances::new(
+        identity,
+        beat * settings.kafka.missed_heartbeats.max(1),
+    ));
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
+    if kafka.is_some() {
+        catalog.set_scale_out();
+    }
     let runtime = Runtime::new(
         store,
         Arc::clone(&journal),
@@ -269,6 +288,7 @@ async fn serve(
         metrics,
         backtests: Default::default(),
         delivery,
+        instances: Arc::clone(&instances),
     });
     #[cfg(unix)]
     actix_web::rt::spawn(close_subscribers_on_signal(Arc::clone(&runtime)));
@@ -298,8 +318,30 @@ async fn serve(
         None => server.bind(&settings.listen),
     }
     .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // NB: once listening, so the others can reach what it advertises.
+    let mut instance_log = match &kafka {
+        Some(config) => Some(
+            InstanceLog::start(
+                config,
+                InstanceLogConfig {
+                    topic: settings.kafka.topics.instances.clone(),
+                    heartbeat: beat,
+                },
+                Arc::clone(&instances),
+                Arc::clone(&journal),
+            )
+            .await
+            .context("cannot share this instance through the instances topic")?,
+        ),
+        None => None,
+    };
     server.run().await?;
 
+    // NB: first, so the others stop forwarding here before the partitions
+    // move.
+    if let Some(instance_log) = &mut instance_log {
+        instance_log.stop();
+    }
     tracing::info!("shutting down: persisting entity state");
     checkpoint::checkpoint(&runtime)
         .await

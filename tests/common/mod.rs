@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // each test file uses a different part of the harness
 
+pub mod kafka;
 pub mod lazyfs;
 pub mod tansu;
 pub mod webhook;

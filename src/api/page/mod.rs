@@ -1,6 +1,6 @@
 //! `GET /`: the live page — the last hour's rates, alerts as they fire,
-//! rules with an enable switch, receivers and silences, an entity timeline
-//! and counters. One self-contained HTML file
+//! rules with an enable switch, the instances and their partitions,
+//! receivers and silences, an entity timeline and counters. One self-contained HTML file
 //! compiled into the binary: no CDN, no network at run time.
 
 use actix_web::{web, HttpResponse};
