@@ -9,6 +9,7 @@
 //!
 //! [`instances`] is the directory of instances, shared the same way.
 
+pub mod delivery;
 pub mod instances;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -134,6 +134,10 @@ pub struct KafkaTopics {
     /// The instances directory: each instance's URL and partitions,
     /// compacted, one partition (default `cepheus.instances`).
     pub instances: String,
+    /// Receivers, routes, silences and the sending instance's cursors,
+    /// compacted, one partition (default `cepheus.delivery`): every
+    /// instance has the same delivery configuration, and one sends.
+    pub delivery: String,
 }
 
 impl Default for KafkaSettings {
@@ -163,6 +167,7 @@ impl Default for KafkaTopics {
             changelog: "cepheus.changelog".into(),
             rules: "cepheus.rules".into(),
             instances: "cepheus.instances".into(),
+            delivery: "cepheus.delivery".into(),
         }
     }
 }

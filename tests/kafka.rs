@@ -71,6 +71,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.instances", 1, 1)
             .expect("the instances topic");
+        cluster
+            .create_topic("cepheus.delivery", 1, 1)
+            .expect("the delivery topic");
         Mock(cluster)
     }
 }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::tansu::Tansu;
-use common::{wait_until, Server, FAST_TIMING};
+use common::webhook::{Behaviour, Webhook};
+use common::{expect_json, wait_until, Server, FAST_TIMING};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 /// Partitions of the events topic: two per instance.
@@ -92,6 +94,10 @@ fn config(broker: &Tansu) -> String {
         r#"
 partitions = {PARTITIONS}
 {FAST_TIMING}
+[delivery]
+allow_private_urls = true
+backoff_initial = "20ms"
+backoff_max = "200ms"
 [kafka]
 brokers = "{}"
 ack_timeout = "20s"
@@ -366,4 +372,113 @@ fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
             "{key}: the pattern half-matched before the kill, the one around the restart, and x-then-y"
         );
     }
+}
+
+#[test]
+fn alerts_are_delivered_once_for_the_whole_group() {
+    let Some(broker) = Tansu::start() else { return };
+    let hook = Webhook::start(Behaviour::Ok);
+    let first = Server::start(&config(&broker));
+    wait_owning(&first, PARTITIONS);
+    let second = Server::start(&config(&broker));
+    wait_balanced(&[&first, &second]);
+    // Receivers, routes and silences made on one instance are on all.
+    expect_json(
+        second.post(
+            "/v1/receivers",
+            "application/json",
+            json!({"name": "hook", "url": hook.url()}).to_string(),
+        ),
+        StatusCode::CREATED,
+        "POST /v1/receivers",
+    );
+    wait_until("the receiver on the other instance", || {
+        (first.get("/v1/receivers/hook").status() == 200).then_some(())
+    });
+    expect_json(
+        first.put(
+            "/v1/routes",
+            "application/json",
+            json!({"routes": [{"receiver": "hook"}]}).to_string(),
+        ),
+        StatusCode::OK,
+        "PUT /v1/routes",
+    );
+    wait_until("the routes on the other instance", || {
+        let routes = second.get_json("/v1/routes");
+        (routes["routes"].as_array()?.len() == 1).then_some(())
+    });
+    let silence = expect_json(
+        first.post(
+            "/v1/silences",
+            "application/json",
+            json!({"matchers": {"key": "muted-*"}, "duration": "1h",
+                   "created_by": "test", "comment": "shared"})
+            .to_string(),
+        ),
+        StatusCode::CREATED,
+        "POST /v1/silences",
+    );
+    wait_until("the silence on the other instance", || {
+        let id = silence["id"].as_str()?;
+        let silences = second.get_json("/v1/silences");
+        silences["silences"]
+            .as_array()?
+            .iter()
+            .any(|s| s["id"] == id)
+            .then_some(())
+    });
+    first.create_rule(THREE_STEPS);
+    wait_until("the rule on the other instance", || {
+        (second.get("/v1/rules/a-b-c").status() == 200).then_some(())
+    });
+    let complete = |prefix: &str, servers: [&Server; 2]| {
+        for i in 0..10 {
+            let key = format!("{prefix}-{i}");
+            for (n, kind) in ["a", "b", "c"].iter().enumerate() {
+                post_acknowledged(servers[(i + n) % 2], &json!([event(&key, kind, n as u32)]));
+            }
+        }
+    };
+    complete("acct", [&first, &second]);
+    complete("muted", [&first, &second]);
+    let delivered_once = |n: usize| {
+        settle(
+            &format!("{n} alerts delivered"),
+            || (hook.accepted_alerts().len() >= n).then_some(()),
+            || format!("{} delivered", hook.accepted_alerts().len()),
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let ids: Vec<String> = hook
+            .accepted_alerts()
+            .iter()
+            .filter_map(|a| a["id"].as_str().map(str::to_owned))
+            .collect();
+        let distinct: HashSet<&String> = ids.iter().collect();
+        assert_eq!(ids.len(), n, "each alert delivered once: {ids:?}");
+        assert_eq!(distinct.len(), n);
+        assert!(
+            hook.accepted_alerts()
+                .iter()
+                .all(|a| !a["key"].as_str().unwrap_or("").starts_with("muted-")),
+            "the silence holds back what it matches on every instance"
+        );
+    };
+    delivered_once(10);
+    // The instance that sends (it evaluates partition 0) stops: the other
+    // takes over from the cursor it told.
+    let sends = |server: &Server| {
+        server.get_json("/readyz")["partitions"]["assigned"]
+            .as_array()
+            .is_some_and(|a| a.contains(&json!(0)))
+    };
+    let (mut sender, stays) = if sends(&first) {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    sender.stop();
+    wait_owning(&stays, PARTITIONS);
+    complete("later", [&stays, &stays]);
+    delivered_once(20);
 }

@@ -263,6 +263,18 @@ async fn serve(
     let delivery = crate::delivery::Delivery::open(Arc::clone(&runtime), settings.delivery.clone())
         .map_err(|e| anyhow::anyhow!("the [delivery] settings are invalid: {e}"))?;
     runtime.store.sync().await?;
+    let delivery_log = match &kafka {
+        Some(config) => Some(
+            crate::cluster::delivery::DeliveryLog::start(
+                config,
+                &settings.kafka.topics.delivery,
+                Arc::clone(&delivery),
+            )
+            .await
+            .context("cannot share delivery through the delivery topic")?,
+        ),
+        None => None,
+    };
     delivery.start();
     tracing::info!(
         listen = %settings.listen,
@@ -348,6 +360,9 @@ async fn serve(
         .context("final checkpoint failed")?;
     if let Some(rule_log) = &rule_log {
         rule_log.stop();
+    }
+    if let Some(delivery_log) = &delivery_log {
+        delivery_log.stop();
     }
     journal.close();
     runtime.store.flush_blocking()?;

@@ -429,7 +429,7 @@ fn consume(consumer: &BaseConsumer, instances: &Instances, closing: &AtomicBool)
 
 /// Creates `topic` (one partition, compacted) when missing; refuses one of
 /// more partitions (the directory needs one order).
-async fn ensure_topic(config: &KafkaConfig, topic: &str) -> anyhow::Result<()> {
+pub(crate) async fn ensure_topic(config: &KafkaConfig, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(config)
         // NB: asking for a missing topic's metadata must not create it
         // with the broker's default settings.

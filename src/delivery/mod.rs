@@ -122,6 +122,31 @@ pub struct Delivery {
     writing: Mutex<()>,
     /// The TLS client configuration for `https://` receivers.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where local changes are told (the scale-out mode's delivery topic);
+    /// changes made before it is set wait in `untold`.
+    changes: Mutex<Option<std::sync::mpsc::Sender<DeliveryChange>>>,
+    untold: Mutex<Vec<DeliveryChange>>,
+}
+
+/// A change of receivers, routes, silences or a receiver's cursor, as the
+/// scale-out mode shares it between instances (`src/cluster/delivery.rs`):
+/// every instance keeps the same configuration, and the one instance that
+/// sends ([`Delivery::sends_here`]) tells how far each receiver got, so
+/// the next one goes on from there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryChange {
+    /// A receiver created or replaced.
+    Receiver(Box<StoredReceiver>),
+    /// A receiver removed.
+    ReceiverDeleted(String),
+    /// The routes replaced.
+    Routes(StoredRoutes),
+    /// A silence created or expired.
+    Silence(Box<Silence>),
+    /// A silence forgotten.
+    SilenceRemoved(String),
+    /// Receiver `.0` finished every alert up to seq `.1`.
+    Cursor(String, u64),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -151,6 +176,8 @@ impl Delivery {
             status: Mutex::new(HashMap::new()),
             arbiter: Mutex::new(None),
             writing: Mutex::new(()),
+            changes: Mutex::new(None),
+            untold: Mutex::new(Vec::new()),
             runtime,
         });
         delivery.reload()?;
@@ -197,6 +224,109 @@ impl Delivery {
         // NB: the arbiter runs until the process ends; dropping this handle
         // does not stop it.
         std::mem::forget(arbiter);
+    }
+
+    /// Tells every later local change to `changes`, starting with those
+    /// made since the open (the config file's).
+    pub fn tell_changes(&self, changes: std::sync::mpsc::Sender<DeliveryChange>) {
+        for change in lock(&self.untold).drain(..) {
+            let _ = changes.send(change);
+        }
+        *lock(&self.changes) = Some(changes);
+    }
+
+    fn told(&self, change: DeliveryChange) {
+        match lock(&self.changes).as_ref() {
+            Some(changes) => {
+                let _ = changes.send(change);
+            }
+            None if self.runtime.journal.ownership().is_some() => lock(&self.untold).push(change),
+            None => {}
+        }
+    }
+
+    /// Whether this instance sends notifications. In the scale-out mode
+    /// only one instance of the group does: the one evaluating partition 0
+    /// of the events topic (the group gives it to exactly one member), so
+    /// each alert is delivered once for the whole group. The others follow
+    /// its cursors.
+    pub fn sends_here(&self) -> bool {
+        let journal = &self.runtime.journal;
+        match journal.ownership() {
+            None => true,
+            Some(ownership) => ownership.assigned.contains(&0) && journal.evaluates(0),
+        }
+    }
+
+    /// Tells the other instances how far receiver `name` got (the sending
+    /// instance's workers call this as their cursor moves).
+    pub fn tell_cursor(&self, name: &str, cursor: u64) {
+        if lock(&self.changes).is_some() {
+            self.told(DeliveryChange::Cursor(name.to_owned(), cursor));
+        }
+    }
+
+    /// Applies a change another instance made; answers whether anything
+    /// changed here.
+    pub fn apply_remote(self: &Arc<Self>, change: DeliveryChange) -> Result<bool, DeliveryError> {
+        let _writing = lock(&self.writing);
+        let store = self.store().delivery();
+        match change {
+            DeliveryChange::Receiver(stored) => {
+                let current = store.receiver(&stored.spec.name)?;
+                if current.as_ref() == Some(&*stored) {
+                    return Ok(false);
+                }
+                let cursor = current.is_none().then(|| self.runtime.alerts.published());
+                store.put_receiver(&stored, cursor)?;
+                self.reload()?;
+                if current.is_none() {
+                    self.spawn_worker(stored.spec.name.clone());
+                }
+            }
+            DeliveryChange::ReceiverDeleted(name) => {
+                if !store.delete_receiver(&name)? {
+                    return Ok(false);
+                }
+                lock(&self.status).remove(&name);
+                self.reload()?;
+            }
+            DeliveryChange::Routes(stored) => {
+                if self.directory().routes == stored {
+                    return Ok(false);
+                }
+                store.put_routes(&stored)?;
+                self.reload()?;
+            }
+            DeliveryChange::Silence(silence) => {
+                if self.silences().iter().any(|s| *s == *silence) {
+                    return Ok(false);
+                }
+                store.put_silence(&silence)?;
+                self.replace_silences(move |all| {
+                    match all.iter_mut().find(|s| s.id == silence.id) {
+                        Some(s) => *s = *silence,
+                        None => all.push(*silence),
+                    }
+                });
+            }
+            DeliveryChange::SilenceRemoved(id) => {
+                if !self.silences().iter().any(|s| s.id == id) {
+                    return Ok(false);
+                }
+                store.remove_silence(&id)?;
+                self.replace_silences(|all| all.retain(|s| s.id != id));
+            }
+            DeliveryChange::Cursor(name, seq) => {
+                // NB: the sending instance's own cursor is its workers'.
+                if self.sends_here() || store.cursor(&name)?.is_some_and(|c| c >= seq) {
+                    return Ok(false);
+                }
+                store.set_cursor(&name, seq)?;
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn spawn_worker(self: &Arc<Self>, name: String) {
@@ -337,6 +467,7 @@ impl Delivery {
         if current.is_none() {
             self.spawn_worker(stored.spec.name.clone());
         }
+        self.told(DeliveryChange::Receiver(Box::new(stored.clone())));
         Ok(stored)
     }
 
@@ -355,7 +486,9 @@ impl Delivery {
             )));
         }
         lock(&self.status).remove(name);
-        self.reload()
+        self.reload()?;
+        self.told(DeliveryChange::ReceiverDeleted(name.to_owned()));
+        Ok(())
     }
 
     /// Replaces the route list (version + 1).
@@ -380,6 +513,7 @@ impl Delivery {
         };
         self.store().delivery().put_routes(&stored)?;
         self.reload()?;
+        self.told(DeliveryChange::Routes(stored.clone()));
         Ok(stored)
     }
 
@@ -422,11 +556,13 @@ impl Delivery {
             .collect();
         for id in &old {
             self.store().delivery().remove_silence(id)?;
+            self.told(DeliveryChange::SilenceRemoved(id.clone()));
         }
         self.replace_silences(|all| {
             all.retain(|s| !old.contains(&s.id));
             all.push(silence.clone());
         });
+        self.told(DeliveryChange::Silence(Box::new(silence.clone())));
         Ok(silence)
     }
 
@@ -448,6 +584,7 @@ impl Delivery {
                 *s = copy;
             }
         });
+        self.told(DeliveryChange::Silence(Box::new(silence.clone())));
         Ok(silence)
     }
 

@@ -29,6 +29,10 @@ use crate::time::Duration;
 const READ_PAGE: usize = 500;
 /// Longest sleep of an idle task (it also wakes on new alerts and changes).
 const IDLE_WAKE: StdDuration = StdDuration::from_secs(1);
+/// Shortest interval between two cursors told to the other instances
+/// while busy (the scale-out mode): a new sender re-sends at most this
+/// much, with the same idempotency keys.
+const CURSOR_TELL: StdDuration = StdDuration::from_millis(250);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone)]
@@ -227,7 +231,39 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
         return;
     };
     tracing::debug!(receiver = %name, cursor, "delivery task started");
+    // The cursor last told to the other instances, and when.
+    let mut told = (cursor, std::time::Instant::now());
     loop {
+        if !delivery.sends_here() {
+            // Another instance of the group sends (the scale-out mode):
+            // hold nothing, follow the cursor it tells, and go on from
+            // there if this one becomes the sender.
+            batcher = Batcher::default();
+            held.clear();
+            if let Ok(Some(shared)) = store.delivery().cursor(&name) {
+                cursor = cursor.max(shared);
+            }
+            read = cursor;
+            told = (cursor, std::time::Instant::now());
+            delivery.update_status(&name, |s| {
+                s.cursor = cursor;
+                s.held = 0;
+            });
+            if delivery
+                .directory()
+                .receivers
+                .get(&name)
+                .map(|r| r.created_at)
+                != Some(created_at)
+            {
+                return;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(IDLE_WAKE) => {}
+            }
+            continue;
+        }
         let directory = delivery.directory();
         let Some(receiver) = directory
             .receivers
@@ -352,6 +388,10 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
                 tracing::error!(receiver = %name, error = %e, "cannot persist the receiver's cursor");
             }
         }
+        if cursor != told.0 && told.1.elapsed() >= CURSOR_TELL {
+            delivery.tell_cursor(&name, cursor);
+            told = (cursor, std::time::Instant::now());
+        }
         let backlog = delivery.runtime().alerts.published().saturating_sub(cursor);
         telemetry::delivery_queue(&name, backlog);
         delivery.update_status(&name, |s| {
@@ -369,6 +409,10 @@ pub async fn run(delivery: Arc<Delivery>, name: String) {
             && batcher.len() < settings.queue_len.max(1)
         {
             continue;
+        }
+        if cursor != told.0 {
+            delivery.tell_cursor(&name, cursor);
+            told = (cursor, std::time::Instant::now());
         }
         let sleep = wake_at.map_or(IDLE_WAKE, |at| {
             StdDuration::from_millis(at.saturating_sub(wall_now().millis()).max(1) as u64)
