@@ -428,3 +428,41 @@ fn a_killed_instance_resumes_its_partitions_on_the_mock_cluster() {
         "every key's pattern completed: {alerts:?}"
     );
 }
+
+/// A backtest in this mode reads what the events topic retains: every
+/// partition, also the events other instances evaluated.
+#[test]
+fn a_backtest_reads_the_events_topic_on_the_mock_cluster() {
+    let broker = Mock::start();
+    let server = Server::start(&config(&broker));
+    wait_owning(&server, PARTITIONS as usize);
+    server.create_rule(TWO_STEPS);
+    for i in 0..6 {
+        let key = format!("acct-{i}");
+        let mut events = vec![json!({"key": key, "type": "a", "time": "2026-01-01T00:00:00Z"})];
+        if i % 2 == 0 {
+            events.push(json!({"key": key, "type": "b", "time": "2026-01-01T00:00:01Z"}));
+        }
+        server.send_events(&Value::Array(events));
+    }
+    server.wait_alerts("", 3);
+    let request = json!({
+        "rule": {"id": "a-then-b"},
+        "compare": {"yaml": TWO_STEPS.replace("type == \"b\"", "type == \"a\" || type == \"b\"")},
+        "from": "2026-01-01T00:00:00Z",
+        "to": "2026-01-02T00:00:00Z",
+    });
+    let response = server
+        .http()
+        .post(server.url("/v1/rules/backtest?wait=true"))
+        .json(&request)
+        .send()
+        .expect("the backtest answers");
+    assert_eq!(response.status(), 200);
+    let job: Value = response.json().expect("a job");
+    assert_eq!(job["status"], "done", "{job}");
+    let result = &job["result"];
+    assert_eq!(result["events"], 9, "every event of the topic: {result}");
+    assert_eq!(result["runs"][0]["alerts_total"], 3, "{result}");
+    assert_eq!(result["runs"][1]["alerts_total"], 3, "{result}");
+}

@@ -991,6 +991,90 @@ impl KafkaJournal {
     }
 }
 
+/// Reads the whole events topic, each partition from its beginning to its
+/// end at the start, as one-event payloads (per key in order; keys of
+/// different partitions interleave). Records that are not events are
+/// skipped: they are dead letters already.
+struct TopicReader {
+    consumer: BaseConsumer<ReaderContext>,
+    pending: HashSet<i32>,
+    decode: RecordDecoder,
+    /// When a record or an end last arrived.
+    progressed: std::time::Instant,
+}
+
+/// Longest wait for the brokers while reading the events topic back.
+const READ_STALL: StdDuration = StdDuration::from_secs(30);
+
+impl TopicReader {
+    fn open(config: &KafkaConfig) -> Result<TopicReader, JournalError> {
+        let consumer: BaseConsumer<ReaderContext> = client_config(config)
+            .set("group.id", format!("{}-backtest", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create_with_context(ReaderContext)
+            .map_err(|e| kafka_error("cannot read the events topic", e))?;
+        let mut list = TopicPartitionList::new();
+        for partition in 0..i32::from(config.partitions.max(1)) {
+            list.add_partition_offset(&config.events_topic, partition, Offset::Beginning)
+                .map_err(|e| kafka_error("cannot read the events topic", e))?;
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("cannot read the events topic", e))?;
+        Ok(TopicReader {
+            consumer,
+            pending: (0..i32::from(config.partitions.max(1))).collect(),
+            decode: Arc::clone(&config.decode),
+            progressed: std::time::Instant::now(),
+        })
+    }
+}
+
+impl Iterator for TopicReader {
+    type Item = Result<(u64, Timestamp, Payload), JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.pending.is_empty() {
+            if self.progressed.elapsed() > READ_STALL {
+                self.pending.clear();
+                return Some(Err(JournalError::Io(format!(
+                    "the Kafka brokers sent nothing of the events topic for {READ_STALL:?}"
+                ))));
+            }
+            match self.consumer.poll(StdDuration::from_millis(100)) {
+                None => {}
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.progressed = std::time::Instant::now();
+                    self.pending.remove(&partition);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "reading the events topic back"),
+                Some(Ok(message)) => {
+                    self.progressed = std::time::Instant::now();
+                    let time = message
+                        .timestamp()
+                        .to_millis()
+                        .map(Timestamp)
+                        .unwrap_or_else(wall_now);
+                    let Some(value) = message.payload() else {
+                        continue;
+                    };
+                    if let Ok(event) = (self.decode)(value, time) {
+                        let payload = Payload {
+                            events: vec![event],
+                            ..Payload::default()
+                        };
+                        return Some(Ok((message.offset() as u64 + 1, time, payload)));
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
 fn format_headers() -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: FORMAT_HEADER,
@@ -1202,9 +1286,13 @@ impl Journal for KafkaJournal {
         _through: u64,
         _wanted: Wanted,
     ) -> Box<dyn Iterator<Item = Result<(u64, Timestamp, Payload), JournalError>> + Send + '_> {
-        // NB: the topics are the log; reading them back for backtests is
-        // not built yet (docs/kafka.md).
-        Box::new(std::iter::empty())
+        // NB: the topics are the log: a backtest reads what the events
+        // topic retains, every partition up to its end now (positions do
+        // not apply: each partition has its own offsets).
+        match TopicReader::open(&self.config) {
+            Ok(reader) => Box::new(reader),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        }
     }
 
     fn attach(&self, sink: Arc<dyn EventSink>, pace: Pace) {
