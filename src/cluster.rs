@@ -1,4 +1,4 @@
-//! The scale-out mode's shared rules (`docs/kafka.md`): a rule registered
+//! The scale-out mode's shared rules (`docs/scale-out.md`): a rule registered
 //! on one instance is live on all of them.
 //!
 //! Every local change of the catalog is produced to the compacted rules

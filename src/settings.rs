@@ -66,11 +66,11 @@ pub struct Settings {
     /// refused, so an open API is never exposed by accident).
     pub insecure: bool,
     /// The scale-out mode: a Kafka-API log instead of the embedded journal
-    /// (`docs/kafka.md`); off while `kafka.brokers` is empty.
+    /// (`docs/scale-out.md`); off while `kafka.brokers` is empty.
     pub kafka: KafkaSettings,
 }
 
-/// The Kafka-API log of the scale-out mode (`docs/kafka.md`).
+/// The Kafka-API log of the scale-out mode (`docs/scale-out.md`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSettings {

@@ -1,5 +1,5 @@
 //! Requests one instance answers with another's help in the scale-out mode
-//! (`docs/kafka.md`): an entity request goes to the owner of the key's
+//! (`docs/scale-out.md`): an entity request goes to the owner of the key's
 //! partition, found in the instances directory, and a clock advance goes
 //! to every live instance.
 //!

@@ -20,7 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct Status {
     /// `ok`.
     pub status: String,
-    /// In the scale-out mode (`docs/kafka.md`): the partitions this
+    /// In the scale-out mode (`docs/scale-out.md`): the partitions this
     /// instance owns and those still being read up to their end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<crate::journal::Ownership>,

@@ -62,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "CEPHEUS_INSECURE")]
     pub insecure: bool,
     /// Scale out on a Kafka-API log: its bootstrap brokers, `host:port,...`
-    /// (docs/kafka.md) [default: the embedded journal].
+    /// (docs/scale-out.md) [default: the embedded journal].
     #[arg(long, env = "CEPHEUS_KAFKA", value_name = "BROKERS")]
     pub kafka: Option<String>,
 }
@@ -370,7 +370,7 @@ async fn serve(
     Ok(())
 }
 
-/// Opens the Kafka journal of the scale-out mode (`docs/kafka.md`).
+/// Opens the Kafka journal of the scale-out mode (`docs/scale-out.md`).
 async fn open_kafka(
     settings: &Settings,
     store: &Store,

@@ -1,4 +1,4 @@
-//! The scale-out mode's instances directory (`docs/kafka.md`): which
+//! The scale-out mode's instances directory (`docs/scale-out.md`): which
 //! instance evaluates which partitions, and where its HTTP API is.
 //!
 //! ```text

@@ -1,5 +1,5 @@
 //! The Kafka-API journal: the scale-out mode's implementation of
-//! [`Journal`] over an Apache Kafka, Redpanda or tansu log (`docs/kafka.md`).
+//! [`Journal`] over an Apache Kafka, Redpanda or tansu log (`docs/scale-out.md`).
 //!
 //! ```text
 //! POST /v1/events ─► append: produce to the events topic (key = entity key,
