@@ -79,15 +79,7 @@ pub struct Catalog {
     compiled: Mutex<BTreeMap<String, (StoredRule, Arc<Rule>)>>,
     /// Where local changes are told (the scale-out mode's rule log).
     changes: Mutex<Option<std::sync::mpsc::Sender<RuleChange>>>,
-    /// The scale-out mode: rules with `partition_by` are refused.
-    scale_out: std::sync::atomic::AtomicBool,
 }
-
-/// Why the scale-out mode refuses `partition_by` (docs/scale-out.md).
-const NO_PARTITION_BY: &str = "`partition_by` is not supported in the scale-out mode (cepheus serve --kafka) yet: \
-     an event's other keys may live in partitions other instances own, and without a repartition topic \
-     their entities would see only this instance's share of the events. Key the events by the entity \
-     this rule watches instead, or run the rule on an embedded instance";
 
 impl Catalog {
     /// Loads and compiles every stored rule. A stored rule that no longer
@@ -112,30 +104,7 @@ impl Catalog {
             limits,
             compiled: Mutex::new(compiled),
             changes: Mutex::new(None),
-            scale_out: std::sync::atomic::AtomicBool::new(false),
         })
-    }
-
-    /// The scale-out mode: refuses rules this mode cannot evaluate as the
-    /// embedded mode would (`partition_by`), with the reason.
-    pub fn set_scale_out(&self) {
-        self.scale_out
-            .store(true, std::sync::atomic::Ordering::Release);
-        for (stored, _) in self.lock().values() {
-            if stored.document.partition_by.is_some() {
-                tracing::warn!(rule = %stored.document.id, "{NO_PARTITION_BY}");
-            }
-        }
-    }
-
-    /// Refuses what the mode cannot evaluate.
-    fn check_mode(&self, rule: Rule) -> Result<Rule, Vec<Problem>> {
-        if self.scale_out.load(std::sync::atomic::Ordering::Acquire)
-            && rule.document.partition_by.is_some()
-        {
-            return Err(vec![Problem::new("partition_by", NO_PARTITION_BY)]);
-        }
-        Ok(rule)
     }
 
     /// Tells every later local change to `changes` (the scale-out mode
@@ -206,9 +175,7 @@ impl Catalog {
 
     /// Checks a rule text without saving it.
     pub fn validate(&self, text: &str, format: Format) -> Result<Rule, CatalogError> {
-        rules::load(text, format, 1, &self.limits)
-            .and_then(|rule| self.check_mode(rule))
-            .map_err(CatalogError::Invalid)
+        rules::load(text, format, 1, &self.limits).map_err(CatalogError::Invalid)
     }
 
     /// Creates a rule from text.
@@ -373,9 +340,7 @@ impl Catalog {
                 Format::from_path(&file).unwrap_or(Format::Yaml),
                 1,
                 &self.limits,
-            )
-            .and_then(|rule| self.check_mode(rule))
-            {
+            ) {
                 Ok(rule) => loaded.push((file, rule.document)),
                 Err(problems) => {
                     errors.extend(problems.iter().map(|p| format!("{}: {p}", file.display())))
@@ -412,9 +377,7 @@ impl Catalog {
     }
 
     fn read(&self, text: &str, format: Format) -> Result<RuleDocument, CatalogError> {
-        let rule = rules::load(text, format, 1, &self.limits)
-            .and_then(|rule| self.check_mode(rule))
-            .map_err(CatalogError::Invalid)?;
+        let rule = rules::load(text, format, 1, &self.limits).map_err(CatalogError::Invalid)?;
         Ok(rule.document)
     }
 

@@ -138,6 +138,9 @@ pub struct KafkaTopics {
     /// compacted, one partition (default `cepheus.delivery`): every
     /// instance has the same delivery configuration, and one sends.
     pub delivery: String,
+    /// Events for the keys `partition_by` rules give them, as many
+    /// partitions as the events topic (default `cepheus.repartition`).
+    pub repartition: String,
 }
 
 impl Default for KafkaSettings {
@@ -168,6 +171,7 @@ impl Default for KafkaTopics {
             rules: "cepheus.rules".into(),
             instances: "cepheus.instances".into(),
             delivery: "cepheus.delivery".into(),
+            repartition: "cepheus.repartition".into(),
         }
     }
 }

@@ -74,6 +74,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.delivery", 1, 1)
             .expect("the delivery topic");
+        cluster
+            .create_topic("cepheus.repartition", PARTITIONS, 1)
+            .expect("the repartition topic");
         Mock(cluster)
     }
 }

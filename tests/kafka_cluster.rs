@@ -482,3 +482,74 @@ fn alerts_are_delivered_once_for_the_whole_group() {
     complete("later", [&stays, &stays]);
     delivered_once(20);
 }
+
+/// Declines counted per merchant, whichever card (key) they come from.
+const MERCHANT_BURST: &str = r#"
+id: merchant-burst
+severity: high
+partition_by: data.merchant
+threshold:
+  match: type == "decline"
+  window: {sliding: 10m}
+  aggregate: count
+  at_least: 3
+alert:
+  message: "merchant {{key}}: {{count}} declines"
+"#;
+
+#[test]
+fn a_partition_by_rule_gives_the_alerts_of_one_embedded_instance() {
+    let Some(broker) = Tansu::start() else { return };
+    let first = Server::start(&config(&broker));
+    wait_owning(&first, PARTITIONS);
+    let second = Server::start(&config(&broker));
+    wait_balanced(&[&first, &second]);
+    let embedded = Server::start(FAST_TIMING);
+    first.create_rule(MERCHANT_BURST);
+    embedded.create_rule(MERCHANT_BURST);
+    wait_until("the rule on the other instance", || {
+        (second.get("/v1/rules/merchant-burst").status() == 200).then_some(())
+    });
+    // Cards spread over every partition decline at three merchants; each
+    // merchant's entity lives in one partition, owned by one instance.
+    let instances = [&first, &second];
+    for i in 0..15u32 {
+        let event = json!([{
+            "id": format!("d-{i}"),
+            "key": format!("card-{}", i * 7),
+            "type": "decline",
+            "time": format!("2026-01-01T00:00:{:02}Z", i),
+            "data": {"merchant": format!("m-{}", i % 3)},
+        }]);
+        post_acknowledged(instances[i as usize % 2], &event);
+        post_acknowledged(&embedded, &event);
+        // NB: a merchant's events come from several partitions through the
+        // repartition topic, in the order their owners consume them: one
+        // at a time keeps that the order of acceptance, as embedded (out
+        // of order, an event behind the merchant's clock would be late).
+        let merchant = format!("/v1/entities/m-{}", i % 3);
+        let time = format!("2026-01-01T00:00:{i:02}");
+        settle(
+            "the merchant's entity evaluated the decline",
+            || {
+                let response = instances[0].get(&merchant);
+                let view: Value = (response.status() == 200).then(|| response.json().ok())??;
+                view["clock"].as_str()?.starts_with(&time).then_some(())
+            },
+            || instances[0].get(&merchant).text().unwrap_or_default(),
+        );
+    }
+    embedded.wait_alerts("limit=1000", 3);
+    std::thread::sleep(Duration::from_secs(1));
+    let alone = embedded.alerts("limit=1000");
+    let servers = [&first, &second];
+    let together = wait_same_alerts(&servers, alone.len());
+    let alone_ids: HashSet<&str> = alone.iter().filter_map(|a| a["id"].as_str()).collect();
+    let together_ids: HashSet<&str> = together.keys().map(String::as_str).collect();
+    assert_eq!(
+        together_ids, alone_ids,
+        "the same per-merchant alerts, with the same ids, as one embedded instance"
+    );
+    let merchants: HashSet<&str> = together.values().map(|(_, key)| key.as_str()).collect();
+    assert_eq!(merchants, HashSet::from(["m-0", "m-1", "m-2"]));
+}

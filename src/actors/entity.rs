@@ -28,6 +28,12 @@ pub struct Delivery {
     pub index: u32,
     /// The event.
     pub event: Arc<Event>,
+    /// For an event of another key that a `partition_by` rule sends here
+    /// through the scale-out mode's repartition topic: its partition and
+    /// offset in the events topic. Such a delivery is skipped if the entity
+    /// applied that record already (the repartition topic may hold it
+    /// twice after a crash); `lsn` and `index` then only name it.
+    pub source: Option<(u16, u64)>,
 }
 
 /// Everything an entity actor is asked to do. One message type, so every
@@ -95,6 +101,9 @@ pub struct EntityActor {
     state: KeyState,
     anchor: Option<ClockAnchor>,
     applied: (u64, u32),
+    /// Per partition of the events topic, the offset of the last record
+    /// applied that came through the repartition topic (scale-out mode).
+    repartitioned: Vec<(u16, u64)>,
     /// The timer entry the last written snapshot carries.
     stored_timer: Option<Timestamp>,
     /// The wall time registered with the in-memory timer service.
@@ -131,6 +140,7 @@ impl EntityActor {
             id,
             anchor: None,
             applied: (0, 0),
+            repartitioned: Vec::new(),
             stored_timer: None,
             live_timer: None,
             dirty: false,
@@ -145,6 +155,7 @@ impl EntityActor {
             Ok(Some(snapshot)) => {
                 self.state = snapshot.state;
                 self.applied = snapshot.applied;
+                self.repartitioned = snapshot.repartitioned;
                 self.anchor = snapshot.anchor;
                 self.stored_timer = snapshot.timer_due;
             }
@@ -183,7 +194,14 @@ impl EntityActor {
         let mut alerts = Vec::new();
         let mut late = Vec::new();
         for d in deliveries {
-            if (d.lsn, d.index) <= self.applied {
+            let applied = match d.source {
+                None => (d.lsn, d.index) <= self.applied,
+                Some((partition, offset)) => self
+                    .repartitioned
+                    .iter()
+                    .any(|&(p, o)| p == partition && o >= offset),
+            };
+            if applied {
                 continue;
             }
             let before = self.state.clock;
@@ -206,7 +224,15 @@ impl EntityActor {
             }
             telemetry::dropped(&outcome.dropped);
             alerts.extend(outcome.alerts);
-            self.applied = (d.lsn, d.index);
+            match d.source {
+                None => self.applied = (d.lsn, d.index),
+                Some((partition, offset)) => {
+                    match self.repartitioned.iter_mut().find(|(p, _)| *p == partition) {
+                        Some(mark) => mark.1 = offset,
+                        None => self.repartitioned.push((partition, offset)),
+                    }
+                }
+            }
         }
         self.dirty = true;
         self.record_alerts(&alerts);
@@ -336,6 +362,7 @@ impl EntityActor {
             self.applied,
             self.anchor,
             timer_due,
+            &self.repartitioned,
         ) {
             Ok(encoded) => encoded,
             Err(e) => {

@@ -296,10 +296,56 @@ impl EventSink for SharedRouting {
     fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
         Routing::new(&self.runtime).accepted(lsn, first, events);
     }
+
+    fn accepted_own(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        Routing::new(&self.runtime).accepted_own(lsn, first, events);
+    }
+
+    fn partition_routes(&self, event: &Event) -> Vec<String> {
+        Routing::new(&self.runtime).partition_routes(event)
+    }
+
+    fn repartitioned(&self, key: &str, source: (u16, u64), event: Arc<Event>) {
+        Routing::new(&self.runtime).repartitioned(key, source, event);
+    }
 }
 
 impl EventSink for Routing<'_> {
     fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        self.route(lsn, first, events, true);
+    }
+
+    fn accepted_own(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        self.route(lsn, first, events, false);
+    }
+
+    fn partition_routes(&self, event: &Event) -> Vec<String> {
+        self.runtime.engine().partition_routes(event)
+    }
+
+    fn repartitioned(&self, key: &str, source: (u16, u64), event: Arc<Event>) {
+        // NB: the place only names the delivery (a late event's dead
+        // letter); `source` decides whether the entity applied it.
+        let delivery = Delivery {
+            lsn: source.1 + 1,
+            index: u32::from(source.0) + 1,
+            event,
+            source: Some(source),
+        };
+        let now = std::time::Instant::now();
+        self.runtime.router.deliver(
+            self.runtime,
+            key,
+            EntityMsg::Deliver(vec![delivery], now),
+            1,
+        );
+    }
+}
+
+impl Routing<'_> {
+    /// Routes each event to its own key and, with `others`, to the keys
+    /// `partition_by` rules give it.
+    fn route(&self, lsn: u64, first: u32, events: &[Arc<Event>], others: bool) {
         use std::borrow::Cow;
         let engine = self.runtime.engine();
         // Groups in order of first appearance; keys borrowed from the events
@@ -308,12 +354,17 @@ impl EventSink for Routing<'_> {
         let mut group_of: rustc_hash::FxHashMap<Cow<'_, str>, usize> = Default::default();
         for (i, event) in events.iter().enumerate() {
             let own = std::iter::once(Cow::Borrowed(event.key.as_str()));
-            let others = engine.partition_routes(event).into_iter().map(Cow::Owned);
-            for key in own.chain(others) {
+            let derived = if others {
+                engine.partition_routes(event)
+            } else {
+                Vec::new()
+            };
+            for key in own.chain(derived.into_iter().map(Cow::Owned)) {
                 let delivery = Delivery {
                     lsn,
                     index: first + i as u32,
                     event: Arc::clone(event),
+                    source: None,
                 };
                 match group_of.get(&key) {
                     Some(&g) => groups[g].1.push(delivery),

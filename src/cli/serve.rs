@@ -210,9 +210,6 @@ async fn serve(
         beat * settings.kafka.missed_heartbeats.max(1),
     ));
     let catalog = Arc::new(Catalog::open(store.clone(), settings.limits.rules.clone())?);
-    if kafka.is_some() {
-        catalog.set_scale_out();
-    }
     let runtime = Runtime::new(
         store,
         Arc::clone(&journal),
@@ -393,6 +390,7 @@ async fn open_kafka(
         alerts_topic: kafka.topics.alerts.clone(),
         rules_topic: kafka.topics.rules.clone(),
         changelog_topic: kafka.topics.changelog.clone(),
+        repartition_topic: kafka.topics.repartition.clone(),
         group_id: kafka.group_id.clone(),
         client_id: kafka.client_id.clone(),
         partitions: store.partitions(),

@@ -82,6 +82,9 @@ pub struct KafkaConfig {
     /// The changelog topic: entity snapshots per partition (compacted,
     /// as many partitions as the events topic).
     pub changelog_topic: String,
+    /// The repartition topic: events for the keys `partition_by` rules
+    /// give them (as many partitions as the events topic).
+    pub repartition_topic: String,
     /// The consumer group.
     pub group_id: String,
     /// The client id.
@@ -176,13 +179,50 @@ struct Partitions {
     evaluating: HashSet<i32>,
     /// An assignment (possibly empty) has been received.
     assignment_seen: bool,
-    /// The next offset after the last routed record, per partition.
-    routed: HashMap<i32, i64>,
+    /// The next offset after the last routed record, per topic and
+    /// partition (an events-topic record counts as routed once the records
+    /// it gave the repartition topic are acknowledged).
+    routed: HashMap<(Topic, i32), i64>,
     /// Each checkpoint mark's copy of `routed`.
-    marks: BTreeMap<u64, HashMap<i32, i64>>,
+    marks: BTreeMap<u64, HashMap<(Topic, i32), i64>>,
     /// The offsets the last durable checkpoint covers, per partition (the
     /// stop commits them).
-    checkpointed: HashMap<i32, i64>,
+    checkpointed: HashMap<(Topic, i32), i64>,
+}
+
+/// The two topics the group consumer reads, with the same partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Topic {
+    /// Events, by their own key.
+    Events,
+    /// Events for the keys `partition_by` rules give them.
+    Repartition,
+}
+
+impl Topic {
+    fn name(self, events: &str, repartition: &str) -> String {
+        match self {
+            Topic::Events => events.to_owned(),
+            Topic::Repartition => repartition.to_owned(),
+        }
+    }
+}
+
+/// Offsets to commit as a list for librdkafka.
+fn offset_list(
+    offsets: impl IntoIterator<Item = ((Topic, i32), i64)>,
+    events: &str,
+    repartition: &str,
+) -> TopicPartitionList {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        let _ = list.add_partition_offset(
+            &topic.name(events, repartition),
+            partition,
+            Offset::Offset(offset),
+        );
+    }
+    list
 }
 
 /// Records assignments for the consumer thread (eager protocol: every
@@ -205,6 +245,7 @@ struct Handoff {
     reader: BaseConsumer<ReaderContext>,
     changelog_topic: String,
     events_topic: String,
+    repartition_topic: String,
     closing: Arc<AtomicBool>,
 }
 
@@ -299,7 +340,7 @@ impl Handoff {
         &self,
         consumer: &BaseConsumer<GroupContext>,
         revoked: &[i32],
-        routed: Vec<(i32, i64)>,
+        routed: Vec<((Topic, i32), i64)>,
     ) {
         let Some(state) = self.state.get() else {
             return;
@@ -319,11 +360,7 @@ impl Handoff {
                 return;
             }
         }
-        let mut list = TopicPartitionList::new();
-        for (partition, offset) in routed {
-            let _ =
-                list.add_partition_offset(&self.events_topic, partition, Offset::Offset(offset));
-        }
+        let list = offset_list(routed, &self.events_topic, &self.repartition_topic);
         if list.count() > 0 {
             if let Err(e) = consumer.commit(&list, rdkafka::consumer::CommitMode::Sync) {
                 tracing::warn!(error = %e, "cannot commit the revoked partitions' offsets; their next owner re-reads from the last commit");
@@ -383,17 +420,20 @@ impl ClientContext for GroupContext {
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
-            let revoked: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
-            let routed: Vec<(i32, i64)> = {
+            let mut revoked: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+            revoked.sort_unstable();
+            revoked.dedup();
+            let routed: Vec<((Topic, i32), i64)> = {
                 let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
                 for partition in &revoked {
                     // NB: first, so timers and clock advances stop reaching
                     // these entities before they are written and dropped.
                     p.evaluating.remove(partition);
                 }
-                revoked
+                p.routed
                     .iter()
-                    .filter_map(|r| p.routed.get(r).map(|o| (*r, *o)))
+                    .filter(|((_, partition), _)| revoked.contains(partition))
+                    .map(|(k, o)| (*k, *o))
                     .collect()
             };
             if !revoked.is_empty() {
@@ -430,8 +470,9 @@ impl ConsumerContext for GroupContext {
                     p.assigned.remove(&e.partition());
                     p.restoring.remove(&e.partition());
                     p.evaluating.remove(&e.partition());
-                    p.routed.remove(&e.partition());
-                    p.checkpointed.remove(&e.partition());
+                    let partition = e.partition();
+                    p.routed.retain(|(_, q), _| *q != partition);
+                    p.checkpointed.retain(|(_, q), _| *q != partition);
                 }
                 tracing::info!("partitions revoked");
             }
@@ -523,6 +564,7 @@ impl KafkaJournal {
             reader,
             changelog_topic: config.changelog_topic.clone(),
             events_topic: config.events_topic.clone(),
+            repartition_topic: config.repartition_topic.clone(),
             closing: Arc::clone(&closing),
         });
         let session_ms = config.session_timeout.as_millis().clamp(1_000, 3_600_000);
@@ -555,8 +597,14 @@ impl KafkaJournal {
                 handoff: Arc::clone(&handoff),
             })
             .map_err(|e| kafka_error("cannot create the Kafka consumer", e))?;
+        // NB: the range assignor gives each member the same partition
+        // numbers of both topics (they have as many partitions), so an
+        // entity's own events and those repartitioned to it meet here.
         consumer
-            .subscribe(&[config.events_topic.as_str()])
+            .subscribe(&[
+                config.events_topic.as_str(),
+                config.repartition_topic.as_str(),
+            ])
             .map_err(|e| kafka_error("cannot subscribe to the events topic", e))?;
         let (group_tx, group_rx) = std::sync::mpsc::channel();
         let (alert_tx, alert_rx) = std::sync::mpsc::channel();
@@ -655,10 +703,13 @@ impl KafkaJournal {
         lsn
     }
 
-    /// The consumer thread of the events topic: decodes, drops repeated
-    /// ids, routes in offset order per partition.
+    /// The consumer thread of the events and repartition topics: decodes,
+    /// drops repeated ids, routes in offset order per partition, and sends
+    /// the keys `partition_by` rules give an event through the repartition
+    /// topic.
     fn consume_events(&self) {
         let mut seen_ids = IdIndex::new(self.config.dedup_horizon, self.config.max_remembered_ids);
+        let mut outbox = Outbox::default();
         // NB: the first poll joins the group, and an assignment restores
         // state and routes events: both need the service attached.
         while !self.closing.load(Ordering::Acquire)
@@ -671,12 +722,15 @@ impl KafkaJournal {
             std::thread::sleep(StdDuration::from_millis(10));
         }
         while !self.closing.load(Ordering::Acquire) {
+            self.drain_outbox(&mut outbox);
             let Some(message) = self.consumer.poll(StdDuration::from_millis(100)) else {
                 continue;
             };
             let message = match message {
                 Ok(message) => message,
                 Err(KafkaError::PartitionEOF(partition)) => {
+                    // NB: librdkafka does not say which topic ended; the
+                    // events topic is the one that matters for readiness.
                     let mut p = self.partitions_state();
                     if p.restoring.remove(&partition) {
                         tracing::info!(partition, "partition read to its end");
@@ -695,14 +749,21 @@ impl KafkaJournal {
                 .to_millis()
                 .map(Timestamp)
                 .unwrap_or_else(wall_now);
-            let record = self.decode_event(&message, received_at);
-            match record {
+            if message.topic() == self.config.repartition_topic {
+                self.route_repartitioned(&message, received_at);
+                self.partitions_state()
+                    .routed
+                    .insert((Topic::Repartition, partition), offset + 1);
+                continue;
+            }
+            let mut sends = Vec::new();
+            match self.decode_event(&message, received_at) {
                 Ok(event) => {
                     let repeat = event.id.as_ref().is_some_and(|id| {
                         seen_ids.check_and_remember(Fingerprint::of(&event.key, id), received_at)
                     });
                     if !repeat {
-                        self.route(offset, event);
+                        sends = self.route(partition, offset, event);
                     }
                 }
                 Err(error) => {
@@ -724,7 +785,115 @@ impl KafkaJournal {
                     );
                 }
             }
-            self.partitions_state().routed.insert(partition, offset + 1);
+            if sends.is_empty() && outbox.pending.is_empty() {
+                self.partitions_state()
+                    .routed
+                    .insert((Topic::Events, partition), offset + 1);
+            } else {
+                outbox.pending.push_back(Pending {
+                    partition,
+                    next: offset + 1,
+                    sends,
+                });
+            }
+        }
+    }
+
+    /// Marks as routed the events-topic records whose repartitioned copies
+    /// are acknowledged, in order; sends again what failed.
+    fn drain_outbox(&self, outbox: &mut Outbox) {
+        use futures_util::FutureExt;
+        while let Some(front) = outbox.pending.front_mut() {
+            let mut waiting = false;
+            for send in &mut front.sends {
+                let Some(ack) = send.ack.as_mut() else {
+                    continue;
+                };
+                match ack.now_or_never() {
+                    None => waiting = true,
+                    Some(Ok(Ok(_))) => send.ack = None,
+                    Some(Ok(Err((e, _)))) => {
+                        tracing::warn!(key = %send.record.key, error = %e, "cannot write to the repartition topic; retrying");
+                        send.ack = Some(self.send_repartitioned(&send.record));
+                        waiting = true;
+                    }
+                    Some(Err(_)) => {
+                        send.ack = Some(self.send_repartitioned(&send.record));
+                        waiting = true;
+                    }
+                }
+            }
+            if waiting {
+                return;
+            }
+            self.partitions_state()
+                .routed
+                .insert((Topic::Events, front.partition), front.next);
+            outbox.pending.pop_front();
+        }
+    }
+
+    /// Produces one repartitioned event (waiting while the producer's
+    /// queue is full).
+    fn send_repartitioned(
+        &self,
+        record: &Repartitioned,
+    ) -> rdkafka::producer::future_producer::DeliveryFuture {
+        loop {
+            let headers = format_headers().insert(Header {
+                key: SOURCE_HEADER,
+                value: Some(record.source.as_bytes()),
+            });
+            let future = FutureRecord::to(&self.config.repartition_topic)
+                .key(record.key.as_str())
+                .partition(record.partition)
+                .payload(&record.value)
+                .headers(headers);
+            match self.producer.send_result(future) {
+                Ok(ack) => return ack,
+                Err((e, _)) => {
+                    tracing::debug!(error = %e, "the producer's queue is full; waiting");
+                    std::thread::sleep(StdDuration::from_millis(5));
+                }
+            }
+        }
+    }
+
+    /// Routes a repartition-topic record to the key it names.
+    fn route_repartitioned(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        received_at: Timestamp,
+    ) {
+        let source = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == SOURCE_HEADER)
+                .and_then(|h| std::str::from_utf8(h.value?).ok())
+                .and_then(|v| {
+                    let (partition, offset) = v.split_once(':')?;
+                    Some((partition.parse::<u16>().ok()?, offset.parse::<u64>().ok()?))
+                })
+        });
+        let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+        let (Some(source), Some(key), Some(value)) = (source, key, message.payload()) else {
+            tracing::warn!(
+                offset = message.offset(),
+                "skipping a repartition-topic record without its source, key or value"
+            );
+            return;
+        };
+        let event = match (self.config.decode)(value, received_at) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(offset = message.offset(), error = %e, "skipping a repartition-topic record that is not an event");
+                return;
+            }
+        };
+        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = &*attached {
+            (a.pace)();
+            a.sink.repartitioned(key, source, Arc::new(event));
         }
     }
 
@@ -766,14 +935,44 @@ impl KafkaJournal {
         Ok(event)
     }
 
-    /// Routes one event at place `(offset + 1, 0)`.
-    fn route(&self, offset: i64, event: Event) {
+    /// Routes one event at place `(offset + 1, 0)` to its own key, and
+    /// sends it to the keys `partition_by` rules give it through the
+    /// repartition topic; returns those sends.
+    fn route(&self, partition: i32, offset: i64, event: Event) -> Vec<Outgoing> {
         let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(a) = &*attached {
-            (a.pace)();
-            a.sink.accepted(offset as u64 + 1, 0, &[Arc::new(event)]);
-            self.routed_events.fetch_add(1, Ordering::Relaxed);
+        let Some(a) = &*attached else {
+            return Vec::new();
+        };
+        (a.pace)();
+        let derived = a.sink.partition_routes(&event);
+        let event = Arc::new(event);
+        a.sink
+            .accepted_own(offset as u64 + 1, 0, std::slice::from_ref(&event));
+        self.routed_events.fetch_add(1, Ordering::Relaxed);
+        if derived.is_empty() {
+            return Vec::new();
         }
+        let value = match serde_json::to_vec(&*event) {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an event for the repartition topic");
+                return Vec::new();
+            }
+        };
+        let source = format!("{partition}:{offset}");
+        derived
+            .into_iter()
+            .map(|key| {
+                let record = Repartitioned {
+                    partition: i32::from(partition_of(&key, self.config.partitions)),
+                    key,
+                    value: value.clone(),
+                    source: source.clone(),
+                };
+                let ack = Some(self.send_repartitioned(&record));
+                Outgoing { record, ack }
+            })
+            .collect()
     }
 
     /// The consumer thread of the alerts topic: every alert, in order;
@@ -1075,6 +1274,40 @@ impl Iterator for TopicReader {
     }
 }
 
+/// The header of a repartition-topic record naming its event's place in
+/// the events topic, `partition:offset` (the entity's dedup of records the
+/// repartition topic holds twice after a crash).
+const SOURCE_HEADER: &str = "cepheus-source";
+
+/// Events-topic records whose repartitioned copies are not acknowledged
+/// yet, in consumption order: a record counts as routed (its offset may be
+/// committed) only once they are, or a crash could lose them.
+#[derive(Default)]
+struct Outbox {
+    pending: std::collections::VecDeque<Pending>,
+}
+
+/// One events-topic record in the outbox.
+struct Pending {
+    partition: i32,
+    next: i64,
+    sends: Vec<Outgoing>,
+}
+
+/// One repartitioned copy and its acknowledgement (`None` once received).
+struct Outgoing {
+    record: Repartitioned,
+    ack: Option<rdkafka::producer::future_producer::DeliveryFuture>,
+}
+
+/// An event for the repartition topic.
+struct Repartitioned {
+    key: String,
+    partition: i32,
+    value: Vec<u8>,
+    source: String,
+}
+
 fn format_headers() -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: FORMAT_HEADER,
@@ -1097,6 +1330,7 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
         (config.alerts_topic.as_str(), 1),
         (config.rules_topic.as_str(), 1),
         (config.changelog_topic.as_str(), config.partitions.max(1)),
+        (config.repartition_topic.as_str(), config.partitions.max(1)),
     ];
     let compacted = [config.rules_topic.as_str(), config.changelog_topic.as_str()];
     let partitions_of = |topic: &str| -> Result<Option<usize>, JournalError> {
@@ -1167,10 +1401,12 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
                 )))
             }
             Some(found) if found != usize::from(partitions) => {
-                return Err(JournalError::Io(if topic == config.changelog_topic {
+                return Err(JournalError::Io(if topic == config.changelog_topic
+                    || topic == config.repartition_topic
+                {
                     format!(
                         "the changelog topic {topic} has {found} partitions and the events topic {partitions}: \
-                         they must be equal (an entity's snapshots go to its event partition's number)"
+                         they must be equal (an entity's snapshots and repartitioned events go to its partition's number)"
                     )
                 } else if topic == config.events_topic {
                     format!(
@@ -1243,9 +1479,9 @@ impl Journal for KafkaJournal {
             let Some(offsets) = kept.remove(&through) else {
                 return;
             };
-            let offsets: Vec<(i32, i64)> = offsets
+            let offsets: Vec<((Topic, i32), i64)> = offsets
                 .into_iter()
-                .filter(|(partition, _)| p.assigned.contains(partition))
+                .filter(|((_, partition), _)| p.assigned.contains(partition))
                 .collect();
             p.checkpointed.extend(offsets.iter().copied());
             offsets
@@ -1253,14 +1489,11 @@ impl Journal for KafkaJournal {
         if offsets.is_empty() {
             return;
         }
-        let mut list = TopicPartitionList::new();
-        for (partition, offset) in offsets {
-            let _ = list.add_partition_offset(
-                &self.config.events_topic,
-                partition,
-                Offset::Offset(offset),
-            );
-        }
+        let list = offset_list(
+            offsets,
+            &self.config.events_topic,
+            &self.config.repartition_topic,
+        );
         if let Err(e) = self.consumer.store_offsets(&list) {
             // A partition revoked meanwhile: its new owner goes on from the
             // last commit, and entities skip what they applied.
@@ -1371,19 +1604,17 @@ impl Journal for KafkaJournal {
         for thread in threads {
             let _ = thread.join();
         }
-        let mut list = TopicPartitionList::new();
-        {
+        let list = {
             let p = self.partitions_state();
-            for (&partition, &offset) in &p.checkpointed {
-                if p.assigned.contains(&partition) {
-                    let _ = list.add_partition_offset(
-                        &self.config.events_topic,
-                        partition,
-                        Offset::Offset(offset),
-                    );
-                }
-            }
-        }
+            offset_list(
+                p.checkpointed
+                    .iter()
+                    .filter(|((_, partition), _)| p.assigned.contains(partition))
+                    .map(|(k, o)| (*k, *o)),
+                &self.config.events_topic,
+                &self.config.repartition_topic,
+            )
+        };
         if list.count() > 0 {
             // NB: what the final checkpoint covers, not the consumer's
             // position: records past it are not in any durable snapshot.

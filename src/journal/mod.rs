@@ -289,8 +289,28 @@ pub trait PartitionState: Send + Sync {
 /// their order is the journal's order (DESIGN §7: per-key order is the
 /// order of acceptance).
 pub trait EventSink: Send + Sync {
-    /// The events of frame `lsn` at indexes `first..first + events.len()`.
+    /// The events of frame `lsn` at indexes `first..first + events.len()`,
+    /// for their own keys and the keys `partition_by` rules give them.
     fn accepted(&self, lsn: u64, first: u32, events: &[Arc<Event>]);
+
+    /// As [`EventSink::accepted`], for the events' own keys only: a journal
+    /// shared by a group sends the other keys' share through its
+    /// repartition topic ([`EventSink::repartitioned`] on their owner).
+    fn accepted_own(&self, lsn: u64, first: u32, events: &[Arc<Event>]) {
+        self.accepted(lsn, first, events);
+    }
+
+    /// The keys other than its own that `partition_by` rules give `event`.
+    fn partition_routes(&self, event: &Event) -> Vec<String> {
+        let _ = event;
+        Vec::new()
+    }
+
+    /// `event`, at `source` (partition, offset) of the events topic, for
+    /// `key`, which a `partition_by` rule gives it.
+    fn repartitioned(&self, key: &str, source: (u16, u64), event: Arc<Event>) {
+        let _ = (key, source, event);
+    }
 }
 
 /// One request's events, to append together.

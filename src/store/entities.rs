@@ -49,6 +49,12 @@ pub struct EntitySnapshot {
     pub anchor: Option<ClockAnchor>,
     /// Wall time of the timer entry written with this snapshot, if any.
     pub timer_due: Option<Timestamp>,
+    /// Scale-out mode: per partition of the events topic, the offset of
+    /// the last record applied that came through the repartition topic
+    /// (a `partition_by` rule's). Absent from snapshots written before it
+    /// existed: they read as none.
+    #[serde(default)]
+    pub repartitioned: Vec<(u16, u64)>,
 }
 // NB: format 2 is format 1 written positionally (arrays, no field names):
 // a third of the bytes. The decoder reads both.
@@ -67,6 +73,7 @@ struct EntitySnapshotRef<'s> {
     applied: (u64, u32),
     anchor: Option<ClockAnchor>,
     timer_due: Option<Timestamp>,
+    repartitioned: &'s [(u16, u64)],
 }
 
 /// A snapshot encoded for the store, with the timer entry it carries.
@@ -84,12 +91,14 @@ impl EncodedSnapshot {
         applied: (u64, u32),
         anchor: Option<ClockAnchor>,
         timer_due: Option<Timestamp>,
+        repartitioned: &[(u16, u64)],
     ) -> StoreResult<EncodedSnapshot> {
         let bytes = crate::store::codec::encode_as::<EntitySnapshot, _>(&EntitySnapshotRef {
             state,
             applied,
             anchor,
             timer_due,
+            repartitioned,
         })?;
         Ok(EncodedSnapshot { bytes, timer_due })
     }
@@ -361,6 +370,7 @@ mod tests {
                 wall: Timestamp(9_000),
             }),
             timer_due: None,
+            repartitioned: vec![(3, 17)],
         };
         let positional = encode(&snapshot).unwrap();
         assert_eq!(positional[0], 2);
@@ -371,6 +381,7 @@ mod tests {
             snapshot.applied,
             snapshot.anchor,
             snapshot.timer_due,
+            &snapshot.repartitioned,
         )
         .unwrap();
         assert_eq!(borrowed.bytes, positional);
@@ -380,6 +391,23 @@ mod tests {
         rmp_serde::encode::write_named(&mut named, &snapshot).unwrap();
         assert!(named.len() > positional.len());
         assert_eq!(decode::<EntitySnapshot>(&named).unwrap(), snapshot);
+        // Written before `repartitioned` existed: the array is one shorter.
+        #[derive(Serialize)]
+        struct Before<'s>(
+            &'s KeyState,
+            (u64, u32),
+            Option<ClockAnchor>,
+            Option<Timestamp>,
+        );
+        let mut before = vec![2u8];
+        rmp_serde::encode::write(
+            &mut before,
+            &Before(&snapshot.state, snapshot.applied, snapshot.anchor, None),
+        )
+        .unwrap();
+        let read = decode::<EntitySnapshot>(&before).unwrap();
+        assert_eq!(read.applied, snapshot.applied);
+        assert!(read.repartitioned.is_empty());
     }
 
     #[test]
