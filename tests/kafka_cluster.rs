@@ -284,7 +284,7 @@ fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
     let second = Server::start(&config(&broker));
     wait_balanced(&[&first, &second]);
     let third = Server::start(&config(&broker));
-    let mut instances = vec![first, second, third];
+    let mut instances = [first, second, third];
     wait_balanced(&[&instances[0], &instances[1], &instances[2]]);
     let restored = |server: &Server| {
         server

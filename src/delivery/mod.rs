@@ -299,7 +299,7 @@ impl Delivery {
                 self.reload()?;
             }
             DeliveryChange::Silence(silence) => {
-                if self.silences().iter().any(|s| *s == *silence) {
+                if self.silences().contains(&silence) {
                     return Ok(false);
                 }
                 store.put_silence(&silence)?;
