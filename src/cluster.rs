@@ -89,43 +89,66 @@ fn produce(producer: &FutureProducer, topic: &str, changes: std::sync::mpsc::Rec
             },
             RuleChange::Deleted(id) => (id.clone(), None),
         };
-        for attempt in 0u32.. {
-            let mut record = FutureRecord::<str, [u8]>::to(topic).key(&id).partition(0);
-            if let Some(value) = &value {
-                record = record.payload(value);
+        produce_retrying(&runtime, producer, topic, &id, value.as_deref());
+    }
+}
+
+/// Produces `value` (`None`: a removal) under `key` to the one partition
+/// of `topic`, retrying until the brokers take it (the rules, delivery
+/// and other shared compacted topics).
+pub(crate) fn produce_retrying(
+    runtime: &tokio::runtime::Runtime,
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: Option<&[u8]>,
+) {
+    for attempt in 0u32.. {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).key(key).partition(0);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        match runtime.block_on(producer.send(record, Duration::from_secs(5))) {
+            Ok(_) => return,
+            Err((e, _)) => {
+                tracing::warn!(topic, key, error = %e, attempt, "cannot write a change to a shared topic; retrying");
+                std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(10) + 1)));
             }
-            match runtime.block_on(producer.send(record, Duration::from_secs(5))) {
-                Ok(_) => break,
-                Err((e, _)) => {
-                    tracing::warn!(rule = %id, error = %e, attempt, "cannot share a rule change; retrying");
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(10) + 1)));
-                }
+        }
+    }
+}
+
+/// Reads a shared topic until `closing`, calling `apply` with each
+/// record's key and value (`None`: a removal).
+pub(crate) fn read_shared(
+    consumer: &BaseConsumer,
+    closing: &AtomicBool,
+    mut apply: impl FnMut(&str, Option<&[u8]>),
+) {
+    while !closing.load(Ordering::Acquire) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        match message {
+            Ok(message) => {
+                let key = String::from_utf8_lossy(message.key().unwrap_or_default());
+                apply(&key, message.payload());
             }
+            Err(e) => tracing::warn!(error = %e, "cannot read a shared topic; retrying"),
         }
     }
 }
 
 /// Applies the changes other instances made, in topic order.
 fn consume(consumer: &BaseConsumer, catalog: &Catalog, runtime: &Runtime, closing: &AtomicBool) {
-    while !closing.load(Ordering::Acquire) {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the rules topic; retrying");
-                continue;
-            }
-        };
-        let id = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-        let change = match message.payload() {
-            None => RuleChange::Deleted(id.clone()),
+    read_shared(consumer, closing, |id, value| {
+        let change = match value {
+            None => RuleChange::Deleted(id.to_owned()),
             Some(value) => match serde_json::from_slice::<StoredRule>(value) {
                 Ok(stored) => RuleChange::Stored(Box::new(stored)),
                 Err(e) => {
                     tracing::warn!(rule = %id, error = %e, "skipping a rules-topic record this version cannot read");
-                    continue;
+                    return;
                 }
             },
         };
@@ -136,5 +159,5 @@ fn consume(consumer: &BaseConsumer, catalog: &Catalog, runtime: &Runtime, closin
                 tracing::warn!(rule = %id, error = %e, "cannot apply a rule change from the rules topic")
             }
         }
-    }
+    });
 }

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::kafka::owning;
 use common::tansu::Tansu;
 use common::webhook::{Behaviour, Webhook};
 use common::{expect_json, wait_until, Server, FAST_TIMING};
@@ -112,17 +113,7 @@ session_timeout = "3s"
 fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
     settle(
         &format!("an instance owning {count} partition(s)"),
-        || {
-            let ready = server.get_json("/readyz");
-            let partitions = &ready["partitions"];
-            let assigned: Vec<i64> = partitions["assigned"]
-                .as_array()?
-                .iter()
-                .filter_map(Value::as_i64)
-                .collect();
-            let restoring = partitions["restoring"].as_array()?.len();
-            (assigned.len() == count && restoring == 0).then_some(assigned)
-        },
+        || owning(server, count),
         || server.get_json("/readyz").to_string(),
     )
 }

@@ -17,14 +17,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::cluster::instances::ensure_topic;
+use crate::cluster::{produce_retrying, read_shared};
 use crate::delivery::{Delivery, DeliveryChange};
 use crate::journal::kafka::{client_config, KafkaConfig};
 
@@ -138,52 +137,27 @@ fn produce(
                 continue;
             }
         };
-        for attempt in 0u32.. {
-            let mut record = FutureRecord::<str, [u8]>::to(topic).key(&key).partition(0);
-            if let Some(value) = &value {
-                record = record.payload(value);
-            }
-            match runtime.block_on(producer.send(record, Duration::from_secs(5))) {
-                Ok(_) => break,
-                Err((e, _)) => {
-                    tracing::warn!(key = %key, error = %e, attempt, "cannot share a delivery change; retrying");
-                    std::thread::sleep(Duration::from_millis(200 * u64::from(attempt.min(10) + 1)));
-                }
-            }
-        }
+        produce_retrying(&runtime, producer, topic, &key, value.as_deref());
     }
 }
 
 /// Applies the changes other instances made, in topic order.
 fn consume(consumer: &BaseConsumer, delivery: &Arc<Delivery>, closing: &AtomicBool) {
-    while !closing.load(Ordering::Acquire) {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = match message {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the delivery topic; retrying");
-                continue;
-            }
-        };
-        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-        let change = match change_of(&key, message.payload()) {
+    read_shared(consumer, closing, |key, value| {
+        let change = match change_of(key, value) {
             Ok(Some(change)) => change,
-            Ok(None) => continue,
+            Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "skipping a delivery-topic record this version cannot read");
-                continue;
+                return;
             }
         };
         match delivery.apply_remote(change) {
-            Ok(true) => {
-                tracing::info!(key = %key, "applied a delivery change from the delivery topic")
-            }
+            Ok(true) => tracing::info!(key, "applied a delivery change from the delivery topic"),
             Ok(false) => {}
-            Err(e) => tracing::warn!(key = %key, error = %e, "cannot apply a delivery change"),
+            Err(e) => tracing::warn!(key, error = %e, "cannot apply a delivery change"),
         }
-    }
+    });
 }
 
 #[cfg(test)]

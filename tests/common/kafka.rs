@@ -31,18 +31,24 @@ pub fn config(brokers: &str) -> String {
     config_with(brokers, "")
 }
 
+/// The partitions `server` owns (`/readyz`), once there are `count` of
+/// them and none is still restoring.
+pub fn owning(server: &Server, count: usize) -> Option<Vec<i64>> {
+    let ready = server.get_json("/readyz");
+    let partitions = &ready["partitions"];
+    let assigned: Vec<i64> = partitions["assigned"]
+        .as_array()?
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    let restoring = partitions["restoring"].as_array()?.len();
+    (assigned.len() == count && restoring == 0).then_some(assigned)
+}
+
 /// Waits until `server` owns `count` partitions and has read them to their
 /// end (`/readyz`), and returns what it owns.
 pub fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
     wait_until(&format!("an instance owning {count} partition(s)"), || {
-        let ready = server.get_json("/readyz");
-        let partitions = &ready["partitions"];
-        let assigned: Vec<i64> = partitions["assigned"]
-            .as_array()?
-            .iter()
-            .filter_map(Value::as_i64)
-            .collect();
-        let restoring = partitions["restoring"].as_array()?.len();
-        (assigned.len() == count && restoring == 0).then_some(assigned)
+        owning(server, count)
     })
 }
