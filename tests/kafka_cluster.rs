@@ -544,3 +544,50 @@ fn a_partition_by_rule_gives_the_alerts_of_one_embedded_instance() {
     let merchants: HashSet<&str> = together.values().map(|(_, key)| key.as_str()).collect();
     assert_eq!(merchants, HashSet::from(["m-0", "m-1", "m-2"]));
 }
+
+/// An event is counted once whichever instance it reaches: the owner of
+/// its partition drops a repeated id even when the first copy was
+/// evaluated by the partition's previous owner.
+#[test]
+fn a_repeated_id_is_dropped_by_the_next_owner_too() {
+    let Some(broker) = Tansu::start() else { return };
+    let first = Server::start(&config(&broker));
+    wait_owning(&first, PARTITIONS);
+    let keys: Vec<String> = (0..12).map(|i| format!("acct-{i}")).collect();
+    let original = |key: &str| {
+        json!([{"id": format!("{key}-x"), "key": key, "type": "x",
+                                       "time": "2026-01-01T00:00:00Z"}])
+    };
+    for key in &keys {
+        post_acknowledged(&first, &original(key));
+    }
+    // A second instance joins: half the partitions move to it.
+    let second = Server::start(&config(&broker));
+    wait_balanced(&[&first, &second]);
+    // The same events again (a producer's retry), to both instances, then
+    // one new event per key.
+    for (i, key) in keys.iter().enumerate() {
+        post_acknowledged([&first, &second][i % 2], &original(key));
+        post_acknowledged(
+            [&second, &first][i % 2],
+            &json!([{"id": format!("{key}-y"), "key": key, "type": "y",
+                     "time": "2026-01-01T00:00:01Z"}]),
+        );
+    }
+    for key in &keys {
+        let path = format!("/v1/entities/{key}");
+        let seen = settle(
+            "the entity evaluated its new event",
+            || {
+                let response = first.get(&path);
+                let view: Value = (response.status() == 200).then(|| response.json().ok())??;
+                let clock = view["clock"].as_str()?;
+                clock
+                    .starts_with("2026-01-01T00:00:01")
+                    .then(|| view["events_seen"].as_u64())?
+            },
+            || first.get(&path).text().unwrap_or_default(),
+        );
+        assert_eq!(seen, 2, "{key}: the repeat was dropped");
+    }
+}

@@ -102,6 +102,11 @@ impl IdIndex {
         }
     }
 
+    /// An empty index with the same horizon and bound.
+    pub fn emptied(&self) -> IdIndex {
+        IdIndex::new(self.horizon, self.max_ids)
+    }
+
     /// Whether `fp` was accepted within the horizon before `now`; if not,
     /// remembers it as accepted at `now`.
     pub fn check_and_remember(&mut self, fp: Fingerprint, now: Timestamp) -> bool {

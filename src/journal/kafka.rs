@@ -247,7 +247,18 @@ struct Handoff {
     events_topic: String,
     repartition_topic: String,
     closing: Arc<AtomicBool>,
+    /// Event ids of the owned partitions seen within the dedup horizon:
+    /// the consumer thread drops repeats, and an assignment fills it from
+    /// the records before the committed offset, so a repeat is dropped
+    /// also when its first copy was evaluated by the previous owner.
+    seen_ids: Mutex<IdIndex>,
+    /// Decodes event records.
+    decode: RecordDecoder,
 }
+
+/// Records read back per partition at an assignment to learn the event ids
+/// its previous owner saw (see `Handoff::seen_ids`).
+const ID_BACKFILL: i64 = 10_000;
 
 /// Changelog records restored per store write.
 const RESTORE_BATCH: usize = 10_000;
@@ -329,6 +340,93 @@ impl Handoff {
             records = restored,
             seconds = started.elapsed().as_secs_f64(),
             "restored the partitions' entity state from the changelog"
+        );
+    }
+
+    /// Starts the id index afresh with the event ids of the last records
+    /// before the committed offset of each of `partitions` (at most
+    /// [`ID_BACKFILL`] each), so the owner drops a repeat whose first copy
+    /// its previous owner evaluated.
+    ///
+    /// NB: afresh, because consumption resumes at the committed offset: an
+    /// id remembered from a record after it (this instance's earlier
+    /// ownership) would drop that very record, which the restored state may
+    /// not reflect.
+    fn backfill_ids(&self, consumer: &BaseConsumer<GroupContext>, partitions: &[i32]) {
+        let fresh = {
+            let ids = self.seen_ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.emptied()
+        };
+        *self.seen_ids.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let mut wanted = TopicPartitionList::new();
+        for &partition in partitions {
+            wanted.add_partition(&self.events_topic, partition);
+        }
+        let Ok(committed) = consumer.committed_offsets(wanted, StdDuration::from_secs(10)) else {
+            return;
+        };
+        let mut list = TopicPartitionList::new();
+        let mut until: HashMap<i32, i64> = HashMap::new();
+        for e in committed.elements() {
+            if let Offset::Offset(next) = e.offset() {
+                if next > 0 {
+                    let from = (next - ID_BACKFILL).max(0);
+                    let _ = list.add_partition_offset(
+                        &self.events_topic,
+                        e.partition(),
+                        Offset::Offset(from),
+                    );
+                    until.insert(e.partition(), next);
+                }
+            }
+        }
+        if until.is_empty() || self.reader.assign(&list).is_err() {
+            return;
+        }
+        let mut learned = 0u64;
+        let mut progressed = std::time::Instant::now();
+        let mut ids = self.seen_ids.lock().unwrap_or_else(|p| p.into_inner());
+        while !until.is_empty()
+            && !self.closing.load(Ordering::Acquire)
+            && progressed.elapsed() < READ_STALL
+        {
+            match self.reader.poll(StdDuration::from_millis(100)) {
+                Some(Ok(message)) => {
+                    progressed = std::time::Instant::now();
+                    let partition = message.partition();
+                    let Some(&end) = until.get(&partition) else {
+                        continue;
+                    };
+                    if message.offset() + 1 >= end {
+                        until.remove(&partition);
+                    }
+                    if message.offset() >= end {
+                        continue;
+                    }
+                    let time = message
+                        .timestamp()
+                        .to_millis()
+                        .map(Timestamp)
+                        .unwrap_or_else(wall_now);
+                    if let Some(event) = message.payload().and_then(|v| (self.decode)(v, time).ok())
+                    {
+                        if let Some(id) = &event.id {
+                            ids.check_and_remember(Fingerprint::of(&event.key, id), time);
+                            learned += 1;
+                        }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    until.remove(&partition);
+                }
+                _ => {}
+            }
+        }
+        drop(ids);
+        let _ = self.reader.unassign();
+        tracing::debug!(
+            learned,
+            "learned the event ids before the committed offsets"
         );
     }
 
@@ -442,7 +540,7 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(list) => {
                 let assigned: HashSet<i32> =
@@ -459,6 +557,7 @@ impl ConsumerContext for GroupContext {
                 // NB: in the callback, so no event of these partitions is
                 // consumed before their state is restored.
                 self.handoff.restore(&sorted(&assigned));
+                self.handoff.backfill_ids(consumer, &sorted(&assigned));
                 let mut p = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
                 p.evaluating = assigned;
             }
@@ -566,6 +665,11 @@ impl KafkaJournal {
             events_topic: config.events_topic.clone(),
             repartition_topic: config.repartition_topic.clone(),
             closing: Arc::clone(&closing),
+            seen_ids: Mutex::new(IdIndex::new(
+                config.dedup_horizon,
+                config.max_remembered_ids,
+            )),
+            decode: Arc::clone(&config.decode),
         });
         let session_ms = config.session_timeout.as_millis().clamp(1_000, 3_600_000);
         let consumer: BaseConsumer<GroupContext> = client_config(&config)
@@ -708,7 +812,6 @@ impl KafkaJournal {
     /// the keys `partition_by` rules give an event through the repartition
     /// topic.
     fn consume_events(&self) {
-        let mut seen_ids = IdIndex::new(self.config.dedup_horizon, self.config.max_remembered_ids);
         let mut outbox = Outbox::default();
         // NB: the first poll joins the group, and an assignment restores
         // state and routes events: both need the service attached.
@@ -760,7 +863,11 @@ impl KafkaJournal {
             match self.decode_event(&message, received_at) {
                 Ok(event) => {
                     let repeat = event.id.as_ref().is_some_and(|id| {
-                        seen_ids.check_and_remember(Fingerprint::of(&event.key, id), received_at)
+                        self.handoff
+                            .seen_ids
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .check_and_remember(Fingerprint::of(&event.key, id), received_at)
                     });
                     if !repeat {
                         sends = self.route(partition, offset, event);
