@@ -610,6 +610,13 @@ pub struct KafkaJournal {
     attached: Mutex<Option<Attached>>,
     /// Alerts to produce (the producer thread retries until acknowledged).
     outgoing: Mutex<Option<std::sync::mpsc::Sender<AlertEntry>>>,
+    /// Alerts handed to the producer thread since the start (under the
+    /// `outgoing` lock), and how many of them the brokers acknowledged (in
+    /// order): a snapshot may be written only once the alerts its entity
+    /// fired before it are acknowledged ([`Journal::sync_routed`]), or a
+    /// crash would leave a completed pattern whose alert nobody has.
+    alerts_handed: AtomicU64,
+    alerts_acked: watch::Sender<u64>,
     closing: Arc<AtomicBool>,
     /// Events routed since the start.
     routed_events: AtomicU64,
@@ -726,6 +733,8 @@ impl KafkaJournal {
             }),
             attached: Mutex::new(None),
             outgoing: Mutex::new(Some(alert_tx)),
+            alerts_handed: AtomicU64::new(0),
+            alerts_acked: watch::Sender::new(0),
             closing,
             handoff,
             routed_events: AtomicU64::new(0),
@@ -933,9 +942,14 @@ impl KafkaJournal {
             if waiting {
                 return;
             }
-            self.partitions_state()
-                .routed
-                .insert((Topic::Events, front.partition), front.next);
+            let mut p = self.partitions_state();
+            // NB: a partition revoked meanwhile is not this instance's to
+            // commit (an offset from before could move its commit back).
+            if p.assigned.contains(&front.partition) {
+                p.routed
+                    .insert((Topic::Events, front.partition), front.next);
+            }
+            drop(p);
             outbox.pending.pop_front();
         }
     }
@@ -1149,7 +1163,10 @@ impl KafkaJournal {
                     .headers(format_headers());
                 let sent = runtime.block_on(self.producer.send(record, StdDuration::from_secs(5)));
                 match sent {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        self.alerts_acked.send_modify(|n| *n += 1);
+                        break;
+                    }
                     Err((e, _)) => {
                         if self.closing.load(Ordering::Acquire)
                             && backoff > StdDuration::from_secs(1)
@@ -1555,6 +1572,7 @@ impl Journal for KafkaJournal {
             let tx = outgoing.as_ref().ok_or(JournalError::Closed)?;
             for alert in alerts {
                 tx.send(alert).map_err(|_| JournalError::Closed)?;
+                self.alerts_handed.fetch_add(1, Ordering::AcqRel);
             }
         }
         if letters.is_empty() {
@@ -1575,7 +1593,23 @@ impl Journal for KafkaJournal {
 
     fn sync_routed(&self) -> JournalFuture<'_, ()> {
         // Whatever was routed was consumed from the brokers: durable there.
-        Box::pin(async { Ok(()) })
+        // The alerts the entities fired so far must be too.
+        Box::pin(async move {
+            let handed = {
+                let _outgoing = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+                self.alerts_handed.load(Ordering::Acquire)
+            };
+            let mut acked = self.alerts_acked.subscribe();
+            let waited =
+                tokio::time::timeout(self.config.ack_timeout, acked.wait_for(|n| *n >= handed))
+                    .await
+                    .map(|r| r.is_ok());
+            match waited {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(JournalError::Closed),
+                Err(_) => Err(JournalError::Timeout(self.config.ack_timeout.as_secs())),
+            }
+        })
     }
 
     fn checkpointed(&self, through: u64) {
