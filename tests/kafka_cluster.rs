@@ -354,6 +354,39 @@ fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
     assert!(loaded > 0, "the load ran");
     let expected = keys.len() * 3 + loaded;
     let servers: Vec<&Server> = instances.iter().collect();
+    // Which keys fell short, should an alert be missing.
+    let short = || {
+        let alerts = instances[0].all_alerts("");
+        let count = |key: &str| alerts.iter().filter(|a| a["key"] == key).count();
+        let mut short: Vec<String> = keys
+            .iter()
+            .filter(|k| count(k) != 3)
+            .map(|k| {
+                let rules: Vec<String> = alerts
+                    .iter()
+                    .filter(|a| a["key"] == k.as_str())
+                    .map(|a| format!("{} {}", a["rule"], a["time"]))
+                    .collect();
+                let entity = instances[0]
+                    .get(&format!("/v1/entities/{k}"))
+                    .text()
+                    .unwrap_or_default();
+                format!("{k}: {rules:?}; entity: {entity}")
+            })
+            .collect();
+        short.extend(
+            (0..loaded)
+                .map(|n| format!("load-{n}"))
+                .filter(|k| count(k) != 1)
+                .map(|k| format!("{k}: {}", count(&k))),
+        );
+        short
+    };
+    settle(
+        &format!("{expected} alerts on the first instance"),
+        || (instances[0].all_alerts("").len() >= expected).then_some(()),
+        || format!("keys with another count of alerts: {:?}", short()),
+    );
     let log = wait_same_alerts(&servers, expected);
     for key in &keys {
         let alerts = log.values().filter(|(_, k)| k == key).count();

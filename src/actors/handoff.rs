@@ -12,7 +12,7 @@
 //! The journal calls these from its consumer thread and waits; the release
 //! runs on an arbiter of its own, since it talks to actors.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use crate::actors::checkpoint::write_snapshots;
 use crate::actors::entity::EntityMsg;
 use crate::actors::Runtime;
 use crate::journal::{ChangelogRecord, PartitionState};
-use crate::store::entities::{EncodedSnapshot, SnapshotWrite};
+use crate::store::entities::{EncodedSnapshot, Progress, SnapshotWrite};
 
 /// Longest wait for a release: past it the revocation goes on without the
 /// final snapshots, and the next owner re-reads from the last commit.
@@ -79,26 +79,44 @@ impl PartitionState for Handoff {
         records: Vec<ChangelogRecord>,
         next: i64,
     ) -> Result<(), String> {
-        let writes: Vec<SnapshotWrite> = records
+        // NB: per key, the record furthest along wins, not the last one:
+        // an instance that lost the partition without noticing (cut off
+        // from the group) can still write an older state after its
+        // successor's; the further state reflects every event the older
+        // one does (the same events give the same state).
+        let entities = self.runtime.store.entities();
+        let mut winners: HashMap<String, (Option<EncodedSnapshot>, Option<Progress>)> =
+            HashMap::new();
+        for r in records {
+            let (snapshot, progress) = match r.snapshot {
+                None => (None, None),
+                Some(bytes) => match EncodedSnapshot::from_bytes(bytes) {
+                    Ok((snapshot, progress)) => (Some(snapshot), Some(progress)),
+                    Err(e) => {
+                        tracing::error!(key = %r.key, partition, error = %e, "a changelog record is not a snapshot this build reads; the entity keeps its local state");
+                        continue;
+                    }
+                },
+            };
+            let current = match winners.get(&r.key) {
+                Some((_, progress)) => *progress,
+                None => entities.get(&r.key).ok().flatten().map(|s| s.progress()),
+            };
+            if let (Some(current), Some(progress)) = (current, progress) {
+                if current > progress {
+                    continue;
+                }
+            }
+            winners.insert(r.key, (snapshot, progress));
+        }
+        // NB: the local snapshot's timer entry is left: at worst an early
+        // wake.
+        let writes: Vec<SnapshotWrite> = winners
             .into_iter()
-            .filter_map(|r| {
-                let snapshot = match r.snapshot {
-                    None => None,
-                    Some(bytes) => match EncodedSnapshot::from_bytes(bytes) {
-                        Ok(snapshot) => Some(snapshot),
-                        Err(e) => {
-                            tracing::error!(key = %r.key, partition, error = %e, "a changelog record is not a snapshot this build reads; the entity keeps its local state");
-                            return None;
-                        }
-                    },
-                };
-                // NB: the local snapshot's timer entry is left: at worst an
-                // early wake, cheaper than decoding every local snapshot.
-                Some(SnapshotWrite {
-                    key: r.key,
-                    snapshot,
-                    old_timer: None,
-                })
+            .map(|(key, (snapshot, _))| SnapshotWrite {
+                key,
+                snapshot,
+                old_timer: None,
             })
             .collect();
         let store = &self.runtime.store;

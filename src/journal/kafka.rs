@@ -696,6 +696,10 @@ impl KafkaJournal {
             // assignment restores them from the changelog, inside the
             // rebalance callbacks; the default poll interval (5 minutes)
             // bounds how long that may take.
+            // NB: a broker that holds an empty fetch for the whole wait
+            // (tansu does) made every alert wait up to twice 500 ms, the
+            // default (BENCHMARKS.md, the scale-out mode).
+            .set_default_if_missing(&config.client, "fetch.wait.max.ms", FETCH_WAIT_MS)
             .set_default_if_missing(&config.client, "session.timeout.ms", session_ms)
             .set_default_if_missing(
                 &config.client,
@@ -749,6 +753,7 @@ impl KafkaJournal {
         // instance reads the whole alerts topic itself. librdkafka wants a
         // group id all the same.
         let alert_consumer: BaseConsumer = client_config(&journal.config)
+            .set_default_if_missing(&journal.config.client, "fetch.wait.max.ms", FETCH_WAIT_MS)
             .set("group.id", format!("{}-alerts", journal.config.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
@@ -1146,40 +1151,85 @@ impl KafkaJournal {
                 return;
             }
         };
-        for alert in alerts {
-            let payload = match rmp_serde::to_vec(&alert) {
-                Ok(payload) => payload,
-                Err(e) => {
-                    tracing::error!(id = %alert.id, error = %e, "cannot encode an alert");
-                    continue;
-                }
-            };
-            let mut backoff = StdDuration::from_millis(50);
-            loop {
-                let record = FutureRecord::to(&self.config.alerts_topic)
-                    .key(alert.id.as_bytes())
-                    .partition(0)
-                    .payload(&payload)
-                    .headers(format_headers());
-                let sent = runtime.block_on(self.producer.send(record, StdDuration::from_secs(5)));
-                match sent {
-                    Ok(_) => {
-                        self.alerts_acked.send_modify(|n| *n += 1);
-                        break;
-                    }
-                    Err((e, _)) => {
-                        if self.closing.load(Ordering::Acquire)
-                            && backoff > StdDuration::from_secs(1)
-                        {
-                            tracing::error!(id = %alert.id, error = %e, "an alert was not produced before the shutdown; the entity's replay makes it again");
-                            break;
-                        }
-                        tracing::warn!(id = %alert.id, error = %e, "cannot produce an alert; retrying");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(StdDuration::from_secs(2));
-                    }
+        // NB: everything waiting is sent before the first acknowledgement
+        // is awaited (one alert per round trip held a burst of alerts, and
+        // every checkpoint waiting for them, for seconds); the idempotent
+        // producer keeps their order in the one partition.
+        while let Ok(first) = alerts.recv() {
+            let mut batch = vec![first];
+            while batch.len() < ALERT_BATCH {
+                match alerts.try_recv() {
+                    Ok(alert) => batch.push(alert),
+                    Err(_) => break,
                 }
             }
+            let encoded: Vec<(String, Vec<u8>)> = batch
+                .into_iter()
+                .filter_map(|alert| match rmp_serde::to_vec(&alert) {
+                    Ok(payload) => Some((alert.id, payload)),
+                    Err(e) => {
+                        tracing::error!(id = %alert.id, error = %e, "cannot encode an alert");
+                        self.alerts_acked.send_modify(|n| *n += 1);
+                        None
+                    }
+                })
+                .collect();
+            let sends = encoded
+                .iter()
+                .map(|(id, payload)| self.send_alert(id, payload));
+            let results = runtime.block_on(futures_util::future::join_all(sends));
+            for ((id, payload), result) in encoded.iter().zip(results) {
+                if !matches!(result, Ok(Ok(_))) {
+                    self.produce_alert_until_acknowledged(&runtime, id, payload);
+                }
+                self.alerts_acked.send_modify(|n| *n += 1);
+            }
+        }
+    }
+
+    fn send_alert<'a>(
+        &'a self,
+        id: &'a str,
+        payload: &'a [u8],
+    ) -> rdkafka::producer::future_producer::DeliveryFuture {
+        loop {
+            let record = FutureRecord::to(&self.config.alerts_topic)
+                .key(id.as_bytes())
+                .partition(0)
+                .payload(payload)
+                .headers(format_headers());
+            match self.producer.send_result(record) {
+                Ok(ack) => return ack,
+                // The producer's queue is full: wait for room.
+                Err(_) => std::thread::sleep(StdDuration::from_millis(5)),
+            }
+        }
+    }
+
+    /// Produces one alert again until the brokers take it (an alert is
+    /// lost only with the process, and then its entity's replay makes it
+    /// again: its snapshot waits for the acknowledgement).
+    fn produce_alert_until_acknowledged(
+        &self,
+        runtime: &tokio::runtime::Runtime,
+        id: &str,
+        payload: &[u8],
+    ) {
+        let mut backoff = StdDuration::from_millis(50);
+        loop {
+            match runtime.block_on(self.send_alert(id, payload)) {
+                Ok(Ok(_)) => return,
+                Ok(Err((e, _))) => {
+                    if self.closing.load(Ordering::Acquire) && backoff > StdDuration::from_secs(1) {
+                        tracing::error!(id, error = %e, "an alert was not produced before the shutdown; the entity's replay makes it again");
+                        return;
+                    }
+                    tracing::warn!(id, error = %e, "cannot produce an alert; retrying");
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(StdDuration::from_secs(2));
         }
     }
 
@@ -1397,6 +1447,13 @@ impl Iterator for TopicReader {
         None
     }
 }
+
+/// The longest a fetch of the events or alerts topic waits for records
+/// (librdkafka's default is 500 ms), unless `[kafka.client]` sets it.
+const FETCH_WAIT_MS: u32 = 20;
+
+/// Alerts sent before their acknowledgements are awaited.
+const ALERT_BATCH: usize = 1_000;
 
 /// The header of a repartition-topic record naming its event's place in
 /// the events topic, `partition:offset` (the entity's dedup of records the

@@ -56,6 +56,23 @@ pub struct EntitySnapshot {
     #[serde(default)]
     pub repartitioned: Vec<(u16, u64)>,
 }
+/// How far a snapshot's entity got in the events it was given: the place
+/// of the last event applied, then the sum of its repartitioned marks.
+/// Between two snapshots of one entity the one further along is the newer
+/// state (the same events give the same state).
+pub type Progress = (u64, u32, u64);
+
+impl EntitySnapshot {
+    /// How far the entity got (see [`Progress`]).
+    pub fn progress(&self) -> Progress {
+        (
+            self.applied.0,
+            self.applied.1,
+            self.repartitioned.iter().map(|(_, o)| *o).sum(),
+        )
+    }
+}
+
 // NB: format 2 is format 1 written positionally (arrays, no field names):
 // a third of the bytes. The decoder reads both.
 impl crate::store::codec::Record for EntitySnapshot {
@@ -114,14 +131,18 @@ impl EncodedSnapshot {
     }
 
     /// A snapshot encoded elsewhere (read from the scale-out mode's
-    /// changelog), with the timer entry it carries; an error if it is not
-    /// a snapshot this build reads.
-    pub fn from_bytes(bytes: Vec<u8>) -> StoreResult<EncodedSnapshot> {
+    /// changelog), with the timer entry it carries, and its progress; an
+    /// error if it is not a snapshot this build reads.
+    pub fn from_bytes(bytes: Vec<u8>) -> StoreResult<(EncodedSnapshot, Progress)> {
         let snapshot: EntitySnapshot = decode(&bytes)?;
-        Ok(EncodedSnapshot {
-            bytes,
-            timer_due: snapshot.timer_due,
-        })
+        let progress = snapshot.progress();
+        Ok((
+            EncodedSnapshot {
+                bytes,
+                timer_due: snapshot.timer_due,
+            },
+            progress,
+        ))
     }
 }
 
