@@ -141,6 +141,9 @@ pub struct KafkaTopics {
     /// Events for the keys `partition_by` rules give them, as many
     /// partitions as the events topic (default `cepheus.repartition`).
     pub repartition: String,
+    /// Dead letters, one partition, every instance reads them all (default
+    /// `cepheus.deadletters`).
+    pub deadletters: String,
 }
 
 impl Default for KafkaSettings {
@@ -172,6 +175,7 @@ impl Default for KafkaTopics {
             instances: "cepheus.instances".into(),
             delivery: "cepheus.delivery".into(),
             repartition: "cepheus.repartition".into(),
+            deadletters: "cepheus.deadletters".into(),
         }
     }
 }

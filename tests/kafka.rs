@@ -77,6 +77,9 @@ impl Mock {
         cluster
             .create_topic("cepheus.repartition", PARTITIONS, 1)
             .expect("the repartition topic");
+        cluster
+            .create_topic("cepheus.deadletters", 1, 1)
+            .expect("the dead-letter topic");
         Mock(cluster)
     }
 }

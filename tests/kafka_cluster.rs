@@ -624,3 +624,56 @@ fn a_repeated_id_is_dropped_by_the_next_owner_too() {
         assert_eq!(seen, 2, "{key}: the repeat was dropped");
     }
 }
+
+/// Dead letters go through the dead-letter topic: every instance lists
+/// every one, with the same seq, whichever instance found it.
+#[test]
+fn every_instance_lists_every_dead_letter_with_the_same_seq() {
+    let Some(broker) = Tansu::start() else { return };
+    let first = Server::start(&config(&broker));
+    wait_owning(&first, PARTITIONS);
+    let second = Server::start(&config(&broker));
+    wait_balanced(&[&first, &second]);
+    // An invalid event in a request to each instance: its 202 means the
+    // letter can be read on that instance.
+    for (i, server) in [&first, &second].iter().enumerate() {
+        let answer = server.send_events(&json!([
+            {"id": format!("ok-{i}"), "key": format!("acct-{i}"), "type": "a",
+             "time": "2026-01-01T00:00:00Z"},
+            {"key": format!("acct-{i}"), "type": "a", "time": "not a time"},
+        ]));
+        assert_eq!(
+            answer["rejected"].as_array().map(Vec::len),
+            Some(1),
+            "{answer}"
+        );
+        let letters = server.deadletters();
+        assert!(
+            letters.iter().any(|l| l["key"] == format!("acct-{i}")),
+            "readable on the instance that answered 202: {letters:?}"
+        );
+    }
+    let listed = |server: &Server| -> Vec<(u64, String)> {
+        server
+            .deadletters()
+            .iter()
+            .map(|l| {
+                (
+                    l["seq"].as_u64().unwrap(),
+                    l["key"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    };
+    let on_second = settle(
+        "both letters on the second instance",
+        || Some(listed(&second)).filter(|l| l.len() == 2),
+        || format!("{:?}", listed(&second)),
+    );
+    let on_first = settle(
+        "both letters on the first instance",
+        || Some(listed(&first)).filter(|l| l.len() == 2),
+        || format!("{:?}", listed(&first)),
+    );
+    assert_eq!(on_first, on_second, "the same letters with the same seqs");
+}

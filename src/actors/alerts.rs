@@ -310,14 +310,13 @@ impl AlertHub {
             }
         }
         if !group.letters.is_empty() {
-            if let Err(e) = self
-                .store
-                .deadletters()
-                .materialize(views.next_letter_seq, &group.letters)
-            {
+            let first = group.letters_at.unwrap_or(views.next_letter_seq);
+            if let Err(e) = self.store.deadletters().materialize(first, &group.letters) {
                 tracing::error!(error = %e, "cannot store dead letters; they are stored again at the next start");
             }
-            views.next_letter_seq += group.letters.len() as u64;
+            views.next_letter_seq = views
+                .next_letter_seq
+                .max(first + group.letters.len() as u64);
         }
         views.through = views.through.max(group.lsn);
         *self.views.lock().unwrap_or_else(|p| p.into_inner()) = views;

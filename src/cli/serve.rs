@@ -389,6 +389,8 @@ async fn open_kafka(
         events_topic: kafka.topics.events.clone(),
         alerts_topic: kafka.topics.alerts.clone(),
         rules_topic: kafka.topics.rules.clone(),
+        letters_topic: kafka.topics.deadletters.clone(),
+        letters_from: store.deadletters().last_seq()? as i64,
         changelog_topic: kafka.topics.changelog.clone(),
         repartition_topic: kafka.topics.repartition.clone(),
         group_id: kafka.group_id.clone(),

@@ -621,6 +621,7 @@ impl EmbeddedJournal {
                     lsn: group.lsn,
                     alerts,
                     letters,
+                    letters_at: None,
                 });
             }
             let _ = self

@@ -79,6 +79,12 @@ pub struct KafkaConfig {
     pub alerts_topic: String,
     /// The rules topic (compacted; read by `crate::cluster`).
     pub rules_topic: String,
+    /// The dead-letter topic (one partition): every instance reads it and
+    /// numbers its letters by offset.
+    pub letters_topic: String,
+    /// The dead-letter topic's offset to read from (the local store holds
+    /// the letters before it: seq = offset + 1).
+    pub letters_from: i64,
     /// The changelog topic: entity snapshots per partition (compacted,
     /// as many partitions as the events topic).
     pub changelog_topic: String,
@@ -609,7 +615,11 @@ pub struct KafkaJournal {
     progress: watch::Sender<Progress>,
     attached: Mutex<Option<Attached>>,
     /// Alerts to produce (the producer thread retries until acknowledged).
-    outgoing: Mutex<Option<std::sync::mpsc::Sender<AlertEntry>>>,
+    outgoing: Mutex<Option<std::sync::mpsc::Sender<Shared>>>,
+    /// The next dead-letter-topic offset read back, and the local position
+    /// of the group that handed it back (a request's `202` waits for its
+    /// letters to be readable here).
+    letters_read: watch::Sender<(i64, u64)>,
     /// Alerts handed to the producer thread since the start (under the
     /// `outgoing` lock), and how many of them the brokers acknowledged (in
     /// order): a snapshot may be written only once the alerts its entity
@@ -737,6 +747,7 @@ impl KafkaJournal {
             }),
             attached: Mutex::new(None),
             outgoing: Mutex::new(Some(alert_tx)),
+            letters_read: watch::Sender::new((config.letters_from, 0)),
             alerts_handed: AtomicU64::new(0),
             alerts_acked: watch::Sender::new(0),
             closing,
@@ -766,6 +777,23 @@ impl KafkaJournal {
         alert_consumer
             .assign(&list)
             .map_err(|e| kafka_error("cannot assign the alerts topic", e))?;
+        let letter_consumer: BaseConsumer = client_config(&journal.config)
+            .set("group.id", format!("{}-letters", journal.config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .create()
+            .map_err(|e| kafka_error("cannot create the dead-letter consumer", e))?;
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(
+            &journal.config.letters_topic,
+            0,
+            Offset::Offset(journal.config.letters_from.max(0)),
+        )
+        .map_err(|e| kafka_error("cannot assign the dead-letter topic", e))?;
+        letter_consumer
+            .assign(&list)
+            .map_err(|e| kafka_error("cannot assign the dead-letter topic", e))?;
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -786,6 +814,13 @@ impl KafkaJournal {
                 Box::new(move || journal.consume_alerts(alert_consumer)),
             )?
         };
+        let letters = {
+            let journal = Arc::clone(&journal);
+            spawn(
+                "cepheus-kafka-letters",
+                Box::new(move || journal.consume_letters(letter_consumer)),
+            )?
+        };
         let producer = {
             let journal = Arc::clone(&journal);
             spawn(
@@ -797,7 +832,7 @@ impl KafkaJournal {
             .threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend([events, alerts, producer]);
+            .extend([events, alerts, letters, producer]);
         Ok((journal, group_rx))
     }
 
@@ -807,6 +842,17 @@ impl KafkaJournal {
 
     /// Sends a durable group at the next position.
     fn hand_back(&self, alerts: Vec<AlertEntry>, letters: Vec<LetterEntry>) -> u64 {
+        self.hand_back_at(alerts, letters, None)
+    }
+
+    /// Sends a durable group at the next position, its letters at seqs
+    /// from `letters_at` when given.
+    fn hand_back_at(
+        &self,
+        alerts: Vec<AlertEntry>,
+        letters: Vec<LetterEntry>,
+        letters_at: Option<u64>,
+    ) -> u64 {
         let sender = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         let lsn = self.position.fetch_add(1, Ordering::AcqRel);
         if let Some(tx) = &*sender {
@@ -814,6 +860,7 @@ impl KafkaJournal {
                 lsn,
                 alerts,
                 letters,
+                letters_at,
             });
         }
         self.progress
@@ -893,7 +940,7 @@ impl KafkaJournal {
                         .map(|k| String::from_utf8_lossy(k).into_owned());
                     let event = String::from_utf8_lossy(message.payload().unwrap_or_default());
                     tracing::debug!(partition, offset, %error, "an events-topic record is not an event");
-                    self.hand_back(
+                    let _ = self.append_records(
                         Vec::new(),
                         vec![LetterEntry {
                             identity: Some(format!("kafka:{partition}:{offset}").into_bytes()),
@@ -1140,7 +1187,7 @@ impl KafkaJournal {
     /// The alert producer thread: produces each alert and retries until
     /// the brokers acknowledge it (an alert is lost only with the process,
     /// and then its entity's replay makes it again).
-    fn produce_alerts(&self, alerts: std::sync::mpsc::Receiver<AlertEntry>) {
+    fn produce_alerts(&self, alerts: std::sync::mpsc::Receiver<Shared>) {
         let runtime = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -1159,16 +1206,16 @@ impl KafkaJournal {
             let mut batch = vec![first];
             while batch.len() < ALERT_BATCH {
                 match alerts.try_recv() {
-                    Ok(alert) => batch.push(alert),
+                    Ok(record) => batch.push(record),
                     Err(_) => break,
                 }
             }
-            let encoded: Vec<(String, Vec<u8>)> = batch
+            let encoded: Vec<(String, Vec<u8>, &str)> = batch
                 .into_iter()
-                .filter_map(|alert| match rmp_serde::to_vec(&alert) {
-                    Ok(payload) => Some((alert.id, payload)),
+                .filter_map(|record| match record.encode(&self.config) {
+                    Ok(encoded) => Some(encoded),
                     Err(e) => {
-                        tracing::error!(id = %alert.id, error = %e, "cannot encode an alert");
+                        tracing::error!(error = %e, "cannot encode an alert or dead letter");
                         self.alerts_acked.send_modify(|n| *n += 1);
                         None
                     }
@@ -1176,24 +1223,25 @@ impl KafkaJournal {
                 .collect();
             let sends = encoded
                 .iter()
-                .map(|(id, payload)| self.send_alert(id, payload));
+                .map(|(id, payload, topic)| self.send_alert(topic, id, payload));
             let results = runtime.block_on(futures_util::future::join_all(sends));
-            for ((id, payload), result) in encoded.iter().zip(results) {
+            for ((id, payload, topic), result) in encoded.iter().zip(results) {
                 if !matches!(result, Ok(Ok(_))) {
-                    self.produce_alert_until_acknowledged(&runtime, id, payload);
+                    self.produce_alert_until_acknowledged(&runtime, topic, id, payload);
                 }
                 self.alerts_acked.send_modify(|n| *n += 1);
             }
         }
     }
 
-    fn send_alert<'a>(
-        &'a self,
-        id: &'a str,
-        payload: &'a [u8],
+    fn send_alert(
+        &self,
+        topic: &str,
+        id: &str,
+        payload: &[u8],
     ) -> rdkafka::producer::future_producer::DeliveryFuture {
         loop {
-            let record = FutureRecord::to(&self.config.alerts_topic)
+            let record = FutureRecord::to(topic)
                 .key(id.as_bytes())
                 .partition(0)
                 .payload(payload)
@@ -1212,12 +1260,13 @@ impl KafkaJournal {
     fn produce_alert_until_acknowledged(
         &self,
         runtime: &tokio::runtime::Runtime,
+        topic: &str,
         id: &str,
         payload: &[u8],
     ) {
         let mut backoff = StdDuration::from_millis(50);
         loop {
-            match runtime.block_on(self.send_alert(id, payload)) {
+            match runtime.block_on(self.send_alert(topic, id, payload)) {
                 Ok(Ok(_)) => return,
                 Ok(Err((e, _))) => {
                     if self.closing.load(Ordering::Acquire) && backoff > StdDuration::from_secs(1) {
@@ -1292,13 +1341,94 @@ impl KafkaJournal {
         let lsn = if letters.is_empty() {
             self.position.load(Ordering::Acquire).saturating_sub(1)
         } else {
-            self.hand_back(Vec::new(), letters)
+            self.letters_readable(letters).await?
         };
         Ok(Appended {
             accepted,
             duplicates,
             lsn,
         })
+    }
+
+    /// Produces a request's dead letters to the dead-letter topic and waits
+    /// until this instance has read them back (so a `202` means they can
+    /// be read here); returns the local position of that read.
+    async fn letters_readable(&self, letters: Vec<LetterEntry>) -> Result<u64, JournalError> {
+        let mut encoded = Vec::with_capacity(letters.len());
+        for letter in letters {
+            encoded.push(
+                Shared::Letter(letter)
+                    .encode(&self.config)
+                    .map_err(JournalError::Encode)?,
+            );
+        }
+        let sends = encoded
+            .iter()
+            .map(|(id, payload, topic)| self.send_alert(topic, id, payload));
+        let mut end = 0;
+        for result in futures_util::future::join_all(sends).await {
+            match result {
+                Ok(Ok(delivery)) => end = end.max(delivery.offset + 1),
+                _ => {
+                    return Err(JournalError::Stalled(
+                        "the Kafka brokers did not take the dead letters".into(),
+                    ))
+                }
+            }
+        }
+        let mut read = self.letters_read.subscribe();
+        let waited = tokio::time::timeout(
+            self.config.ack_timeout,
+            read.wait_for(|(next, _)| *next >= end),
+        )
+        .await;
+        Ok(match waited {
+            Ok(Ok(read)) => read.1,
+            _ => self.position.load(Ordering::Acquire).saturating_sub(1),
+        })
+    }
+
+    /// The consumer thread of the dead-letter topic: every letter, in
+    /// order, stored at seq = offset + 1 (the same on every instance);
+    /// a repeat of a letter's identity (an event evaluated again after a
+    /// partition moved) is skipped.
+    fn consume_letters(&self, consumer: BaseConsumer) {
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        while !self.closing.load(Ordering::Acquire) {
+            let Some(message) = consumer.poll(StdDuration::from_millis(100)) else {
+                continue;
+            };
+            let message = match message {
+                Ok(message) => message,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot consume the dead-letter topic; retrying");
+                    continue;
+                }
+            };
+            let offset = message.offset();
+            let letter = message
+                .payload()
+                .and_then(|p| rmp_serde::from_slice::<LetterEntry>(p).ok());
+            let lsn = match letter {
+                Some(letter)
+                    if letter
+                        .identity
+                        .as_ref()
+                        .is_none_or(|identity| seen.insert(identity.clone())) =>
+                {
+                    self.hand_back_at(Vec::new(), vec![letter], Some(offset as u64 + 1))
+                }
+                Some(_) => self.position.load(Ordering::Acquire).saturating_sub(1),
+                None => {
+                    tracing::warn!(
+                        offset,
+                        "skipping a dead-letter-topic record that is not a letter of this format"
+                    );
+                    self.position.load(Ordering::Acquire).saturating_sub(1)
+                }
+            };
+            self.letters_read.send_replace((offset + 1, lsn));
+        }
     }
 
     /// Produces entity snapshots to the changelog (their partition's, of
@@ -1452,6 +1582,35 @@ impl Iterator for TopicReader {
 /// (librdkafka's default is 500 ms), unless `[kafka.client]` sets it.
 const FETCH_WAIT_MS: u32 = 20;
 
+/// An alert or a dead letter for its topic.
+pub enum Shared {
+    /// To the alerts topic.
+    Alert(AlertEntry),
+    /// To the dead-letter topic.
+    Letter(LetterEntry),
+}
+
+impl Shared {
+    /// Its record: key, value (positional MessagePack) and topic.
+    fn encode<'c>(&self, config: &'c KafkaConfig) -> Result<(String, Vec<u8>, &'c str), String> {
+        match self {
+            Shared::Alert(alert) => rmp_serde::to_vec(alert)
+                .map(|v| (alert.id.clone(), v, config.alerts_topic.as_str()))
+                .map_err(|e| format!("alert {}: {e}", alert.id)),
+            Shared::Letter(letter) => {
+                let key = letter
+                    .identity
+                    .as_ref()
+                    .map(|i| i.iter().map(|b| format!("{b:02x}")).collect())
+                    .unwrap_or_default();
+                rmp_serde::to_vec(letter)
+                    .map(|v| (key, v, config.letters_topic.as_str()))
+                    .map_err(|e| format!("a dead letter: {e}"))
+            }
+        }
+    }
+}
+
 /// Alerts sent before their acknowledgements are awaited.
 const ALERT_BATCH: usize = 1_000;
 
@@ -1510,6 +1669,7 @@ async fn ensure_topics(config: &KafkaConfig) -> Result<(), JournalError> {
         (config.events_topic.as_str(), config.partitions.max(1)),
         (config.alerts_topic.as_str(), 1),
         (config.rules_topic.as_str(), 1),
+        (config.letters_topic.as_str(), 1),
         (config.changelog_topic.as_str(), config.partitions.max(1)),
         (config.repartition_topic.as_str(), config.partitions.max(1)),
     ];
@@ -1624,20 +1784,19 @@ impl Journal for KafkaJournal {
         alerts: Vec<AlertEntry>,
         letters: Vec<LetterEntry>,
     ) -> Result<u64, JournalError> {
-        if !alerts.is_empty() {
-            let outgoing = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
-            let tx = outgoing.as_ref().ok_or(JournalError::Closed)?;
-            for alert in alerts {
-                tx.send(alert).map_err(|_| JournalError::Closed)?;
-                self.alerts_handed.fetch_add(1, Ordering::AcqRel);
-            }
+        // NB: both go to their topics; every instance reads them back and
+        // publishes them (alerts) or stores them (letters) from there.
+        let records = alerts
+            .into_iter()
+            .map(Shared::Alert)
+            .chain(letters.into_iter().map(Shared::Letter));
+        let outgoing = self.outgoing.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = outgoing.as_ref().ok_or(JournalError::Closed)?;
+        for record in records {
+            tx.send(record).map_err(|_| JournalError::Closed)?;
+            self.alerts_handed.fetch_add(1, Ordering::AcqRel);
         }
-        if letters.is_empty() {
-            Ok(self.position.load(Ordering::Acquire))
-        } else {
-            // Dead letters stay on this instance (no dead-letter topic yet).
-            Ok(self.hand_back(Vec::new(), letters))
-        }
+        Ok(self.position.load(Ordering::Acquire))
     }
 
     fn routed_through(&self) -> u64 {

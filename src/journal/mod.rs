@@ -346,6 +346,10 @@ pub struct DurableGroup {
     pub alerts: Vec<AlertEntry>,
     /// Its dead letters.
     pub letters: Vec<LetterEntry>,
+    /// The seq of the first of `letters`, when the journal numbers them
+    /// itself (the Kafka journal: the dead-letter topic's offset + 1, the
+    /// same on every instance); `None`: the next seqs.
+    pub letters_at: Option<u64>,
 }
 
 /// The partitions a group member owns (`/readyz`).
