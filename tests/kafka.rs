@@ -56,30 +56,23 @@ struct Mock(MockCluster<'static, DefaultProducerContext>);
 impl Mock {
     fn start() -> Mock {
         let cluster = MockCluster::new(1).expect("a mock cluster");
-        cluster
-            .create_topic("cepheus.events", PARTITIONS, 1)
-            .expect("the events topic");
-        cluster
-            .create_topic("cepheus.alerts", 1, 1)
-            .expect("the alerts topic");
-        cluster
-            .create_topic("cepheus.rules", 1, 1)
-            .expect("the rules topic");
-        cluster
-            .create_topic("cepheus.changelog", PARTITIONS, 1)
-            .expect("the changelog topic");
-        cluster
-            .create_topic("cepheus.instances", 1, 1)
-            .expect("the instances topic");
-        cluster
-            .create_topic("cepheus.delivery", 1, 1)
-            .expect("the delivery topic");
-        cluster
-            .create_topic("cepheus.repartition", PARTITIONS, 1)
-            .expect("the repartition topic");
-        cluster
-            .create_topic("cepheus.deadletters", 1, 1)
-            .expect("the dead-letter topic");
+        // Every topic cepheus uses, with its partitions (the mock cluster
+        // has no CreateTopics).
+        let topics = [
+            ("cepheus.events", PARTITIONS),
+            ("cepheus.alerts", 1),
+            ("cepheus.rules", 1),
+            ("cepheus.changelog", PARTITIONS),
+            ("cepheus.instances", 1),
+            ("cepheus.delivery", 1),
+            ("cepheus.repartition", PARTITIONS),
+            ("cepheus.deadletters", 1),
+        ];
+        for (topic, partitions) in topics {
+            cluster
+                .create_topic(topic, partitions, 1)
+                .unwrap_or_else(|e| panic!("the topic {topic}: {e}"));
+        }
         Mock(cluster)
     }
 }
