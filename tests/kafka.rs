@@ -12,7 +12,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::kafka::{wait_owning, PARTITIONS};
+use common::kafka::{balanced, wait_owning, PARTITIONS};
 use common::tansu::Tansu;
 use common::{wait_until, Server, PATIENCE};
 use rdkafka::config::ClientConfig;
@@ -305,14 +305,10 @@ fn two_instances_share_the_work(broker: &dyn Broker) {
     let first = Server::start(&config(broker));
     wait_owning(&first, PARTITIONS as usize);
     let second = Server::start(&config(broker));
-    let owned_second = wait_owning(&second, PARTITIONS as usize / 2);
-    let owned_first = wait_owning(&first, PARTITIONS as usize / 2);
-    let all: HashSet<i64> = owned_first.iter().chain(&owned_second).copied().collect();
-    assert_eq!(
-        all.len(),
-        PARTITIONS as usize,
-        "{owned_first:?} {owned_second:?}"
-    );
+    let shares = wait_until("the partitions split between the two", || {
+        balanced(&[&first, &second], PARTITIONS as usize)
+    });
+    let owned_first = &shares[0];
     // A rule registered on one instance is live on all (the rules topic).
     first.create_rule(TWO_STEPS);
     let shared = wait_until("the rule on the second instance", || {

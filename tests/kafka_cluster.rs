@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::kafka::owning;
+use common::kafka::{balanced, owning};
 use common::tansu::Tansu;
 use common::webhook::{Behaviour, Webhook};
 use common::{expect_json, wait_until, Server, FAST_TIMING};
@@ -120,12 +120,17 @@ fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
 
 /// Waits until `servers` split the partitions evenly among them.
 fn wait_balanced(servers: &[&Server]) {
-    let each = PARTITIONS / servers.len();
-    let mut all = HashSet::new();
-    for server in servers {
-        all.extend(wait_owning(server, each));
-    }
-    assert_eq!(all.len(), PARTITIONS, "every partition has one owner");
+    settle(
+        "the partitions split evenly",
+        || balanced(servers, PARTITIONS),
+        || {
+            let readyz: Vec<String> = servers
+                .iter()
+                .map(|server| server.get_json("/readyz").to_string())
+                .collect();
+            readyz.join(" | ")
+        },
+    );
 }
 
 /// Starts three instances one after the other (tansu answers concurrent

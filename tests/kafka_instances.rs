@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::kafka::{config_with, wait_owning, PARTITIONS};
+use common::kafka::{balanced, config_with, wait_owning, PARTITIONS};
 use common::tansu::Tansu;
 use common::{wait_until, Server};
 use serde_json::{json, Value};
@@ -27,8 +27,10 @@ fn two_instances(broker: &Tansu) -> ((Server, Vec<i64>), (Server, Vec<i64>)) {
     let first = Server::start(&config);
     wait_owning(&first, PARTITIONS as usize);
     let second = Server::start(&config);
-    let owned_second = wait_owning(&second, PARTITIONS as usize / 2);
-    let owned_first = wait_owning(&first, PARTITIONS as usize / 2);
+    let shares = wait_until("the partitions split between the two", || {
+        balanced(&[&first, &second], PARTITIONS as usize)
+    });
+    let [owned_first, owned_second] = <[Vec<i64>; 2]>::try_from(shares).expect("two shares");
     ((first, owned_first), (second, owned_second))
 }
 

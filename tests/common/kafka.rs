@@ -52,3 +52,21 @@ pub fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
         owning(server, count)
     })
 }
+
+/// What each of `servers` owns, once together they split `partitions`
+/// evenly, each has read its share to the end, and no partition has two
+/// owners. One poll of every server in turn: a rebalance between two
+/// polls shows as a gap or an overlap, and the caller polls again —
+/// waiting for each server alone could pair one's share before a
+/// rebalance with another's after it.
+pub fn balanced(servers: &[&Server], partitions: usize) -> Option<Vec<Vec<i64>>> {
+    let each = partitions / servers.len();
+    let shares: Vec<Vec<i64>> = servers
+        .iter()
+        .map(|server| owning(server, each))
+        .collect::<Option<_>>()?;
+    let mut all: Vec<i64> = shares.iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    (all.len() == partitions).then_some(shares)
+}
