@@ -89,7 +89,10 @@ fn settle<T>(
 }
 
 /// A config for an instance of the deployment on `broker`: a short
-/// session, so a killed member's partitions move within seconds.
+/// session, so a killed member's partitions move within seconds — but
+/// not 3 s or less: tansu holds a rejoining follower's JoinGroup for 3 s
+/// without counting it as contact, expels it meanwhile, and the group
+/// rebalances for ever (docs/scale-out.md).
 fn config(broker: &Tansu) -> String {
     format!(
         r#"
@@ -102,7 +105,7 @@ backoff_max = "200ms"
 [kafka]
 brokers = "{}"
 ack_timeout = "20s"
-session_timeout = "3s"
+session_timeout = "6s"
 "#,
         broker.brokers()
     )
