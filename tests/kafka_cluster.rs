@@ -89,10 +89,15 @@ fn settle<T>(
 }
 
 /// A config for an instance of the deployment on `broker`: a short
-/// session, so a killed member's partitions move within seconds — but
-/// not 3 s or less: tansu holds a rejoining follower's JoinGroup for 3 s
-/// without counting it as contact, expels it meanwhile, and the group
-/// rebalances for ever (docs/scale-out.md).
+/// session, so a killed member's partitions move within seconds. 3 s is
+/// what works on tansu 0.6: with 4 s or 6 s, the survivors of a kill -9
+/// never took the dead member's partitions (tansu expelled it, but they
+/// kept only their old ones; every run: 4 s twice, 6 s six times); with
+/// 3 s, tansu holds a rejoining follower's JoinGroup for 3 s without
+/// counting it as contact and may expel it meanwhile, so the group can
+/// go on rebalancing for minutes (docs/scale-out.md). The tests
+/// therefore wait for a settled group only where the scenario needs
+/// one.
 fn config(broker: &Tansu) -> String {
     format!(
         r#"
@@ -105,7 +110,7 @@ backoff_max = "200ms"
 [kafka]
 brokers = "{}"
 ack_timeout = "20s"
-session_timeout = "6s"
+session_timeout = "3s"
 "#,
         broker.brokers()
     )
@@ -119,6 +124,12 @@ fn wait_owning(server: &Server, count: usize) -> Vec<i64> {
         || owning(server, count),
         || server.get_json("/readyz").to_string(),
     )
+}
+
+/// The partitions `server` owns, once it owns one or more and has read
+/// them to their end.
+fn owning_some(server: &Server) -> Option<Vec<i64>> {
+    (1..=PARTITIONS).find_map(|count| owning(server, count))
 }
 
 /// Waits until `servers` split the partitions evenly among them.
@@ -344,7 +355,15 @@ fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
         post_acknowledged(&instances[[2, 0][i % 2]], &json!([event(key, "b", 11)]));
     }
     instances[1].restart();
-    wait_balanced(&[&instances[0], &instances[1], &instances[2]]);
+    // Partitions come back to it. Not a wait for a settled group: on
+    // tansu the group may go on rebalancing after a member rejoins (see
+    // `config`), and nothing below needs it settled — the alerts show
+    // whether state followed every move.
+    settle(
+        "partitions back on the restarted instance",
+        || owning_some(&instances[1]),
+        || instances[1].get_json("/readyz").to_string(),
+    );
     wait_until(
         "the rule registered meanwhile on the restarted instance",
         || (instances[1].get("/v1/rules/x-then-y").status() == 200).then_some(()),
