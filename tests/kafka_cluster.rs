@@ -147,13 +147,20 @@ fn wait_balanced(servers: &[&Server]) {
     );
 }
 
-/// Starts three instances one after the other (tansu answers concurrent
-/// joins with UNKNOWN_MEMBER_ID), each once the group settled.
-fn three_instances(broker: &Tansu) -> Vec<Server> {
+/// Starts two instances one after the other, and waits until they split
+/// the partitions.
+fn two_instances(broker: &Tansu) -> (Server, Server) {
     let first = Server::start(&config(broker));
     wait_owning(&first, PARTITIONS);
     let second = Server::start(&config(broker));
     wait_balanced(&[&first, &second]);
+    (first, second)
+}
+
+/// Starts three instances one after the other (tansu answers concurrent
+/// joins with UNKNOWN_MEMBER_ID), each once the group settled.
+fn three_instances(broker: &Tansu) -> Vec<Server> {
+    let (first, second) = two_instances(broker);
     let third = Server::start(&config(broker));
     wait_balanced(&[&first, &second, &third]);
     vec![first, second, third]
@@ -429,10 +436,7 @@ fn a_killed_instances_partitions_move_with_their_state_and_come_back() {
 fn alerts_are_delivered_once_for_the_whole_group() {
     let Some(broker) = Tansu::start() else { return };
     let hook = Webhook::start(Behaviour::Ok);
-    let first = Server::start(&config(&broker));
-    wait_owning(&first, PARTITIONS);
-    let second = Server::start(&config(&broker));
-    wait_balanced(&[&first, &second]);
+    let (first, second) = two_instances(&broker);
     // Receivers, routes and silences made on one instance are on all.
     expect_json(
         second.post(
@@ -551,10 +555,7 @@ alert:
 #[test]
 fn a_partition_by_rule_gives_the_alerts_of_one_embedded_instance() {
     let Some(broker) = Tansu::start() else { return };
-    let first = Server::start(&config(&broker));
-    wait_owning(&first, PARTITIONS);
-    let second = Server::start(&config(&broker));
-    wait_balanced(&[&first, &second]);
+    let (first, second) = two_instances(&broker);
     let embedded = Server::start(FAST_TIMING);
     first.create_rule(MERCHANT_BURST);
     embedded.create_rule(MERCHANT_BURST);
@@ -657,10 +658,7 @@ fn a_repeated_id_is_dropped_by_the_next_owner_too() {
 #[test]
 fn every_instance_lists_every_dead_letter_with_the_same_seq() {
     let Some(broker) = Tansu::start() else { return };
-    let first = Server::start(&config(&broker));
-    wait_owning(&first, PARTITIONS);
-    let second = Server::start(&config(&broker));
-    wait_balanced(&[&first, &second]);
+    let (first, second) = two_instances(&broker);
     // An invalid event in a request to each instance: its 202 means the
     // letter can be read on that instance.
     for (i, server) in [&first, &second].iter().enumerate() {
